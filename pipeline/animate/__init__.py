@@ -1,0 +1,13 @@
+"""PersonaLive's streaming generation algorithm (knows nothing of files or Ray)."""
+
+from ._animator import StreamingAnimator
+from ._schedule import StaggeredSchedule
+from ._state import StreamState, deserialize_state, serialize_state
+
+__all__ = [
+    "StaggeredSchedule",
+    "StreamState",
+    "StreamingAnimator",
+    "deserialize_state",
+    "serialize_state",
+]

@@ -1,0 +1,498 @@
+"""PersonaLive's streaming generation: one portrait, driving frames four at a time, forever.
+
+Per stream the animator keeps a 16-frame latent window of four 4-frame chunks at noise levels
+0/333/666/999 (oldest first). Each call appends the newest chunk (the portrait's latent noised to
+t=999, conditioned on the new driving frames' pose and motion), runs one denoising-UNet call over
+the window, and emits the oldest chunk, now clean, through the VAE. So a driving frame leaves three
+calls after it arrives; the window starts filled with a 12-frame transition from the portrait's own
+pose/expression to the first driving frame (not emitted unless ``keep_warmup``), and at the end of
+the input mirrored frames flush the last real chunks out. History keyframes (at most
+``max_keyframes``) join the portrait in the self-attention bank when the expression strays far from
+everything in the bank. Memory per stream is constant however long the video.
+
+Several streams (different portraits) advance together in one batched denoising call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import AnimatorConfig
+from ..models import (
+    HeadPose,
+    PersonaLiveModels,
+    crop_faces,
+    draw_keypoint_canvas,
+    drive_pose,
+    face_boxes,
+    posed_keypoints,
+    warmup_poses,
+)
+from ._preprocess import (
+    as_rgb_array,
+    clip_pixels,
+    frames_to_signed,
+    resize_lanczos,
+    signed_to_output,
+    to_signed_tensor,
+)
+from ._schedule import StaggeredSchedule
+from ._state import Chunk, StreamState, deserialize_state
+
+logger = logging.getLogger(__name__)
+
+Frames = torch.Tensor | np.ndarray
+
+
+class StreamingAnimator:
+    """Animate portraits with PersonaLive, streaming, for several streams at once.
+
+    Args:
+        models: the loaded networks (:func:`pipeline.models.load_personalive`).
+        config: algorithm settings (keyframes, translation damping, output format).
+        resolution: output frame size (frames are ``resolution × resolution``); driving frames
+            must already be square at this size.
+
+    Typical use::
+
+        stream = animator.fuse_reference(portrait, seed=42)
+        for chunk in chunks_of_4:                  # uint8 (4, H, W, 3)
+            emit(animator.push(stream, chunk))     # 0 frames for the first 3 calls, then 4
+        emit(animator.finish(stream, last_partial_chunk_or_None))
+    """
+
+    def __init__(
+        self,
+        models: PersonaLiveModels,
+        config: AnimatorConfig | None = None,
+        *,
+        resolution: int = 512,
+    ) -> None:
+        self.models = models
+        self.config = config or AnimatorConfig()
+        self.schedule = StaggeredSchedule()
+        self.resolution = resolution
+        factor = models.vae_scale_factor * 2 ** (len(models.denoising_unet.down_blocks) - 1)
+        if resolution % factor:
+            raise ValueError(
+                f"model.resolution={resolution} must be a multiple of {factor} for this model"
+            )
+        self.latent_size = resolution // models.vae_scale_factor
+        self._scaling = float(models.vae.config.scaling_factor)
+
+    # ------------------------------------------------------------------ reference
+
+    @torch.no_grad()
+    def fuse_reference(self, portrait: Frames, *, seed: int, stream_id: str = "") -> StreamState:
+        """Encode a square portrait once: CLIP token, latent, reference bank, pose and motion.
+
+        Args:
+            portrait: ``(S, S, 3)`` uint8 RGB (any size; resized here).
+            seed: seeds this stream's noise (same seed, same frames).
+            stream_id: a label carried in the state (row id).
+
+        Returns:
+            A fresh :class:`StreamState` with the 12 warm-up latents drawn.
+        """
+        models, device, dtype = self.models, self.models.device, self.models.dtype
+        image = as_rgb_array(portrait)
+        if image.shape[0] != image.shape[1]:
+            raise ValueError(
+                f"portrait must be square (crop or pad it first); got {image.shape[1]}x{image.shape[0]}"
+            )
+        digest = hashlib.sha256(image.tobytes() + str(image.shape).encode()).hexdigest()
+        reference = to_signed_tensor(resize_lanczos(image, self.resolution)).to(device)
+        unit = (
+            to_signed_tensor(resize_lanczos(image, models.keypoint_input_size)).to(device) / 2 + 0.5
+        )
+        clip_embeds = models.image_encoder(
+            clip_pixels(image, models.clip_image_size).to(device, dtype)
+        ).image_embeds
+        clip_embeds = clip_embeds[:, None]
+        latent = models.vae.encode(reference.to(dtype)).latent_dist.mean * self._scaling
+        reference_kv = models.denoising_unet.project_bank(
+            models.reference_unet(latent, clip_embeds)
+        )
+        pose = models.keypoint_extractor(unit.to(dtype))
+        face = crop_faces(
+            reference, face_boxes(posed_keypoints(pose), self.resolution), models.face_crop_size
+        )
+        motion = models.motion_encoder(face.to(dtype))
+        generator = torch.Generator().manual_seed(int(seed))
+        pending = self.schedule.pending_frames
+        noise = self._noise(generator, pending)
+        timesteps = self.schedule.window_timesteps(device)[:pending]
+        latents = self.schedule.add_noise(latent.expand(pending, -1, -1, -1), noise, timesteps)
+        return StreamState(
+            stream_id=stream_id,
+            seed=int(seed),
+            portrait_digest=digest,
+            generator=generator,
+            clip_embeds=clip_embeds,
+            reference_latent=latent,
+            reference_kv=reference_kv,
+            reference_pose=pose,
+            reference_motion=motion,
+            latents=latents,
+            motion_bank=motion.clone(),
+        )
+
+    def _noise(self, generator: torch.Generator, frames: int) -> torch.Tensor:
+        """``(frames, 4, h, w)`` Gaussian noise, drawn as the reference draws it: ``(1, 4, frames, h, w)``."""
+        size = self.latent_size
+        noise = torch.randn((1, 4, frames, size, size), generator=generator)
+        return noise[0].transpose(0, 1).to(self.models.device, self.models.dtype)
+
+    # ------------------------------------------------------------------ public stepping
+
+    def push(self, stream: StreamState, frames: Frames) -> torch.Tensor:
+        """Feed one chunk of exactly 4 driving frames; returns the frames finished by this call."""
+        if len(frames) != self.schedule.chunk_frames:
+            raise ValueError(
+                f"push() takes {self.schedule.chunk_frames} frames, got {len(frames)}; "
+                "give the last, shorter chunk to finish()"
+            )
+        return self.advance([stream], [frames])[0]
+
+    def finish(self, stream: StreamState, frames: Frames | None = None) -> torch.Tensor:
+        """End the input (with an optional last chunk of 1–4 frames) and return every frame left."""
+        outputs = [
+            self.advance([stream], [frames if frames is not None and len(frames) else None])[0]
+        ]
+        while not stream.done:
+            outputs.append(self.advance([stream], [None])[0])
+        return torch.cat(outputs)
+
+    @torch.no_grad()
+    def advance(
+        self, streams: Sequence[StreamState], frames: Sequence[Frames | None]
+    ) -> list[torch.Tensor]:
+        """One denoising call for several streams at once.
+
+        Args:
+            streams: states from :meth:`fuse_reference` / :meth:`restore`, none of them done.
+            frames: per stream, uint8 ``(k, H, W, 3)`` driving frames with 1 ≤ k ≤ 4 — fewer than
+                4 marks that stream's last chunk — or ``None`` once its input has ended (flush).
+
+        Returns:
+            Per stream, the output frames finished by this call: ``(n, H, W, 3)`` uint8 (or float
+            in [0, 1]), in driving-frame order; n is 0 during warm-up, else up to 4.
+        """
+        if len(streams) != len(frames) or not streams:
+            raise ValueError(
+                f"advance() needs one frames entry per stream; got {len(streams)} streams, {len(frames)}"
+            )
+        driving = [self._accept(stream, chunk) for stream, chunk in zip(streams, frames)]
+        observations = self._observe([d for d in driving if d is not None])
+        new_chunks = []
+        for stream, pixels in zip(streams, driving):
+            observed = observations.pop(0) if pixels is not None else None
+            new_chunks.append(self._enter_chunk(stream, observed))
+        add_keyframe = [
+            self._wants_keyframe(stream, chunk) for stream, chunk in zip(streams, new_chunks)
+        ]
+        emitted = self._denoise(streams, new_chunks, add_keyframe)
+        return self._decode(emitted)
+
+    # ------------------------------------------------------------------ steps of a call
+
+    def _accept(self, stream: StreamState, chunk: Frames | None) -> torch.Tensor | None:
+        """Validate a stream's input for this call and convert it to signed pixels."""
+        if stream.done:
+            raise ValueError(f"stream {stream.stream_id!r} is finished; start a new one")
+        if chunk is None or len(chunk) == 0:
+            if not stream.ended:
+                if stream.frames_in == 0:
+                    raise ValueError(f"stream {stream.stream_id!r} ended before any driving frame")
+                stream.total_frames = stream.frames_in
+            return None
+        if stream.ended:
+            raise ValueError(f"stream {stream.stream_id!r} already received its last chunk")
+        size = self.resolution
+        shape = tuple(chunk.shape)
+        if not 1 <= shape[0] <= self.schedule.chunk_frames or shape[1:] != (size, size, 3):
+            raise ValueError(f"driving chunk must be (1..4, {size}, {size}, 3) uint8; got {shape}")
+        return frames_to_signed(chunk, self.models.device)
+
+    def _observe(
+        self, batches: list[torch.Tensor]
+    ) -> list[tuple[HeadPose, torch.Tensor, torch.Tensor]]:
+        """Head pose and motion tokens of every new driving frame (all streams in one batch)."""
+        if not batches:
+            return []
+        models, dtype = self.models, self.models.dtype
+        pixels = torch.cat(batches)
+        size = models.keypoint_input_size
+        unit = (
+            F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False) / 2 + 0.5
+        )
+        pose = models.keypoint_extractor(unit.to(dtype))
+        boxes = face_boxes(posed_keypoints(pose), self.resolution)
+        motion = models.motion_encoder(crop_faces(pixels, boxes, models.face_crop_size).to(dtype))
+        results, start = [], 0
+        for batch in batches:
+            end = start + batch.shape[0]
+            results.append((pose.index(slice(start, end)), motion[start:end], pixels[start:end]))
+            start = end
+        return results
+
+    def _enter_chunk(
+        self, stream: StreamState, observed: tuple[HeadPose, torch.Tensor, torch.Tensor] | None
+    ) -> Chunk:
+        """Build this call's newest chunk (real frames, or mirrored padding) for one stream."""
+        chunk_frames = self.schedule.chunk_frames
+        start = stream.chunks[-1].start + chunk_frames if stream.chunks else 0
+        real = 0
+        if observed is not None:
+            pose, motion, _ = observed
+            first_call = stream.first_pose is None
+            if first_call:
+                stream.first_pose = pose.index(0)
+            keypoints = posed_keypoints(
+                drive_pose(
+                    stream.reference_pose, stream.first_pose, pose, self.config.translation_scale
+                )
+            )
+            real = keypoints.shape[0]
+            for j in range(real):
+                stream.history.append((stream.frames_in + j, keypoints[j], motion[j]))
+            stream.frames_in += real
+            if real < chunk_frames:
+                stream.total_frames = stream.frames_in
+            if first_call:
+                self._enter_warmup(stream, pose.index(0), motion[:1])
+            start = stream.frames_in - real
+        padding = [
+            self._mirror(stream, index) for index in range(start + real, start + chunk_frames)
+        ]
+        recent = [entry for entry in stream.history if entry[0] >= start][:real]
+        keypoints = torch.stack([k for _, k, _ in recent] + [k for k, _ in padding])
+        motion = torch.stack([m for _, _, m in recent] + [m for _, m in padding])
+        chunk = Chunk(start=start, real=real, keypoints=keypoints, motion=motion)
+        chunk.pose_features = self._pose_features(keypoints)
+        return chunk
+
+    def _enter_warmup(
+        self, stream: StreamState, first_pose: HeadPose, first_motion: torch.Tensor
+    ) -> None:
+        """The 12-frame transition from the portrait to the first driving frame (3 pending chunks)."""
+        pending, chunk_frames = self.schedule.pending_frames, self.schedule.chunk_frames
+        keypoints = posed_keypoints(warmup_poses(stream.reference_pose, first_pose, pending))
+        alphas = torch.linspace(
+            0, 1, pending + 1, dtype=first_motion.dtype, device=first_motion.device
+        )[:-1]
+        weights = alphas.view(-1, 1, 1)
+        motion = (1 - weights) * stream.reference_motion + weights * first_motion
+        for i in range(0, pending, chunk_frames):
+            chunk = Chunk(
+                start=i - pending,
+                real=0,
+                keypoints=keypoints[i : i + chunk_frames],
+                motion=motion[i : i + chunk_frames],
+            )
+            chunk.pose_features = self._pose_features(chunk.keypoints)
+            stream.chunks.append(chunk)
+
+    def _mirror(self, stream: StreamState, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conditioning of padding frame ``index`` (≥ the input's length): the input mirrored
+        backwards from its second-to-last frame, as the published offline script pads."""
+        total = stream.total_frames
+        if total is None:
+            raise RuntimeError("padding requested before the stream ended")
+        source = _reflect(2 * total - 2 - index, total)
+        for frame_index, keypoints, motion in stream.history:
+            if frame_index == source:
+                return keypoints, motion
+        raise RuntimeError(f"frame {source} is no longer in the stream's history")
+
+    def _pose_features(self, keypoints: torch.Tensor) -> torch.Tensor:
+        """Pose guider on one chunk's canvases (always 4 at a time: same numbers on resume)."""
+        models = self.models
+        canvas = draw_keypoint_canvas(keypoints, self.resolution, models.canvas_radius)
+        return models.pose_guider(canvas.to(models.dtype))
+
+    def _wants_keyframe(self, stream: StreamState, new_chunk: Chunk) -> bool:
+        """Whether the frame finishing this call becomes a history keyframe.
+
+        From call ``keyframe_min_chunks`` on, the oldest frame of the window joins the bank when
+        its motion is farther than ``keyframe_threshold`` (L2) from every motion in the bank.
+        """
+        config = self.config
+        if (
+            stream.calls < config.keyframe_min_chunks
+            or stream.num_keyframes >= config.max_keyframes
+        ):
+            return False
+        candidate = stream.chunks[0].motion[0].float().flatten()
+        bank = stream.motion_bank.float().flatten(1)
+        distance = (bank - candidate).pow(2).sum(dim=1).sqrt().min()
+        if distance.item() <= config.keyframe_threshold:
+            return False
+        stream.motion_bank = torch.cat([stream.motion_bank, stream.chunks[0].motion[:1]])
+        return True
+
+    def _denoise(
+        self, streams: Sequence[StreamState], new_chunks: list[Chunk], add_keyframe: list[bool]
+    ) -> list[tuple[StreamState, Chunk, torch.Tensor]]:
+        """The batched denoising call and DDIM step; returns what each stream emits (latents)."""
+        models, schedule = self.models, self.schedule
+        device, dtype = models.device, models.dtype
+        chunk_frames = schedule.chunk_frames
+        new_latents = []
+        for stream in streams:
+            noise = self._noise(stream.generator, chunk_frames)
+            t_max = schedule.window_timesteps(device)[-chunk_frames:]
+            new_latents.append(
+                schedule.add_noise(
+                    stream.reference_latent.expand(chunk_frames, -1, -1, -1), noise, t_max
+                )
+            )
+        sample = torch.stack([torch.cat([s.latents, n]) for s, n in zip(streams, new_latents)])
+        windows = [list(s.chunks) + [c] for s, c in zip(streams, new_chunks)]
+        motion = torch.stack([torch.cat([c.motion for c in w]) for w in windows]).to(dtype)
+        pose = torch.stack([torch.cat([c.pose_features for c in w]) for w in windows])
+        bank_kv, bank_mask = _batch_banks([s.bank_kv() for s in streams])
+        timesteps = schedule.window_timesteps(device)
+        noise_pred = models.denoising_unet(
+            sample,
+            timesteps,
+            torch.cat([s.clip_embeds for s in streams]),
+            motion,
+            pose,
+            bank_kv=bank_kv,
+            bank_mask=bank_mask,
+        ).sample
+        previous, x0 = schedule.step(noise_pred, timesteps, sample)
+        window = torch.cat([x0[:, :chunk_frames], previous[:, chunk_frames:]], dim=1).to(dtype)
+        emitted = []
+        for i, (stream, chunk) in enumerate(zip(streams, new_chunks)):
+            stream.latents = window[i, chunk_frames:]
+            stream.chunks.append(chunk)
+            finished = stream.chunks.popleft()
+            if add_keyframe[i]:
+                self._add_keyframe(stream, x0[i, 0:1].to(dtype))
+            stream.calls += 1
+            emitted.append((stream, finished, window[i, :chunk_frames]))
+        return emitted
+
+    def _add_keyframe(self, stream: StreamState, latent: torch.Tensor) -> None:
+        bank = self.models.reference_unet(latent, stream.clip_embeds)
+        stream.add_keyframe_kv(self.models.denoising_unet.project_bank(bank))
+        stream.keyframe_latents.append(latent[0])
+        logger.debug(
+            "stream %s: history keyframe %d at call %d",
+            stream.stream_id,
+            stream.num_keyframes,
+            stream.calls,
+        )
+
+    def _decode(self, emitted: list[tuple[StreamState, Chunk, torch.Tensor]]) -> list[torch.Tensor]:
+        """VAE-decode the frames each stream emits (warm-up/padding frames are skipped)."""
+        selected, counts = [], []
+        for stream, chunk, latents in emitted:
+            count = chunk.real
+            if self.config.keep_warmup and chunk.start < 0:
+                count = latents.shape[0]
+            stream.frames_out += chunk.real
+            selected.append(latents[:count])
+            counts.append(count)
+        outputs: list[torch.Tensor] = []
+        if sum(counts):
+            images = self.models.vae.decode(torch.cat(selected) * (1 / self._scaling)).sample
+            frames = signed_to_output(images, self.config.output_dtype)
+            outputs = list(torch.split(frames, counts))
+        else:
+            empty_dtype = torch.float32 if self.config.output_dtype == "float" else torch.uint8
+            size = self.resolution
+            outputs = [
+                torch.empty((0, size, size, 3), dtype=empty_dtype, device=self.models.device)
+            ] * len(counts)
+        return outputs
+
+    # ------------------------------------------------------------------ resume
+
+    @torch.no_grad()
+    def restore(self, portrait: Frames, saved: dict | bytes) -> StreamState:
+        """Rebuild a stream from its portrait and a :meth:`StreamState.state_dict` (or its bytes).
+
+        The continuation produces the frames an uninterrupted run would have produced.
+        """
+        saved = deserialize_state(saved) if isinstance(saved, (bytes, bytearray)) else saved
+        stream = self.fuse_reference(portrait, seed=saved["seed"], stream_id=saved["stream_id"])
+        if stream.portrait_digest != saved["portrait_digest"]:
+            raise ValueError(
+                f"stream {saved['stream_id']!r}: the portrait differs from the one this state was saved with"
+            )
+        device, dtype = self.models.device, self.models.dtype
+        stream.generator.set_state(saved["rng_state"])
+        stream.latents = saved["latents"].to(device, dtype)
+        for entry in saved["chunks"]:
+            chunk = Chunk(
+                start=entry["start"],
+                real=entry["real"],
+                keypoints=entry["keypoints"].to(device),
+                motion=entry["motion"].to(device),
+            )
+            chunk.pose_features = self._pose_features(chunk.keypoints)
+            stream.chunks.append(chunk)
+        stream.calls = saved["calls"]
+        stream.frames_in = saved["frames_in"]
+        stream.frames_out = saved["frames_out"]
+        stream.total_frames = saved["total_frames"]
+        if saved["first_pose"] is not None:
+            stream.first_pose = HeadPose(
+                **{k: v.to(device) for k, v in saved["first_pose"].items()}
+            )
+        stream.motion_bank = saved["motion_bank"].to(device)
+        for latent in saved["keyframe_latents"]:
+            self._add_keyframe(stream, latent.to(device, dtype)[None])
+        stream.history = deque(
+            ((i, k.to(device), m.to(device)) for i, k, m in saved["history"]),
+            maxlen=stream.history.maxlen,
+        )
+        return stream
+
+
+def _reflect(index: int, length: int) -> int:
+    """Index into ``[0, length)`` reflected at both ends (…2,1,0,1,2… / …n-2,n-1,n-2…)."""
+    if length == 1:
+        return 0
+    period = 2 * (length - 1)
+    index %= period
+    return period - index if index >= length else index
+
+
+def _batch_banks(
+    banks: list[list[tuple[torch.Tensor, torch.Tensor]]],
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor | None] | None]:
+    """Stack per-stream banks; streams with fewer keyframes are padded and masked."""
+    if len(banks) == 1:
+        return banks[0], None
+    batched, masks = [], []
+    any_padding = False
+    for layer in zip(*banks):
+        lengths = [k.shape[2] for k, _ in layer]
+        longest = max(lengths)
+        if all(length == longest for length in lengths):
+            batched.append((torch.cat([k for k, _ in layer]), torch.cat([v for _, v in layer])))
+            masks.append(None)
+            continue
+        any_padding = True
+        keys, values, mask = [], [], []
+        for (k, v), length in zip(layer, lengths):
+            pad = longest - length
+            keys.append(F.pad(k, (0, 0, 0, pad)))
+            values.append(F.pad(v, (0, 0, 0, pad)))
+            valid = torch.zeros(1, longest, dtype=torch.bool, device=k.device)
+            valid[:, :length] = True
+            mask.append(valid)
+        batched.append((torch.cat(keys), torch.cat(values)))
+        masks.append(torch.cat(mask))
+    return batched, masks if any_padding else None

@@ -1,0 +1,142 @@
+"""The state of one animated stream, and its (de)serialisation for resume."""
+
+from __future__ import annotations
+
+import io
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+
+from ..models import HeadPose
+
+STATE_VERSION = 1
+
+
+@dataclass
+class Chunk:
+    """A 4-frame chunk in the latent window.
+
+    Attributes:
+        start: index of its first frame in the driving video (negative: warm-up transition
+            frames before frame 0; at or past the end: mirrored padding).
+        real: how many of its frames are driving frames to emit (0 for warm-up/padding).
+        keypoints: ``(4, K, 3)`` posed keypoints drawn for the pose guider.
+        motion: ``(4, T, C)`` motion tokens.
+        pose_features: ``(4, C0, h, w)`` pose guider output (recomputed from ``keypoints`` on
+            restore, with the same batch shape, so resumed frames are identical).
+    """
+
+    start: int
+    real: int
+    keypoints: torch.Tensor
+    motion: torch.Tensor
+    pose_features: torch.Tensor | None = None
+
+
+@dataclass
+class StreamState:
+    """Everything one stream carries between denoising calls.
+
+    The portrait-derived part (``clip_embeds``, ``reference_latent``, ``reference_kv``,
+    ``reference_pose``, ``reference_motion``) is recomputed from the portrait on restore; the rest is
+    what :meth:`state_dict` saves.
+    """
+
+    stream_id: str
+    seed: int
+    portrait_digest: str
+    generator: torch.Generator
+    clip_embeds: torch.Tensor
+    reference_latent: torch.Tensor
+    reference_kv: list[tuple[torch.Tensor, torch.Tensor]]
+    reference_pose: HeadPose
+    reference_motion: torch.Tensor
+    latents: torch.Tensor  # (12, 4, h, w) the window minus its newest chunk, oldest frame first
+    chunks: deque[Chunk] = field(default_factory=deque)  # the 3 pending chunks matching `latents`
+    calls: int = 0  # denoising calls made
+    frames_in: int = 0  # driving frames received
+    frames_out: int = 0  # driving frames emitted
+    total_frames: int | None = None  # known once the input ended
+    first_pose: HeadPose | None = None  # pose of driving frame 0 (translation anchor)
+    motion_bank: torch.Tensor | None = None  # (n, T, C) motions of the portrait and keyframes
+    keyframe_latents: list[torch.Tensor] = field(default_factory=list)  # each (4, h, w)
+    bank: list[tuple[torch.Tensor, torch.Tensor]] | None = (
+        None  # per layer: portrait's then keyframes' keys/values
+    )
+    history: deque[tuple[int, torch.Tensor, torch.Tensor]] = field(
+        default_factory=lambda: deque(maxlen=16)
+    )
+
+    @property
+    def ended(self) -> bool:
+        return self.total_frames is not None
+
+    @property
+    def done(self) -> bool:
+        return self.ended and self.frames_out >= self.total_frames
+
+    @property
+    def num_keyframes(self) -> int:
+        return len(self.keyframe_latents)
+
+    def bank_kv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer keys/values the denoising UNet reads: the portrait's, then the keyframes'."""
+        return self.reference_kv if self.bank is None else self.bank
+
+    def add_keyframe_kv(self, keyframe_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.bank = [
+            (torch.cat([k, nk], dim=2), torch.cat([v, nv], dim=2))
+            for (k, v), (nk, nv) in zip(self.bank_kv(), keyframe_kv)
+        ]
+
+    def state_dict(self) -> dict:
+        """A dict of tensors and plain values (loadable with ``torch.load(weights_only=True)``)."""
+
+        def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.detach().to("cpu").clone()
+
+        return {
+            "version": STATE_VERSION,
+            "stream_id": self.stream_id,
+            "seed": self.seed,
+            "portrait_digest": self.portrait_digest,
+            "rng_state": self.generator.get_state(),
+            "latents": cpu(self.latents),
+            "chunks": [
+                {
+                    "start": c.start,
+                    "real": c.real,
+                    "keypoints": cpu(c.keypoints),
+                    "motion": cpu(c.motion),
+                }
+                for c in self.chunks
+            ],
+            "calls": self.calls,
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "total_frames": self.total_frames,
+            "first_pose": None
+            if self.first_pose is None
+            else {k: cpu(v) for k, v in vars(self.first_pose).items()},
+            "motion_bank": cpu(self.motion_bank),
+            "keyframe_latents": [cpu(t) for t in self.keyframe_latents],
+            "history": [(i, cpu(k), cpu(m)) for i, k, m in self.history],
+        }
+
+
+def serialize_state(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def deserialize_state(data: bytes) -> dict:
+    """Inverse of :func:`serialize_state`; never executes code from the bytes."""
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        found = state.get("version") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"animator state has version {found!r}; this build reads version {STATE_VERSION}"
+        )
+    return state

@@ -1,0 +1,280 @@
+"""Ray: a pool of render workers (one per GPU, or CPU workers) fed rows dynamically.
+
+* Embedded local Ray by default, bound to 127.0.0.1; ``cluster.address=auto`` or
+  ``ray://host:port`` joins an existing cluster instead.
+* One :class:`~pipeline.worker.RenderWorker` actor per GPU; the model loads once per actor.
+* A free worker takes the next row (no static partitioning); results stream back as rows finish,
+  and progress events arrive through a Ray queue.
+* Failure semantics, set on purpose: a worker process that dies is restarted by Ray
+  (``max_restarts``) and its row goes back to the queue; a row that has killed its worker
+  ``poison_after`` times is quarantined instead of looping; a row failure marked retryable
+  (transient storage errors) is retried up to ``row_retries`` times; other failures are final.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from .config import ClusterConfig, ModelConfig, StorageConfig, VideoConfig
+from .worker import RenderWorker, RowOutcome, RowTask
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class _Slot:
+    """A worker actor and what the driver knows about it."""
+
+    name: str
+    actor: Any
+    deaths: int = 0
+    alive: bool = True
+
+
+def start_ray(cfg: ClusterConfig) -> bool:
+    """Start or join Ray; returns True when this process started it (and must shut it down)."""
+    import ray  # noqa: PLC0415 - Ray is only needed by jobs that render
+
+    if ray.is_initialized():
+        return False
+    if cfg.address is None:
+        # keep every Ray server on loopback: an embedded cluster must not listen on the network
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        ray.init(
+            address="local",
+            num_cpus=cfg.num_cpus,
+            include_dashboard=False,
+            _node_ip_address=LOOPBACK,
+            log_to_driver=cfg.log_to_driver,
+            logging_level=logging.WARNING,
+        )
+        logger.info(
+            "started embedded Ray on %s (%s CPUs)", LOOPBACK, ray.cluster_resources().get("CPU")
+        )
+        return True
+    ray.init(address=cfg.address, log_to_driver=cfg.log_to_driver, logging_level=logging.WARNING)
+    logger.info("joined Ray cluster at %s: %s", cfg.address, ray.cluster_resources())
+    return False
+
+
+def worker_count(cfg: ClusterConfig, resources: dict[str, float]) -> tuple[int, bool]:
+    """(number of workers, whether they use GPUs) for the cluster's resources."""
+    gpus = resources.get("GPU", 0.0)
+    use_gpus = gpus >= cfg.gpus_per_worker > 0
+    if cfg.num_workers is not None:
+        if cfg.num_workers < 1:
+            raise ValueError(
+                f"cluster.num_workers={cfg.num_workers} must be at least 1 (or null for automatic)"
+            )
+        return cfg.num_workers, use_gpus
+    if use_gpus:
+        return int(gpus // cfg.gpus_per_worker), True
+    return max(1, cfg.cpu_workers), False
+
+
+class RenderPool:
+    """The worker actors of one job. Use as a context manager around :meth:`run`.
+
+    Args:
+        cluster / model / video / storage: the job's config sections.
+    """
+
+    poll_seconds = 0.2
+
+    def __init__(
+        self, cluster: ClusterConfig, model: ModelConfig, video: VideoConfig, storage: StorageConfig
+    ):
+        self.cfg = cluster
+        self.model, self.video, self.storage = model, video, storage
+        self._owns_ray = False
+        self.slots: list[_Slot] = []
+        self.events: Any = None
+
+    def __enter__(self) -> RenderPool:
+        import ray  # noqa: PLC0415
+        from ray.util.queue import Queue  # noqa: PLC0415
+
+        self._owns_ray = start_ray(self.cfg)
+        count, use_gpus = worker_count(self.cfg, ray.cluster_resources())
+        self.events = Queue(maxsize=100_000, actor_options={"num_cpus": 0})
+        remote = ray.remote(RenderWorker)
+        options: dict[str, Any] = {
+            "num_cpus": self.cfg.cpus_per_worker,
+            "max_restarts": self.cfg.max_restarts,
+            "max_task_retries": 0,  # the driver decides about re-running rows (resume, poison rows)
+        }
+        if use_gpus:
+            options["num_gpus"] = self.cfg.gpus_per_worker
+        threads = max(1, int(self.cfg.cpus_per_worker)) if not use_gpus else None
+        for i in range(count):
+            name = f"{'gpu' if use_gpus else 'cpu'}-worker-{i}"
+            actor = remote.options(name=None, **options).remote(
+                self.model,
+                self.video,
+                self.storage,
+                events=self.events,
+                name=name,
+                cpu_threads=threads,
+            )
+            self.slots.append(_Slot(name, actor))
+        logger.info("%d %s worker(s) loading the model", count, "GPU" if use_gpus else "CPU")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import ray  # noqa: PLC0415
+
+        for slot in self.slots:
+            try:
+                ray.kill(slot.actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - the actor may already be gone
+                pass
+        if self.events is not None:
+            try:
+                ray.kill(self.events.actor)
+            except Exception:  # noqa: BLE001
+                pass
+        if self._owns_ray:
+            ray.shutdown()
+
+    def run(
+        self,
+        tasks: Iterable[RowTask],
+        on_event: Callable[[Any], None],
+        on_outcome: Callable[[RowOutcome, int], None],
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Render ``tasks`` on the pool until all have a final outcome.
+
+        Args:
+            tasks: rows to render (each submitted once a worker is free).
+            on_event: receives worker progress events and retry notices, in arrival order.
+            on_outcome: receives each row's final :class:`RowOutcome` and its attempt count.
+            should_stop: polled between results; when it returns True no new rows start and the
+                rows already running finish.
+        """
+        import ray  # noqa: PLC0415
+        from ray.exceptions import RayActorError, RayTaskError  # noqa: PLC0415
+
+        from .progress import RowRetrying  # noqa: PLC0415
+
+        pending = deque(tasks)
+        idle = deque(self.slots)
+        inflight: dict[Any, tuple[_Slot, RowTask]] = {}
+        crashes: dict[str, int] = {}
+        while pending or inflight:
+            if should_stop():
+                for task in pending:
+                    on_outcome(
+                        RowOutcome(
+                            task.row_id, "failed", error="job interrupted before this row started"
+                        ),
+                        0,
+                    )
+                pending.clear()
+            while idle and pending:
+                slot = idle.popleft()
+                if not slot.alive:
+                    continue
+                task = pending.popleft()
+                inflight[slot.actor.render.remote(task)] = (slot, task)
+            if not inflight:
+                if pending:  # every worker is dead
+                    for task in pending:
+                        on_outcome(
+                            RowOutcome(task.row_id, "failed", error="no render worker left alive"),
+                            task.attempt,
+                        )
+                    pending.clear()
+                break
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.poll_seconds)
+            self._drain_events(on_event)
+            for ref in ready:
+                slot, task = inflight.pop(ref)
+                try:
+                    outcome: RowOutcome = ray.get(ref)
+                except RayActorError as err:
+                    slot.deaths += 1
+                    slot.alive = slot.deaths <= self.cfg.max_restarts
+                    crashes[task.row_id] = crashes.get(task.row_id, 0) + 1
+                    logger.warning(
+                        "%s died while rendering row %s: %s",
+                        slot.name,
+                        task.row_id,
+                        _first_line(err),
+                    )
+                    if crashes[task.row_id] >= self.cfg.poison_after:
+                        on_outcome(
+                            RowOutcome(
+                                task.row_id,
+                                "quarantined",
+                                error=f"quarantined: this row killed its worker {crashes[task.row_id]} times "
+                                f"(last: {_first_line(err)}); it is skipped so the other rows can finish",
+                            ),
+                            task.attempt,
+                        )
+                    else:
+                        retry = replace(task, attempt=task.attempt + 1)
+                        on_event(
+                            RowRetrying(
+                                task.row_id, retry.attempt, f"worker died: {_first_line(err)}"
+                            )
+                        )
+                        pending.appendleft(retry)
+                    idle.append(slot)
+                    continue
+                except RayTaskError as err:  # render() itself should never raise; treat as a bug
+                    outcome = RowOutcome(
+                        task.row_id, "failed", error=f"internal error: {_first_line(err)}"
+                    )
+                idle.append(slot)
+                if (
+                    outcome.status == "failed"
+                    and outcome.retryable
+                    and task.attempt <= self.cfg.row_retries
+                ):
+                    retry = replace(task, attempt=task.attempt + 1)
+                    on_event(
+                        RowRetrying(task.row_id, retry.attempt, outcome.error or "transient error")
+                    )
+                    pending.append(retry)
+                    continue
+                on_outcome(outcome, task.attempt)
+        self._drain_events(on_event)
+
+    def _drain_events(self, on_event: Callable[[Any], None]) -> None:
+        while True:
+            try:
+                batch = self.events.get_nowait_batch(min(self.events.qsize(), 1000))
+            except Exception:  # noqa: BLE001 - queue empty or gone: nothing more to show
+                return
+            if not batch:
+                return
+            for event in batch:
+                on_event(event)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def describe_workers(pool: RenderPool, timeout_s: float = 600.0) -> list[dict[str, Any]]:
+    """Wait for every worker to finish loading and return what each reports (device, dtype, pid)."""
+    import ray  # noqa: PLC0415
+
+    started = time.monotonic()
+    described = ray.get([slot.actor.describe.remote() for slot in pool.slots], timeout=timeout_s)
+    logger.info("workers ready in %.1f s", time.monotonic() - started)
+    return described
+
+
+def outcome_dict(outcome: RowOutcome) -> dict[str, Any]:
+    return asdict(outcome)

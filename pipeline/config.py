@@ -1,0 +1,184 @@
+"""Structured config: the schema Hydra validates `conf/` against.
+
+Every field has one default here; `conf/**/*.yaml` presets only override. Each field's comment is
+its documentation (`docs/configuration.md` is generated from these docstrings and comments).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+
+@dataclass
+class HubRepo:
+    """One Hugging Face repository that `job=fetch_weights` downloads."""
+
+    repo_id: str = MISSING  # e.g. "huaichang/PersonaLive"
+    revision: str = "main"  # a commit hash pins the exact files; a branch name follows it
+    local_dir: str = MISSING  # folder under model.weights_dir the files land in
+    allow_patterns: list[str] = field(default_factory=list)  # only files matching these globs
+    subfolder_strip: str = ""  # leading folder of the repo's paths dropped when saving
+
+
+@dataclass
+class AnimatorConfig:
+    """The streaming generation algorithm (PersonaLive's micro-chunk schedule)."""
+
+    keyframe_threshold: float = (
+        17.0  # L2 motion distance above which a frame becomes a history keyframe
+    )
+    max_keyframes: int = (
+        3  # cap on history keyframes per stream (the reference's offline path has none: a bug)
+    )
+    keyframe_min_chunks: int = (
+        9  # keyframes are considered from this chunk call on (the reference: count > 8)
+    )
+    translation_scale: float = (
+        0.5  # how much of the driver's head translation is applied to the portrait
+    )
+    keep_warmup: bool = (
+        False  # also emit the 12 reference-to-driver transition frames before frame 0
+    )
+    output_dtype: str = "uint8"  # "uint8" (0..255 RGB) or "float" ([0, 1] RGB, for checks)
+
+
+@dataclass
+class ModelConfig:
+    """Which PersonaLive networks to build, where their weights are and how they run."""
+
+    name: str = "personalive"  # preset name, shown in logs and summaries
+    architecture: str = "full"  # "full" (the published sizes, from the weights' config.json) or "tiny" (tests, demos)
+    weights_dir: str = "pretrained_weights"  # folder with the published layout (see docs/model.md)
+    random_init: bool = False  # create random weights in weights_dir when missing (demo/tests only: output is noise)
+    random_seed: int = 0  # seed for random_init weights
+    dtype: str = "auto"  # "auto" (fp16 on GPU, fp32 on CPU), "fp16", "bf16" or "fp32"
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda" or "cuda:N"
+    attention: str = "sdpa"  # "sdpa" (PyTorch), "xformers" (GPU, when installed) or "eager"
+    resolution: int = (
+        512  # output frames are resolution x resolution (the published model is trained at 512)
+    )
+    streams_per_worker: int = 1  # streams advanced together in one batched denoising call
+    animator: AnimatorConfig = field(default_factory=AnimatorConfig)
+    hub: list[HubRepo] = field(default_factory=list)  # what job=fetch_weights downloads
+
+
+@dataclass
+class VideoConfig:
+    """How frames are read, encoded and muxed."""
+
+    fit: str = "crop"  # non-square inputs become square by "crop" (centre), "pad" (black bars) or "stretch"
+    codec: str = "libx264"  # H.264 encoder used by PyAV
+    crf: int = 18  # x264 constant rate factor: lower is better quality and bigger files
+    preset: str = "medium"  # x264 preset: ultrafast .. veryslow (speed vs size)
+    pix_fmt: str = "yuv420p"  # pixel format of the output (yuv420p plays everywhere)
+    segment_seconds: float = (
+        10.0  # output is written in segments of about this length (resume points)
+    )
+    audio: str = "auto"  # "auto" (row's audio file, else the driving video's track), "none"
+    audio_length: str = (
+        "video"  # "video": audio trimmed or padded with silence to the video; "shortest": both cut
+    )
+    audio_codec: str = "aac"  # codec of the muxed audio track
+    audio_bitrate: str = "192k"  # bitrate of the muxed audio track
+    ffmpeg: str | None = None  # ffmpeg binary; None: the one on PATH, else imageio-ffmpeg's
+
+
+@dataclass
+class S3Config:
+    """S3 or S3-compatible object store settings (credentials come from the standard AWS chain)."""
+
+    endpoint_url: str | None = None  # e.g. http://127.0.0.1:9000 for MinIO; None: AWS
+    region: str | None = None  # AWS region; None: from the environment/profile
+    profile: str | None = None  # AWS profile name; None: default chain
+    request_checksum_calculation: str = (
+        "when_required"  # boto3>=1.36 default "when_supported" breaks some stores
+    )
+    response_checksum_validation: str = "when_required"  # likewise for responses
+    multipart_threshold_mb: int = 64  # uploads bigger than this go multipart
+    multipart_chunksize_mb: int = 16  # part size of multipart uploads
+    max_attempts: int = 5  # attempts per request on transient errors (exponential backoff)
+    connect_timeout_s: float = 10.0  # connection timeout per request
+    read_timeout_s: float = 60.0  # read timeout per request
+
+
+@dataclass
+class StorageConfig:
+    """Where results go and which inputs may be read."""
+
+    output_root: str = (
+        "outputs"  # local folder or s3://bucket/prefix; results go to <output_root>/<job name>/
+    )
+    allowed_input_roots: list[str] = field(
+        default_factory=list
+    )  # if set, local inputs must lie under one of these
+    s3: S3Config = field(default_factory=S3Config)
+
+
+@dataclass
+class ClusterConfig:
+    """Ray: where workers run and how many."""
+
+    address: str | None = (
+        None  # None: embedded local Ray; "auto" or "ray://host:port": join a cluster
+    )
+    num_workers: int | None = (
+        None  # None: one per GPU in the cluster, or cpu_workers when there is none
+    )
+    cpu_workers: int = 1  # workers when the cluster has no GPU
+    cpus_per_worker: float = (
+        1.0  # CPUs reserved by each worker actor (torch threads follow it on CPU)
+    )
+    gpus_per_worker: float = 1.0  # GPUs per worker actor when GPUs exist
+    num_cpus: int | None = None  # embedded Ray only: CPUs it may use (None: all)
+    max_restarts: int = 2  # a worker process that dies is restarted this many times
+    row_retries: int = (
+        2  # a row whose worker died, or that hit a transient error, is retried this often
+    )
+    poison_after: int = 2  # a row that killed its worker this many times is quarantined
+    log_to_driver: bool = False  # stream worker logs to the driver's terminal
+
+
+@dataclass
+class JobConfig:
+    """What to run."""
+
+    kind: str = "render"  # render | validate | fetch_weights | bench
+    name: str | None = (
+        None  # output folder name under storage.output_root; None: the manifest's file stem
+    )
+    max_frames: int | None = None  # cap on frames per row (a row's own max_frames wins)
+    seed: int = 42  # default seed for rows without one
+    fail_fast: bool = False  # stop at the first failed row (default: finish every row)
+    progress: str = (
+        "auto"  # "auto" (rich bars on a terminal, log lines otherwise), "rich", "plain", "none"
+    )
+    estimate_fps: float = (
+        15.8  # job=validate: output frames/s per GPU assumed for the work estimate
+    )
+    bench: dict[str, Any] = field(
+        default_factory=dict
+    )  # job=bench settings (see conf/job/bench.yaml)
+
+
+@dataclass
+class RenderConfig:
+    """The root of the config tree."""
+
+    job: JobConfig = field(default_factory=JobConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    manifest: str | None = (
+        None  # path or s3:// URI of the CSV manifest (job=render and job=validate)
+    )
+
+
+def register_configs() -> None:
+    """Register the schema with Hydra's ConfigStore (``defaults: [render_schema, ...]``)."""
+    from hydra.core.config_store import ConfigStore  # noqa: PLC0415 - hydra only where configs compose
+
+    ConfigStore.instance().store(name="render_schema", node=RenderConfig)

@@ -1,0 +1,1065 @@
+"""CSV manifest -> validated rows with stable ids.
+
+A manifest is a CSV file (local path or ``s3://`` URI) with one row per portrait/driving-video
+pair::
+
+    portrait,driving_video,audio,output,seed
+    people/alice.png,clips/talk.mp4,,alice_talk,7
+
+`load_manifest` reads it with pandas, checks every row and either returns a `Manifest` or raises
+one `ManifestError` that lists *every* problem of *every* row, each naming the row, the column,
+the value and how to fix it. `check_manifest` does the same checks but returns the valid rows
+together with the problems, so later validation steps (media probing) can add their own problems
+and report everything at once through `raise_if_problems`.
+
+Cells are stripped of surrounding whitespace; rows whose cells are all empty are skipped.
+Numbering: ``row N`` is the N-th non-empty data row below the header (what a user counts in a
+spreadsheet, blank lines not counted); ``line L`` is the line number in the file (header = line 1
+unless blank lines precede it).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+import json
+import logging
+import os
+import posixpath
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("portrait", "driving_video")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("id", "audio", "output", "max_frames", "seed")
+KNOWN_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+PATH_COLUMNS: tuple[str, ...] = ("portrait", "driving_video", "audio")
+
+MAX_NAME_CHARS = 100  # longest allowed `id` / `output` stem, in characters
+MAX_NAME_BYTES = 200  # ... and in UTF-8 bytes (file names are limited to 255 bytes)
+SEED_LIMIT = 2**63  # seeds lie in [0, SEED_LIMIT)
+EXISTS_THREADS = 16  # concurrent remote existence checks
+REPORT_LIMIT = 200  # problems shown by str(ManifestError); all stay in `.problems`
+
+# Characters that render like "/" or "\" but are not path separators; NFKC maps only some of them.
+SEPARATOR_LOOKALIKES = frozenset(
+    "\u2044\u2215\u2216\u29f5\u29f8\u29f9\uff0f\uff3c\ufe68\u2571\u2572\u1735"
+)
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_S3_URI = re.compile(r"^s3://([^/]+)/(.+)$", re.IGNORECASE)
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_INTEGER = re.compile(r"\+?[0-9]+")
+_HEADER_HINT = "portrait,driving_video[,id,audio,output,max_frames,seed]"
+
+ReadBytes = Callable[[str], bytes]
+Exists = Callable[[str], bool]
+
+
+# --------------------------------------------------------------------------------------------
+# Problems and the error that carries them
+# --------------------------------------------------------------------------------------------
+
+
+def _show(value: str, limit: int = 120) -> str:
+    """Quote `value` for messages: non-printable characters escaped, long values shortened."""
+    shown = "".join(
+        ch if ch.isprintable() else (f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
+        for ch in value
+    )
+    if len(shown) > limit:
+        shown = shown[: limit - 1] + "…"
+    return f"'{shown}'"
+
+
+@dataclass(frozen=True)
+class ManifestProblem:
+    """One thing wrong with a manifest.
+
+    Args:
+        row: 1-based data row (row 1 = first data row below the header), None for file-level
+            problems (header, encoding, empty file).
+        column: normalised column name (e.g. ``"driving_video"``) or None.
+        value: the offending cell value as written, or None.
+        message: what is wrong, e.g. ``"file not found at /data/clip.mov"``.
+        fix: what the user should do about it.
+        line: line number in the CSV file (1-based), when known.
+    """
+
+    row: int | None
+    column: str | None
+    value: str | None
+    message: str
+    fix: str
+    line: int | None = None
+
+    @classmethod
+    def for_row(
+        cls, row: ManifestRow, column: str | None, value: str | None, message: str, fix: str
+    ) -> ManifestProblem:
+        """A problem about a validated `row` (for later steps such as media probing)."""
+        return cls(
+            row=row.number, column=column, value=value, message=message, fix=fix, line=row.line
+        )
+
+    def location(self) -> str:
+        """``row 3 (line 4), column 'driving_video', value 'clip.mov'`` (parts that are known)."""
+        parts: list[str] = []
+        if self.row is not None:
+            parts.append(f"row {self.row}" + (f" (line {self.line})" if self.line else ""))
+        elif self.line is not None:
+            parts.append(f"line {self.line}")
+        else:
+            parts.append("manifest")
+        if self.column is not None:
+            parts.append(f"column {_show(self.column)}")
+        if self.value is not None:
+            parts.append(f"value {_show(self.value)}")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        return f"{self.location()}: {self.message} — fix: {self.fix}"
+
+
+def _sort_key(problem: ManifestProblem) -> tuple[int, int, int]:
+    """File order: file-level problems first, then by row and by column (known column order)."""
+    column = KNOWN_COLUMNS.index(problem.column) if problem.column in KNOWN_COLUMNS else -1
+    return (problem.row or 0, problem.line or 0, column)
+
+
+class ManifestError(ValueError):
+    """A manifest has one or more problems; `problems` lists all of them, in file order."""
+
+    def __init__(self, problems: Iterable[ManifestProblem], *, uri: str | None = None) -> None:
+        self.problems: tuple[ManifestProblem, ...] = tuple(sorted(problems, key=_sort_key))
+        self.uri = uri
+        super().__init__(self.report(limit=REPORT_LIMIT))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuild from the problems (not from the message), so the error survives pickling
+        # (Ray sends exceptions between processes).
+        return (_rebuild_error, (self.problems, self.uri))
+
+    def report(self, *, limit: int | None = None) -> str:
+        """A readable multi-line report, one line per problem (the first `limit` of them)."""
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        where = f"manifest {self.uri}" if self.uri else "manifest"
+        lines = [
+            f"{where} has {count} {noun} "
+            "(row N = N-th data row below the header; line = line number in the file):"
+        ]
+        shown = self.problems if limit is None else self.problems[:limit]
+        lines.extend(f"  {problem}" for problem in shown)
+        if len(shown) < count:
+            lines.append(f"  … and {count - len(shown)} more (see ManifestError.problems)")
+        return "\n".join(lines)
+
+    def problems_table(self) -> Table:
+        """All problems as a rich Table (row, line, column, value, problem, fix)."""
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title=Text(f"Manifest problems: {self.uri or '<manifest>'}"))
+        for name in ("row", "line"):
+            table.add_column(name, justify="right", no_wrap=True)
+        for name in ("column", "value", "problem", "fix"):
+            table.add_column(name, overflow="fold")
+        for problem in self.problems:
+            cells = (
+                "" if problem.row is None else str(problem.row),
+                "" if problem.line is None else str(problem.line),
+                problem.column or "",
+                "" if problem.value is None else _show(problem.value),
+                problem.message,
+                problem.fix,
+            )
+            table.add_row(*(Text(cell) for cell in cells))  # Text: user values are not markup
+        return table
+
+
+def _rebuild_error(problems: tuple[ManifestProblem, ...], uri: str | None) -> ManifestError:
+    return ManifestError(problems, uri=uri)
+
+
+def raise_if_problems(problems: Iterable[ManifestProblem], *, uri: str | None = None) -> None:
+    """Raise one `ManifestError` listing `problems`, if there are any."""
+    problems = list(problems)
+    if problems:
+        raise ManifestError(problems, uri=uri)
+
+
+# --------------------------------------------------------------------------------------------
+# Rows
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One validated manifest row.
+
+    Paths are resolved: local paths are absolute and normalised (symlinks kept as written),
+    remote inputs are ``s3://bucket/key`` URIs.
+    """
+
+    index: int  # 0-based position among the data rows
+    line: int  # line number of the row in the CSV file (1-based)
+    id: str  # unique, file-name-safe row id (given, or derived: "row-<12 hex>")
+    portrait: str
+    driving_video: str
+    audio: str | None = None
+    output: str | None = None  # requested output stem (NFKC-normalised); None: renderer decides
+    max_frames: int | None = None  # cap on frames for this row; None: the job's default
+    seed: int | None = None  # None: the job's default seed
+    source: str = ""  # URI of the manifest the row came from
+
+    @property
+    def number(self) -> int:
+        """1-based row number as users count it (``row 3`` = third data row)."""
+        return self.index + 1
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Validated rows of one manifest file."""
+
+    uri: str
+    rows: tuple[ManifestRow, ...]
+    columns: tuple[str, ...]  # normalised names of the columns present, in file order
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[ManifestRow]:
+        return iter(self.rows)
+
+    def by_id(self, row_id: str) -> ManifestRow:
+        """The row with id `row_id` (KeyError naming the manifest when there is none)."""
+        for row in self.rows:
+            if row.id == row_id:
+                return row
+        raise KeyError(f"no row with id {row_id!r} in manifest {self.uri}")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and parsing
+# --------------------------------------------------------------------------------------------
+
+
+def _is_s3(uri: str) -> bool:
+    return uri[:5].lower() == "s3://"
+
+
+def _normalise_uri(uri_or_path: str | os.PathLike[str]) -> str:
+    text = os.fspath(uri_or_path)
+    if _is_s3(text):
+        return "s3://" + text[5:]
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def _read_local(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _read(uri: str, read_bytes: ReadBytes | None) -> bytes:
+    """The manifest's bytes; a missing/unreadable file is a `ManifestError`."""
+    if read_bytes is None:
+        if _is_s3(uri):
+            raise ValueError(
+                f"cannot read {uri}: load_manifest needs read_bytes= (the storage layer's reader) "
+                "for s3:// manifests"
+            )
+        read_bytes = _read_local
+    try:
+        return read_bytes(uri)
+    except FileNotFoundError as err:
+        problem = ManifestProblem(
+            None, None, uri, f"manifest not found at {uri}", "check the manifest path or URI"
+        )
+        raise ManifestError([problem], uri=uri) from err
+    except OSError as err:
+        problem = ManifestProblem(
+            None,
+            None,
+            uri,
+            f"cannot read the manifest: {err}",
+            "check the path and its permissions",
+        )
+        raise ManifestError([problem], uri=uri) from err
+
+
+def _decode(data: bytes) -> tuple[str, ManifestProblem | None]:
+    """Text of the CSV (UTF-8 with or without BOM; UTF-16 with BOM) or a problem."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
+    try:
+        return data.decode(encoding), None
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        problem = ManifestProblem(
+            None,
+            None,
+            None,
+            f"the file is not valid {'UTF-16' if encoding == 'utf-16' else 'UTF-8'} text "
+            f"(byte {err.start}: {err.reason})",
+            "save the manifest as 'CSV UTF-8' (in Excel: Save As > CSV UTF-8)",
+            line=line,
+        )
+        return "", problem
+
+
+@dataclass(frozen=True)
+class _Record:
+    """One CSV record: its line number and its (stripped) cells."""
+
+    line: int
+    cells: tuple[str, ...]
+
+    @property
+    def blank(self) -> bool:
+        return not any(self.cells)
+
+
+def _unterminated_quote_line(text: str) -> int:
+    """Line of the opening quote that is never closed (standard CSV quoting)."""
+    opening = 0
+    inside = False
+    for position, char in enumerate(text):
+        if char == '"':
+            inside = not inside
+            if inside:
+                opening = position
+    return text.count("\n", 0, opening) + 1
+
+
+def _max_width(text: str) -> int:
+    """The widest record's field count, so pandas accepts ragged rows (we report them instead).
+
+    Raises:
+        csv.Error: a field longer than the csv module's limit (131072 characters).
+    """
+    rows = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
+    return max((len(row) for row in rows), default=0)
+
+
+def _parse_records(text: str) -> tuple[list[_Record], ManifestProblem | None]:
+    """Split CSV text into records with line numbers, using pandas for the parsing."""
+    try:
+        width = max(_max_width(text), 1)
+    except csv.Error as err:
+        problem = ManifestProblem(
+            None,
+            None,
+            None,
+            f"the file is not valid CSV: {err}",
+            "check the file is a CSV manifest",
+        )
+        return [], problem
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text),
+            header=None,
+            names=list(range(width)),
+            dtype=str,
+            na_filter=False,
+            keep_default_na=False,
+            skip_blank_lines=False,
+            skipinitialspace=True,
+            index_col=False,
+            engine="c",
+        )
+    except pd.errors.ParserError as err:
+        line = _unterminated_quote_line(text) if "EOF inside string" in str(err) else None
+        message = (
+            'a quoted value is never closed (the " opened here runs to the end of the file)'
+            if line is not None
+            else f"the file is not valid CSV: {err}"
+        )
+        problem = ManifestProblem(
+            None, None, None, message, 'close the quote, or write a literal quote as ""', line=line
+        )
+        return [], problem
+    records: list[_Record] = []
+    line = 1
+    for values in frame.itertuples(index=False, name=None):
+        cells = tuple(str(value) for value in values)
+        records.append(_Record(line=line, cells=tuple(cell.strip() for cell in cells)))
+        line += 1 + sum(cell.count("\n") for cell in cells)
+    return records, None
+
+
+# --------------------------------------------------------------------------------------------
+# Header
+# --------------------------------------------------------------------------------------------
+
+
+def _normalise_header(name: str) -> str:
+    return unicodedata.normalize("NFKC", name).strip().strip("\ufeff").strip().lower()
+
+
+def _header_width(header: _Record) -> int:
+    """Number of columns the header names (up to its last non-empty cell)."""
+    return max((i + 1 for i, cell in enumerate(header.cells) if cell), default=0)
+
+
+def _header_problems(
+    header: _Record, records: Sequence[_Record]
+) -> tuple[dict[str, int], list[ManifestProblem]]:
+    """Map known column names to cell positions; report unknown, duplicate and missing columns."""
+    positions: dict[str, int] = {}
+    problems: list[ManifestProblem] = []
+    line = header.line
+    for position, raw in enumerate(header.cells[: _header_width(header)]):
+        name = _normalise_header(raw)
+        if not name:
+            if any(record.cells[position] for record in records):
+                problems.append(
+                    ManifestProblem(
+                        None,
+                        None,
+                        None,
+                        f"column {position + 1} has values but no name in the header",
+                        f"name the column (allowed: {', '.join(KNOWN_COLUMNS)}) or delete it",
+                        line=line,
+                    )
+                )
+        elif name in positions:
+            problems.append(
+                ManifestProblem(
+                    None,
+                    name,
+                    raw,
+                    f"column {name!r} appears twice in the header "
+                    f"(columns {positions[name] + 1} and {position + 1})",
+                    "keep one of the two columns",
+                    line=line,
+                )
+            )
+        elif name in KNOWN_COLUMNS:
+            positions[name] = position
+        else:
+            problems.append(_unknown_column(name, raw, line))
+    missing = [name for name in REQUIRED_COLUMNS if name not in positions]
+    if missing:
+        names = " and ".join(repr(name) for name in missing)
+        found = ", ".join(repr(cell) for cell in header.cells if cell)
+        problems.append(
+            ManifestProblem(
+                None,
+                None,
+                None,
+                f"the header has no {names} column{'s' if len(missing) > 1 else ''} (found: {found})",
+                f"the first non-empty line must be the header: {_HEADER_HINT}",
+                line=line,
+            )
+        )
+    return positions, problems
+
+
+def _unknown_column(name: str, raw: str, line: int) -> ManifestProblem:
+    """Problem for a column name we don't know, with a spelling suggestion when close."""
+    if len(name) > 1 and any(sep in name for sep in (";", "\t", "|")):
+        return ManifestProblem(
+            None,
+            name,
+            raw,
+            f"unknown column {name!r} — the file seems to use ';', tab or '|' between values",
+            "save the manifest as comma-separated CSV",
+            line=line,
+        )
+    close = difflib.get_close_matches(name, KNOWN_COLUMNS, n=1, cutoff=0.6)
+    hint = f" — did you mean {close[0]!r}?" if close else ""
+    fix = (
+        f"rename it to {close[0]!r}"
+        if close
+        else f"remove or rename it (allowed columns: {', '.join(KNOWN_COLUMNS)})"
+    )
+    return ManifestProblem(None, name, raw, f"unknown column {name!r}{hint}", fix, line=line)
+
+
+# --------------------------------------------------------------------------------------------
+# Cell checks
+# --------------------------------------------------------------------------------------------
+
+
+def _name_problem(value: str) -> tuple[str, str | None]:
+    """NFKC-normalise a file-name stem; return it and what is wrong with it (None if safe)."""
+    for char in value:
+        if char in SEPARATOR_LOOKALIKES:
+            return value, (
+                f"contains {unicodedata.name(char, 'a character')} (U+{ord(char):04X}), "
+                "which looks like a path separator"
+            )
+    normal = unicodedata.normalize("NFKC", value)
+    for char in normal:
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            return normal, f"contains a control or invisible character (U+{ord(char):04X})"
+        if char in "/\\":
+            return normal, f"contains a path separator {char!r}"
+        if char in SEPARATOR_LOOKALIKES:
+            return normal, f"contains U+{ord(char):04X}, which looks like a path separator"
+    if normal in (".", "..") or ".." in normal:
+        return normal, "contains '..'"
+    if _DRIVE.match(normal):
+        return normal, "looks like an absolute (drive-letter) path"
+    if len(normal) > MAX_NAME_CHARS:
+        return normal, f"is {len(normal)} characters long (at most {MAX_NAME_CHARS} allowed)"
+    if len(normal.encode("utf-8")) > MAX_NAME_BYTES:
+        return normal, f"is longer than {MAX_NAME_BYTES} bytes in UTF-8"
+    if normal != normal.strip():
+        return normal, "starts or ends with whitespace after Unicode normalisation"
+    return normal, None
+
+
+def _parse_int(text: str, *, minimum: int, limit: int) -> int | None:
+    """`text` as an int in [minimum, limit), or None."""
+    if not _INTEGER.fullmatch(text) or len(text) > 30:
+        return None
+    number = int(text)
+    return number if minimum <= number < limit else None
+
+
+# --------------------------------------------------------------------------------------------
+# Paths
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _PathCheck:
+    """Where a path cell points, for the existence / allowed-roots checks."""
+
+    row: int  # 0-based
+    line: int
+    column: str
+    value: str  # as written
+    resolved: str
+
+
+def _resolve_path(value: str, manifest_uri: str) -> tuple[str, str | None]:
+    """Resolve a path cell against the manifest; return (resolved, problem message or None)."""
+    if _is_s3(value):
+        match = _S3_URI.match(value)
+        if not match or match.group(2).endswith("/"):
+            return value, "is not a full S3 object URI (expected s3://bucket/key/of/file)"
+        return "s3://" + value[5:], None
+    scheme = _SCHEME.match(value)
+    if scheme:
+        return (
+            value,
+            f"uses the unsupported scheme {scheme.group(1)!r}:// (allowed: local paths and s3://)",
+        )
+    expanded = os.path.expanduser(value)
+    if expanded.startswith("~"):
+        return value, f"starts with {expanded.split('/')[0]!r}, which names no known user"
+    if os.path.isabs(expanded):
+        return os.path.normpath(expanded), None
+    if _is_s3(manifest_uri):
+        bucket, _, key = manifest_uri[5:].partition("/")
+        joined = posixpath.normpath(posixpath.join(posixpath.dirname(key), expanded))
+        if joined == ".." or joined.startswith("../"):
+            return value, f"climbs above the top of bucket {bucket!r}"
+        return f"s3://{bucket}/{joined}", None
+    return os.path.normpath(os.path.join(os.path.dirname(manifest_uri), expanded)), None
+
+
+def _split_roots(roots: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[str]]:
+    """Allowed roots as (real local folders, s3 prefixes ending in '/')."""
+    local: list[str] = []
+    remote: list[str] = []
+    for root in roots:
+        text = os.fspath(root)
+        if _is_s3(text):
+            remote.append("s3://" + text[5:].rstrip("/") + "/")
+        else:
+            local.append(os.path.realpath(os.path.expanduser(text)))
+    return local, remote
+
+
+def _inside_roots(resolved: str, local_roots: list[str], remote_roots: list[str]) -> bool | None:
+    """Whether `resolved` lies in an allowed root; None when no root applies to it."""
+    if _is_s3(resolved):
+        if not remote_roots:
+            return None
+        return any(resolved.startswith(root) for root in remote_roots)
+    real = os.path.realpath(resolved)
+    return any(os.path.commonpath([real, root]) == root for root in local_roots)
+
+
+def _local_missing(path: str) -> str | None:
+    """Why the local input `path` can't be used, or None when it is a readable file."""
+    if os.path.isfile(path):
+        return None if os.access(path, os.R_OK) else f"file at {path} is not readable"
+    if os.path.isdir(path):
+        return f"{path} is a folder, not a file"
+    return f"file not found at {path}"
+
+
+def _remote_missing(uri: str, exists: Exists) -> str | None:
+    """Why the remote input `uri` can't be used, or None when `exists` says it is there."""
+    try:
+        found = exists(uri)
+    # The injected checker talks to a remote store; any failure it raises becomes a
+    # problem on this row instead of aborting the whole report.
+    except Exception as err:  # noqa: BLE001
+        return f"could not check whether {uri} exists ({type(err).__name__}: {err})"
+    return None if found else f"object not found at {uri}"
+
+
+def _path_problems(
+    checks: Sequence[_PathCheck],
+    *,
+    allowed_input_roots: Sequence[str | os.PathLike[str]],
+    exists: Exists | None,
+    check_exists: bool,
+) -> list[ManifestProblem]:
+    """Allowed-root and existence problems for resolved path cells (each URI checked once)."""
+    local_roots, remote_roots = _split_roots(allowed_input_roots)
+    roots_text = ", ".join([*local_roots, *remote_roots])
+    problems: list[ManifestProblem] = []
+    to_check: list[_PathCheck] = []
+    for check in checks:
+        inside = (
+            _inside_roots(check.resolved, local_roots, remote_roots)
+            if allowed_input_roots
+            else None
+        )
+        if inside is False:
+            problems.append(
+                ManifestProblem(
+                    check.row + 1,
+                    check.column,
+                    check.value,
+                    f"{check.resolved} is outside the allowed input roots [{roots_text}]",
+                    "move the file under one of them or add its folder to storage.allowed_input_roots",
+                    line=check.line,
+                )
+            )
+        elif check_exists:
+            to_check.append(check)
+    reasons = _missing_reasons({c.resolved for c in to_check}, exists)
+    for check in to_check:
+        reason = reasons.get(check.resolved)
+        if reason is not None:
+            problems.append(
+                ManifestProblem(
+                    check.row + 1,
+                    check.column,
+                    check.value,
+                    reason,
+                    "check the path (relative paths are relative to the manifest's folder)",
+                    line=check.line,
+                )
+            )
+    return problems
+
+
+def _missing_reasons(uris: set[str], exists: Exists | None) -> dict[str, str | None]:
+    """Existence of each URI: local ones with os, remote ones with `exists` (concurrently)."""
+    reasons: dict[str, str | None] = {}
+    remote = sorted(uri for uri in uris if _is_s3(uri))
+    for uri in uris:
+        if not _is_s3(uri):
+            reasons[uri] = _local_missing(uri)
+    if remote and exists is None:
+        logger.debug("no exists= checker given: %d s3:// inputs not checked", len(remote))
+    elif remote and exists is not None:
+        with ThreadPoolExecutor(max_workers=min(EXISTS_THREADS, len(remote))) as pool:
+            for uri, reason in zip(
+                remote, pool.map(lambda u: _remote_missing(u, exists), remote), strict=True
+            ):
+                reasons[uri] = reason
+    return reasons
+
+
+# --------------------------------------------------------------------------------------------
+# Row validation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Draft:
+    """A row being validated: raw cells in, typed values and problems out."""
+
+    index: int
+    line: int
+    raw: dict[str, str]  # column -> stripped cell ("" when blank or the column is absent)
+    paths: dict[str, str] = field(default_factory=dict)  # column -> resolved URI
+    id: str | None = None
+    output: str | None = None
+    max_frames: int | None = None
+    seed: int | None = None
+    problems: list[ManifestProblem] = field(default_factory=list)
+    rejected: bool = False  # excluded from the valid rows by a problem reported on another row
+
+    def problem(self, column: str | None, value: str | None, message: str, fix: str) -> None:
+        self.problems.append(
+            ManifestProblem(self.index + 1, column, value, message, fix, line=self.line)
+        )
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems and not self.rejected
+
+
+def _check_width(draft: _Draft, record: _Record, width: int) -> None:
+    """Cells to the right of the last named column (usually an unquoted comma in a value)."""
+    extra = [cell for cell in record.cells[width:] if cell]
+    if extra:
+        used = max(i for i, cell in enumerate(record.cells) if cell) + 1
+        draft.problem(
+            None,
+            extra[0],
+            f"the row has {used} values but the header names {width} columns",
+            'put values that contain commas in double quotes ("a,b.png") or remove the extra cells',
+        )
+
+
+def _check_paths(draft: _Draft, manifest_uri: str) -> list[_PathCheck]:
+    """Resolve the path cells of one row; return them for the roots / existence checks."""
+    checks: list[_PathCheck] = []
+    for column in PATH_COLUMNS:
+        if column not in draft.raw:
+            continue
+        value = draft.raw[column]
+        if not value:
+            if column in REQUIRED_COLUMNS:
+                draft.problem(
+                    column, value, f"{column} is blank", f"fill in the {column} path or URI"
+                )
+            continue
+        resolved, reason = _resolve_path(value, manifest_uri)
+        if reason:
+            draft.problem(column, value, f"{column} {reason}", "use a local path or an s3:// URI")
+            continue
+        draft.paths[column] = resolved
+        checks.append(_PathCheck(draft.index, draft.line, column, value, resolved))
+    return checks
+
+
+def _check_numbers(draft: _Draft) -> None:
+    """`max_frames` (positive int) and `seed` (int in [0, 2**63))."""
+    text = draft.raw.get("max_frames", "")
+    if text:
+        draft.max_frames = _parse_int(text, minimum=1, limit=SEED_LIMIT)
+        if draft.max_frames is None:
+            draft.problem(
+                "max_frames",
+                text,
+                "max_frames must be a positive whole number",
+                "write a number such as 250, or leave the cell empty for the job's default",
+            )
+    text = draft.raw.get("seed", "")
+    if text:
+        draft.seed = _parse_int(text, minimum=0, limit=SEED_LIMIT)
+        if draft.seed is None:
+            draft.problem(
+                "seed",
+                text,
+                f"seed must be a whole number from 0 to {SEED_LIMIT - 1} (2**63 - 1)",
+                "write a number such as 42, or leave the cell empty for the job's default",
+            )
+
+
+def _check_names(draft: _Draft) -> None:
+    """`output` and `id`: file-name-safe stems, NFKC-normalised."""
+    for column in ("output", "id"):
+        text = draft.raw.get(column, "")
+        if not text:
+            continue
+        normal, reason = _name_problem(text)
+        setattr(draft, column, normal)
+        if reason:
+            draft.problem(
+                column,
+                text,
+                f"{column} {reason}; it must be a plain file name (no folders)",
+                f"use a name such as 'alice_talk' (at most {MAX_NAME_CHARS} characters, "
+                "no '/', '\\', '..' or control characters)",
+            )
+
+
+def _report_shared(drafts: Sequence[_Draft], column: str, what: str, fix: str) -> None:
+    """One problem per group of rows sharing a value of `column` (ignoring case).
+
+    The problem is recorded on the group's first row and lists every row; the other rows
+    are rejected too.
+    """
+    groups: dict[str, list[_Draft]] = defaultdict(list)
+    for draft in drafts:
+        value = getattr(draft, column)
+        if draft.raw.get(column) and value:
+            groups[value.casefold()].append(draft)
+    for sharing in groups.values():
+        if len(sharing) < 2:
+            continue
+        rows = _join_numbers([d.index + 1 for d in sharing])
+        lines = _join_numbers([d.line for d in sharing])
+        first = sharing[0]
+        first.problem(
+            column,
+            first.raw[column],
+            f"{what} is used by rows {rows} (lines {lines}); {what}s must be unique (ignoring case)",
+            fix,
+        )
+        for draft in sharing[1:]:
+            draft.rejected = True
+
+
+def _join_numbers(numbers: Sequence[int]) -> str:
+    """``2, 5 and 9``."""
+    texts = [str(n) for n in numbers]
+    return texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " and " + texts[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# Ids
+# --------------------------------------------------------------------------------------------
+
+
+def _row_fingerprint(draft: _Draft) -> str:
+    """Everything a row asks for: inputs as written and resolved, output, max_frames, seed."""
+    payload = ["portrait-render/row/v1"]
+    for column in PATH_COLUMNS:
+        payload += [draft.raw.get(column, ""), draft.paths.get(column, "")]
+    for value in (draft.output, draft.max_frames, draft.seed):
+        payload.append("" if value is None else str(value))
+    return json.dumps(payload, ensure_ascii=False)
+
+
+def derive_ids(fingerprints: Sequence[str]) -> list[str]:
+    """``row-<12 hex>`` ids for rows given by their fingerprints, in file order.
+
+    Each id hashes the fingerprint and its 0-based occurrence among identical fingerprints, so
+    ids do not depend on where a row sits in the file and identical rows get distinct ids. A
+    (48-bit) collision between different rows gets ``-2``, ``-3``... in file order.
+    """
+    occurrences: dict[str, int] = defaultdict(int)
+    ids: list[str] = []
+    for fingerprint in fingerprints:
+        count = occurrences[fingerprint]
+        occurrences[fingerprint] += 1
+        ids.append("row-" + hashlib.sha256(f"{fingerprint}#{count}".encode()).hexdigest()[:12])
+    seen: dict[str, int] = defaultdict(int)
+    for position, row_id in enumerate(ids):
+        seen[row_id] += 1
+        if seen[row_id] > 1:
+            ids[position] = f"{row_id}-{seen[row_id]}"
+    return ids
+
+
+def _assign_ids(drafts: Sequence[_Draft]) -> None:
+    """Check given ids are unique; derive the missing ones."""
+    _report_shared(
+        drafts, "id", "id", "give each row its own id, or leave the id cells empty to derive them"
+    )
+    given = {d.id.casefold() for d in drafts if d.id}
+    unnamed = [d for d in drafts if not d.raw.get("id")]
+    for draft, row_id in zip(
+        unnamed, derive_ids([_row_fingerprint(d) for d in unnamed]), strict=True
+    ):
+        draft.id = row_id
+        if row_id.casefold() in given:
+            draft.problem(
+                "id",
+                None,
+                f"the id derived for this row, {row_id!r}, is given to another row",
+                "rename that row's id",
+            )
+
+
+def _build_row(draft: _Draft, uri: str) -> ManifestRow:
+    assert draft.id is not None  # set by _assign_ids
+    return ManifestRow(
+        index=draft.index,
+        line=draft.line,
+        id=draft.id,
+        portrait=draft.paths["portrait"],
+        driving_video=draft.paths["driving_video"],
+        audio=draft.paths.get("audio"),
+        output=draft.output,
+        max_frames=draft.max_frames,
+        seed=draft.seed,
+        source=uri,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------
+
+
+def _split_header(records: list[_Record]) -> tuple[_Record | None, list[_Record]]:
+    non_blank = [record for record in records if not record.blank]
+    if not non_blank:
+        return None, []
+    return non_blank[0], non_blank[1:]
+
+
+def _read_table(data: bytes) -> tuple[_Record | None, list[_Record], ManifestProblem | None]:
+    """Decode and parse: (header, data records, fatal problem)."""
+    text, problem = _decode(data)
+    if problem:
+        return None, [], problem
+    records, problem = _parse_records(text) if text.strip() else ([], None)
+    if problem:
+        return None, [], problem
+    header, rows = _split_header(records)
+    if header is None:
+        fix = f"write the header on the first line ({_HEADER_HINT}), then one row per video"
+        return None, [], ManifestProblem(None, None, None, "the manifest is empty", fix)
+    return header, rows, None
+
+
+def _check_rows(
+    records: Sequence[_Record], positions: dict[str, int], width: int, uri: str
+) -> tuple[list[_Draft], list[_PathCheck]]:
+    """Per-row checks that need no file system: cells, numbers, names, ids, outputs."""
+    drafts: list[_Draft] = []
+    checks: list[_PathCheck] = []
+    for index, record in enumerate(records):
+        raw = {name: record.cells[pos] for name, pos in positions.items()}
+        draft = _Draft(index=index, line=record.line, raw=raw)
+        _check_width(draft, record, width)
+        checks += _check_paths(draft, uri)
+        _check_numbers(draft)
+        _check_names(draft)
+        drafts.append(draft)
+    _assign_ids(drafts)
+    _report_shared(
+        drafts, "output", "output name", "give each row its own output name, or leave it empty"
+    )
+    return drafts, checks
+
+
+def parse_manifest(
+    data: bytes,
+    *,
+    uri: str,
+    exists: Exists | None = None,
+    allowed_input_roots: Sequence[str | os.PathLike[str]] = (),
+    check_exists: bool = True,
+) -> tuple[Manifest, list[ManifestProblem]]:
+    """Validate manifest bytes; return the valid rows and every problem found.
+
+    Args:
+        data: the CSV file's bytes.
+        uri: the manifest's absolute path or s3:// URI (relative paths resolve against it).
+        exists, allowed_input_roots, check_exists: see `load_manifest`.
+
+    Returns:
+        ``(manifest, problems)``: `manifest.rows` holds only the rows without problems.
+    """
+    header, records, problem = _read_table(data)
+    if header is None:
+        return Manifest(uri=uri, rows=(), columns=()), [problem] if problem else []
+    positions, problems = _header_problems(header, records)
+    columns = tuple(sorted(positions, key=positions.__getitem__))
+    if not records and positions:
+        fix = "add one row per portrait/driving-video pair below the header"
+        problems.append(
+            ManifestProblem(
+                None,
+                None,
+                None,
+                "the manifest has a header but no data rows",
+                fix,
+                line=header.line,
+            )
+        )
+    if not positions or not records:
+        return Manifest(uri=uri, rows=(), columns=columns), problems
+
+    drafts, checks = _check_rows(records, positions, _header_width(header), uri)
+    path_problems = _path_problems(
+        checks, allowed_input_roots=allowed_input_roots, exists=exists, check_exists=check_exists
+    )
+    rows_with_path_problems = {problem.row for problem in path_problems}
+    for draft in drafts:
+        problems += draft.problems
+    problems += path_problems
+    problems.sort(key=_sort_key)
+    complete = all(name in positions for name in REQUIRED_COLUMNS)
+    rows = tuple(
+        _build_row(draft, uri)
+        for draft in drafts
+        if complete and draft.valid and draft.index + 1 not in rows_with_path_problems
+    )
+    return Manifest(uri=uri, rows=rows, columns=columns), problems
+
+
+def check_manifest(
+    uri_or_path: str | os.PathLike[str],
+    *,
+    read_bytes: ReadBytes | None = None,
+    exists: Exists | None = None,
+    allowed_input_roots: Sequence[str | os.PathLike[str]] = (),
+    check_exists: bool = True,
+) -> tuple[Manifest, list[ManifestProblem]]:
+    """Like `load_manifest`, but return ``(valid rows, problems)`` instead of raising.
+
+    For validation steps that add their own problems (media probing) and report all at once
+    with `raise_if_problems`. A manifest that can't be read at all still raises `ManifestError`.
+    """
+    uri = _normalise_uri(uri_or_path)
+    data = _read(uri, read_bytes)
+    manifest, problems = parse_manifest(
+        data,
+        uri=uri,
+        exists=exists,
+        allowed_input_roots=allowed_input_roots,
+        check_exists=check_exists,
+    )
+    logger.info("manifest %s: %d valid rows, %d problems", uri, len(manifest), len(problems))
+    return manifest, problems
+
+
+def load_manifest(
+    uri_or_path: str | os.PathLike[str],
+    *,
+    read_bytes: ReadBytes | None = None,
+    exists: Exists | None = None,
+    allowed_input_roots: Sequence[str | os.PathLike[str]] = (),
+    check_exists: bool = True,
+) -> Manifest:
+    """Read and validate a CSV manifest.
+
+    Args:
+        uri_or_path: local path (``~`` expanded) or ``s3://bucket/dir/manifest.csv``.
+        read_bytes: ``read_bytes(uri) -> bytes``; default reads local files (required for s3://).
+        exists: ``exists(uri) -> bool`` for s3:// inputs (the storage layer's); default None:
+            s3:// inputs are not checked. Local inputs are always checked with the file system.
+        allowed_input_roots: when non-empty, local inputs (symlinks resolved) must lie inside
+            one of these local folders; s3:// entries restrict s3:// inputs to those prefixes.
+        check_exists: False skips the existence checks (syntax and roots are still checked).
+
+    Returns:
+        The manifest with every row validated.
+
+    Raises:
+        ManifestError: listing every problem of every row.
+        ValueError: an s3:// manifest without `read_bytes`.
+    """
+    manifest, problems = check_manifest(
+        uri_or_path,
+        read_bytes=read_bytes,
+        exists=exists,
+        allowed_input_roots=allowed_input_roots,
+        check_exists=check_exists,
+    )
+    raise_if_problems(problems, uri=manifest.uri)
+    return manifest

@@ -1,0 +1,155 @@
+"""All PersonaLive networks together, and how they are built from configs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL
+from torch import nn
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from ._attention import (
+    AttentionBackend,
+    resolve_attention_backend,
+    set_attention_backend,
+    set_vae_attention_backend,
+)
+from ._keypoints import KeypointExtractor
+from ._motion_encoder import MotionEncoder
+from ._pose_guider import PoseGuider
+from ._unet import DenoisingUNet, ReferenceUNet, unet_kwargs_from_config
+from .architecture import NetworkSizes
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PersonaLiveModels:
+    """The seven networks of PersonaLive plus the facts the animator needs about them.
+
+    Attributes:
+        vae: sd-vae-ft-mse ``AutoencoderKL`` (latents are scaled by ``vae.config.scaling_factor``).
+        image_encoder: CLIP vision tower with projection; its ``image_embeds`` is the UNets' context.
+        reference_unet: writes the reference bank.
+        denoising_unet: predicts noise for 16-frame windows.
+        pose_guider: keypoint canvas → features added after the denoising UNet's ``conv_in``.
+        motion_encoder: face crop → motion tokens.
+        keypoint_extractor: image → head pose and canonical keypoints.
+        canvas_radius: radius of the drawn keypoint disks.
+        attention: the attention backend in use.
+    """
+
+    vae: AutoencoderKL
+    image_encoder: CLIPVisionModelWithProjection
+    reference_unet: ReferenceUNet
+    denoising_unet: DenoisingUNet
+    pose_guider: PoseGuider
+    motion_encoder: MotionEncoder
+    keypoint_extractor: KeypointExtractor
+    canvas_radius: int = 4
+    attention: AttentionBackend = "sdpa"
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), nn.Module)
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.denoising_unet.conv_in.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.denoising_unet.conv_in.weight.dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def clip_image_size(self) -> int:
+        return self.image_encoder.config.image_size
+
+    @property
+    def face_crop_size(self) -> int:
+        return self.motion_encoder.config.crop_size
+
+    @property
+    def keypoint_input_size(self) -> int:
+        return self.keypoint_extractor.config.input_size
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> PersonaLiveModels:
+        for network in self.networks().values():
+            # nn.Module.to: diffusers' ModelMixin.to warns about casts we do on purpose
+            nn.Module.to(network, device=device, dtype=dtype)
+        return self
+
+    def eval(self) -> PersonaLiveModels:
+        for network in self.networks().values():
+            network.eval().requires_grad_(False)
+        return self
+
+    def set_attention_backend(self, requested: str) -> AttentionBackend:
+        """Switch every network to ``requested`` (or its fallback); returns the backend in use."""
+        backend = resolve_attention_backend(requested, self.device)
+        for name in ("reference_unet", "denoising_unet", "motion_encoder"):
+            set_attention_backend(getattr(self, name), backend)
+        set_vae_attention_backend(self.vae, backend)
+        self.image_encoder.config._attn_implementation = "eager" if backend == "eager" else "sdpa"
+        self.attention = backend
+        logger.info("attention backend: %s", backend)
+        return backend
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {
+            name: sum(p.numel() for p in net.parameters()) for name, net in self.networks().items()
+        }
+        unet = self.denoising_unet
+        counts["denoising_unet.temporal_modules"] = sum(
+            p.numel() for n, p in unet.named_parameters() if ".temporal_modules." in n
+        )
+        counts["denoising_unet.motion_modules"] = sum(
+            p.numel() for n, p in unet.named_parameters() if ".motion_modules." in n
+        )
+        return counts
+
+
+def build_models(
+    unet_config: dict[str, Any],
+    vae_config: dict[str, Any],
+    clip_config: dict[str, Any],
+    sizes: NetworkSizes,
+) -> PersonaLiveModels:
+    """Construct every network (random init, on the current default device) from configs."""
+    unet_kwargs = unet_kwargs_from_config(unet_config)
+    clip = CLIPVisionConfig(
+        **{k: v for k, v in clip_config.items() if k not in ("architectures", "model_type")}
+    )
+    if clip.projection_dim != unet_kwargs["cross_attention_dim"]:
+        raise ValueError(
+            f"CLIP projection_dim={clip.projection_dim} must equal the UNet's "
+            f"cross_attention_dim={unet_kwargs['cross_attention_dim']}"
+        )
+    motion_encoder = MotionEncoder(**sizes.motion_encoder)
+    frame_kwargs = dict(sizes.frame_modules)
+    frame_kwargs.setdefault("motion_token_dim", motion_encoder.config.token_dim)
+    vae_kwargs = {k: v for k, v in vae_config.items() if not k.startswith("_")}
+    return PersonaLiveModels(
+        vae=AutoencoderKL(**vae_kwargs),
+        image_encoder=CLIPVisionModelWithProjection(clip),
+        reference_unet=ReferenceUNet(**unet_kwargs),
+        denoising_unet=DenoisingUNet(**unet_kwargs, **frame_kwargs),
+        pose_guider=PoseGuider(
+            embedding_channels=unet_kwargs["block_out_channels"][0], **sizes.pose_guider
+        ),
+        motion_encoder=motion_encoder,
+        keypoint_extractor=KeypointExtractor(**sizes.keypoint_extractor),
+        canvas_radius=sizes.canvas_radius,
+    )

@@ -1,0 +1,356 @@
+"""Rendering one manifest row: driving video in, committed output video out.
+
+:class:`RowRenderer` holds no model state of its own: it streams the driving video through a
+:class:`~pipeline.animate.StreamingAnimator` four frames at a time, encodes frames as they come,
+muxes the audio and commits the result through :class:`~pipeline.storage.Storage`. Memory stays
+flat however long the video. :class:`RenderWorker` is the Ray actor around it: the model is loaded
+once in ``__init__`` and every ``render`` call handles one row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .animate import StreamingAnimator
+from .config import ModelConfig, StorageConfig, VideoConfig
+from .media import MediaError, VideoEncoder, VideoReader, load_image, mux_audio
+from .progress import RowProgress, RowStarted
+from .storage import Storage, StorageError, basename, is_s3
+
+logger = logging.getLogger(__name__)
+
+EventSink = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class RowTask:
+    """What the driver sends a worker for one row (plain data: cheap to pickle).
+
+    Attributes:
+        row_id: the manifest row's stable id.
+        portrait / driving_video / audio: input URIs (local paths or ``s3://``).
+        output_uri: where the finished video is committed.
+        max_frames: cap on frames (None: the whole driving video).
+        seed: noise seed of the row.
+        attempt: 1 for the first try, 2 for the first retry, ...
+    """
+
+    row_id: str
+    portrait: str
+    driving_video: str
+    audio: str | None
+    output_uri: str
+    max_frames: int | None
+    seed: int
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class RowOutcome:
+    """The verdict on one row.
+
+    ``status`` is "done" or "failed"; ``retryable`` marks failures worth another attempt
+    (transient storage errors); ``error`` is one line a user can act on, ``detail`` the traceback
+    of an unexpected failure.
+    """
+
+    row_id: str
+    status: str
+    frames: int = 0
+    seconds: float = 0.0
+    output: str | None = None
+    error: str | None = None
+    retryable: bool = False
+    detail: str | None = None
+    has_audio: bool = False
+    worker: str = ""
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class RowError(Exception):
+    """A problem with the row's input; retrying cannot help. The message says what to fix."""
+
+
+def square_image(image: np.ndarray, fit: str) -> np.ndarray:
+    """Make a portrait square at its own resolution: centre "crop", black "pad", or "stretch"."""
+    height, width = image.shape[:2]
+    if height == width:
+        return image
+    if fit == "crop":
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        return image[top : top + side, left : left + side]
+    side = max(height, width)
+    if fit == "pad":
+        canvas = np.zeros((side, side, 3), dtype=image.dtype)
+        top, left = (side - height) // 2, (side - width) // 2
+        canvas[top : top + height, left : left + width] = image
+        return canvas
+    from PIL import Image  # noqa: PLC0415
+
+    return np.asarray(Image.fromarray(image).resize((side, side), resample=Image.LANCZOS))
+
+
+class RowRenderer:
+    """Render rows with one animator; I/O goes through ``storage``, progress to ``events``.
+
+    Args:
+        animator: a ready :class:`StreamingAnimator`.
+        storage: where inputs are read and outputs committed.
+        video: encoding and audio settings.
+        scratch_dir: local folder for intermediate files (one sub-folder per row, removed after).
+        events: called with progress events (:class:`RowStarted`, :class:`RowProgress`).
+        worker_name: shown in progress events.
+    """
+
+    progress_interval_s = 0.5
+
+    def __init__(
+        self,
+        animator: StreamingAnimator,
+        storage: Storage,
+        video: VideoConfig,
+        scratch_dir: str | os.PathLike,
+        events: EventSink | None = None,
+        worker_name: str = "",
+    ) -> None:
+        self.animator = animator
+        self.storage = storage
+        self.video = video
+        self.scratch_dir = Path(scratch_dir)
+        self.events = events or (lambda event: None)
+        self.worker_name = worker_name
+
+    def render(self, task: RowTask) -> RowOutcome:
+        """Render ``task``; never raises for row-level problems (they become a failed outcome)."""
+        started = time.monotonic()
+        scratch = Path(tempfile.mkdtemp(prefix=f"{task.row_id[:40]}-", dir=self.scratch_dir))
+        try:
+            frames, has_audio = self._render(task, scratch, started)
+            return RowOutcome(
+                task.row_id,
+                "done",
+                frames=frames,
+                seconds=time.monotonic() - started,
+                output=task.output_uri,
+                has_audio=has_audio,
+                worker=self.worker_name,
+            )
+        except (RowError, MediaError) as err:
+            return self._failed(task, started, str(err))
+        except StorageError as err:
+            return self._failed(task, started, str(err), retryable=True)
+        except torch.cuda.OutOfMemoryError:
+            return self._failed(
+                task,
+                started,
+                "GPU out of memory; lower model.streams_per_worker (or model.resolution), or use a GPU "
+                "with more memory",
+            )
+        except Exception as err:  # noqa: BLE001 - any other failure of this row must not stop the worker
+            logger.exception("row %s failed unexpectedly", task.row_id)
+            return self._failed(
+                task,
+                started,
+                f"internal error: {type(err).__name__}: {err}",
+                detail=traceback.format_exc(),
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _failed(self, task: RowTask, started: float, error: str, **kwargs: Any) -> RowOutcome:
+        return RowOutcome(
+            task.row_id,
+            "failed",
+            seconds=time.monotonic() - started,
+            error=error,
+            worker=self.worker_name,
+            **kwargs,
+        )
+
+    def _render(self, task: RowTask, scratch: Path, started: float) -> tuple[int, bool]:
+        animator, video = self.animator, self.video
+        size = animator.resolution
+        with ExitStack() as stack:
+            driving = stack.enter_context(self._open(task.driving_video))
+            reader = VideoReader(driving, size=size, fit=video.fit, max_frames=task.max_frames)
+            if len(reader) == 0:
+                raise RowError(
+                    f"{task.driving_video}: no frames to render (max_frames={task.max_frames})"
+                )
+            total = len(reader)
+            portrait = self._load_portrait(task.portrait)
+            self.events(
+                RowStarted(task.row_id, total, worker=self.worker_name, attempt=task.attempt)
+            )
+            stream = animator.fuse_reference(portrait, seed=task.seed, stream_id=task.row_id)
+            silent = scratch / "video.mp4"
+            done = 0
+            last_report = time.monotonic()
+            with VideoEncoder(
+                silent,
+                frame_rate=reader.frame_rate,
+                width=size,
+                height=size,
+                codec=video.codec,
+                crf=video.crf,
+                preset=video.preset,
+                pix_fmt=video.pix_fmt,
+            ) as encoder:
+                for chunk in reader.chunks(4):
+                    if len(chunk) == 4:
+                        out = animator.push(stream, chunk.frames)
+                    else:
+                        out = animator.finish(stream, chunk.frames)
+                    done += self._encode(encoder, out)
+                    if time.monotonic() - last_report >= self.progress_interval_s:
+                        self.events(
+                            RowProgress(task.row_id, done, total, time.monotonic() - started)
+                        )
+                        last_report = time.monotonic()
+                if not stream.done:
+                    done += self._encode(encoder, animator.finish(stream))
+            self.events(RowProgress(task.row_id, done, total, time.monotonic() - started))
+        final, has_audio = self._mux(task, silent, scratch)
+        self.storage.put(final, task.output_uri)
+        return done, has_audio
+
+    @staticmethod
+    def _encode(encoder: VideoEncoder, frames: torch.Tensor) -> int:
+        if frames.shape[0]:
+            encoder.add_frames(frames.cpu().numpy())
+        return int(frames.shape[0])
+
+    def _open(self, uri: str):
+        """A context manager yielding a path (local) or a streaming binary file (S3)."""
+        from contextlib import nullcontext  # noqa: PLC0415
+
+        local = self.storage.local_path(uri)
+        if local is not None:
+            if not os.path.isfile(local):
+                raise RowError(f"{uri}: file not found")
+            return nullcontext(local)
+        return self.storage.open(uri)
+
+    def _load_portrait(self, uri: str) -> np.ndarray:
+        with self._open(uri) as source:
+            image = load_image(source)
+        return square_image(image, self.video.fit)
+
+    def _mux(self, task: RowTask, silent: Path, scratch: Path) -> tuple[Path, bool]:
+        """Add the row's audio (its audio file, else the driving video's track) to the video."""
+        video = self.video
+        if video.audio == "none":
+            return silent, False
+        source_uri = task.audio or task.driving_video
+        source = self.storage.local_path(source_uri)
+        if source is None:  # S3 input: ffmpeg reads a local copy (audio files are small)
+            source = str(scratch / f"audio-source-{basename(source_uri)}")
+            self.storage.download(source_uri, source)
+        final = scratch / "final.mp4"
+        result = mux_audio(
+            silent,
+            final,
+            audio_source=source,
+            length_policy=video.audio_length,
+            audio_codec=video.audio_codec,
+            audio_bitrate=video.audio_bitrate,
+            ffmpeg_binary=video.ffmpeg,
+        )
+        if not result.has_audio:
+            logger.info("row %s: no audio (%s)", task.row_id, result.reason)
+        return final, result.has_audio
+
+
+def build_animator(model: ModelConfig) -> StreamingAnimator:
+    """Load the model described by ``model`` and wrap it in an animator."""
+    from .models import load_personalive  # noqa: PLC0415
+
+    models = load_personalive(
+        model.weights_dir,
+        model.dtype,
+        model.device,
+        architecture=model.architecture,
+        attention=model.attention,
+    )
+    return StreamingAnimator(models, model.animator, resolution=model.resolution)
+
+
+class RenderWorker:
+    """Ray actor body: loads the model once, then renders rows one ``render`` call at a time.
+
+    Args:
+        model / video / storage: the job's config sections (plain dataclasses).
+        events: a Ray queue (``ray.util.queue.Queue``) that progress events are put on, or None.
+        name: shown in progress displays.
+        cpu_threads: torch threads on CPU (Ray gives actors one thread by default).
+    """
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        video: VideoConfig,
+        storage: StorageConfig,
+        events: Any = None,
+        name: str = "",
+        cpu_threads: int | None = None,
+    ) -> None:
+        if cpu_threads:
+            torch.set_num_threads(cpu_threads)
+        self.name = name
+        self.events = events
+        self.scratch = tempfile.mkdtemp(prefix="portrait-render-")
+        self.animator = build_animator(model)
+        self.renderer = RowRenderer(
+            self.animator,
+            Storage(storage),
+            video,
+            self.scratch,
+            events=self._emit,
+            worker_name=name,
+        )
+
+    def _emit(self, event: Any) -> None:
+        if self.events is not None:
+            try:
+                self.events.put_nowait(event)
+            except Exception:  # noqa: BLE001 - progress is best effort; never fail a row over it
+                logger.debug("progress event dropped", exc_info=True)
+
+    def render(self, task: RowTask) -> RowOutcome:
+        return self.renderer.render(task)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def describe(self) -> dict[str, Any]:
+        models = self.animator.models
+        return {
+            "name": self.name,
+            "device": str(models.device),
+            "dtype": str(models.dtype),
+            "pid": os.getpid(),
+        }
+
+    def __del__(self) -> None:
+        shutil.rmtree(getattr(self, "scratch", ""), ignore_errors=True)
+
+
+def is_remote(uri: str) -> bool:
+    return is_s3(uri)

@@ -1,0 +1,30 @@
+"""portrait-render entry point: ``python run.py job=<render|validate|fetch_weights|bench> ...``.
+
+Thin on purpose: Hydra composes and type-checks the config (``conf/`` against
+``pipeline.config.RenderConfig``), then ``jobs.<kind>.run(cfg)`` does the work and returns the
+exit code. ``python run.py --help`` lists the config groups and every option.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from pipeline.config import register_configs
+from pipeline.logs import configure_logging
+
+register_configs()
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> int:
+    configure_logging(cfg.job.progress)
+    from jobs import run_job  # noqa: PLC0415 - imported after logging is set up
+
+    return run_job(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny random weights in the published layout, a tiny model, a local Ray."""
+
+from __future__ import annotations
+
+import os
+
+# before anything imports huggingface_hub or Ray
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray binds to 127.0.0.1
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+TINY_RESOLUTION = 64
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory):
+    """A folder with tiny random PersonaLive weights in the published file layout."""
+    from pipeline.models import save_random_weights
+
+    return save_random_weights(tmp_path_factory.mktemp("weights"), architecture="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_weights):
+    from pipeline.models import load_personalive
+
+    torch.set_num_threads(2)
+    return load_personalive(tiny_weights, "fp32", "cpu", architecture="tiny")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded Ray for the whole session (starting one costs seconds)."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

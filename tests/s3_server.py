@@ -1,0 +1,148 @@
+"""A real moto S3 server in a subprocess on 127.0.0.1, for tests (not in-process ``mock_aws``).
+
+Any client, in any process (Ray workers included), reaches it through ``endpoint_url`` with dummy
+credentials::
+
+    with MotoServer() as server:
+        storage = Storage(StorageConfig(s3=S3Config(endpoint_url=server.endpoint_url)))
+        server.stop()   # the endpoint is now unreachable (connection refused)
+        server.start()  # back on the same port, with an empty store
+
+In pytest, use the `moto_s3_server` fixture (session scope; import it into a ``conftest.py``) or
+wrap `MotoServer` in a fixture of the scope you need.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from types import TracebackType
+
+import pytest
+
+HOST = "127.0.0.1"
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port nothing listens on right now (also usable as a 'closed port' endpoint)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class MotoServer:
+    """``python -m moto.server`` as a child process, listening on ``host`` only.
+
+    Args:
+        port: the port to use; None picks a free one (kept across `stop`/`start`).
+        startup_timeout_s: how long `start` waits for the server to answer.
+    """
+
+    def __init__(self, *, port: int | None = None, startup_timeout_s: float = 20.0) -> None:
+        self.host = HOST
+        self.port = port if port is not None else free_port()
+        self.startup_timeout_s = startup_timeout_s
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.TemporaryFile(prefix="moto-server-")
+        # Never go through a proxy to reach a loopback server.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start the server (no-op if running) and wait until it answers."""
+        if self.running:
+            return
+        env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                raise RuntimeError(
+                    f"moto server exited while starting on {self.endpoint_url}:\n{self.log_tail()}"
+                )
+            try:
+                with self._opener.open(f"{self.endpoint_url}/moto-api/", timeout=1.0):
+                    return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(
+            f"moto server did not answer on {self.endpoint_url} within {self.startup_timeout_s} s:\n{self.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        """Stop the server (its state is lost); the port then refuses connections."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port."""
+        self.stop()
+        self.start()
+
+    def reset(self) -> None:
+        """Drop every bucket and object (moto's reset API)."""
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with self._opener.open(request, timeout=5.0):
+            pass
+
+    def log_tail(self, num_bytes: int = 4000) -> str:
+        """The end of the server's output, for failure messages."""
+        self._log.flush()
+        size = self._log.seek(0, os.SEEK_END)
+        self._log.seek(max(0, size - num_bytes))
+        return self._log.read().decode("utf-8", "replace")
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+
+    def __enter__(self) -> MotoServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@pytest.fixture(scope="session")
+def moto_s3_server() -> Iterator[MotoServer]:
+    """A moto S3 server shared by the whole test session."""
+    with MotoServer() as server:
+        yield server
