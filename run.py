@@ -19,12 +19,13 @@ register_configs()
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> int:
+def main(cfg: DictConfig) -> None:
     configure_logging(cfg.job.progress)
     from jobs import run_job  # noqa: PLC0415 - imported after logging is set up
 
-    return run_job(cfg)
+    # Hydra drops the task's return value: exit here so the job's exit code reaches the shell
+    sys.exit(run_job(cfg))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from omegaconf import DictConfig, OmegaConf
 from rich.tree import Tree
 
-from pipeline.config import RenderConfig
+from pipeline.config import RenderConfig, config_problems
 from pipeline.storage import join
 
 from . import ConfigError
@@ -17,8 +17,16 @@ logger = logging.getLogger(__name__)
 
 
 def typed(cfg: DictConfig) -> RenderConfig:
-    """The composed config as the :class:`RenderConfig` dataclass tree."""
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    """The composed config as the :class:`RenderConfig` dataclass tree, checked.
+
+    Raises:
+        ConfigError: listing every setting that cannot work.
+    """
+    settings: RenderConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    problems = config_problems(settings)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return settings
 
 
 def require_manifest(settings: RenderConfig) -> str:

@@ -116,13 +116,8 @@ class RenderPool:
         threads = max(1, int(self.cfg.cpus_per_worker)) if not use_gpus else None
         for i in range(count):
             name = f"{'gpu' if use_gpus else 'cpu'}-worker-{i}"
-            actor = remote.options(name=None, **options).remote(
-                self.model,
-                self.video,
-                self.storage,
-                events=self.events,
-                name=name,
-                cpu_threads=threads,
+            actor = remote.options(**options).remote(
+                self.model, self.video, self.storage, name=name, cpu_threads=threads
             )
             self.slots.append(_Slot(name, actor))
         logger.info("%d %s worker(s) loading the model", count, "GPU" if use_gpus else "CPU")
@@ -184,7 +179,7 @@ class RenderPool:
                 if not slot.alive:
                     continue
                 task = pending.popleft()
-                inflight[slot.actor.render.remote(task)] = (slot, task)
+                inflight[slot.actor.render.remote(task, self.events)] = (slot, task)
             if not inflight:
                 if pending:  # every worker is dead
                     for task in pending:

@@ -127,7 +127,7 @@ class ClusterConfig:
     num_workers: int | None = (
         None  # None: one per GPU in the cluster, or cpu_workers when there is none
     )
-    cpu_workers: int = 1  # workers when the cluster has no GPU
+    cpu_workers: int = 2  # workers when the cluster has no GPU
     cpus_per_worker: float = (
         1.0  # CPUs reserved by each worker actor (torch threads follow it on CPU)
     )
@@ -175,6 +175,52 @@ class RenderConfig:
     manifest: str | None = (
         None  # path or s3:// URI of the CSV manifest (job=render and job=validate)
     )
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "job.kind": ("render", "validate", "fetch_weights", "bench"),
+    "job.progress": ("auto", "rich", "plain", "none"),
+    "model.architecture": ("full", "tiny"),
+    "model.dtype": ("auto", "fp16", "bf16", "fp32"),
+    "model.attention": ("sdpa", "xformers", "eager"),
+    "model.animator.output_dtype": ("uint8", "float"),
+    "video.fit": ("crop", "pad", "stretch"),
+    "video.audio": ("auto", "none"),
+    "video.audio_length": ("video", "shortest"),
+    "video.pix_fmt": ("yuv420p", "yuv444p", "yuv422p"),
+}
+
+
+def config_problems(cfg: RenderConfig) -> list[str]:
+    """Settings that cannot work, each as one line naming the option, its value and the choices."""
+    problems = []
+    for path, choices in _CHOICES.items():
+        value: object = cfg
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value not in choices:
+            problems.append(f"{path}={value!r} is not one of: {', '.join(choices)}")
+    positive = {
+        "model.resolution": cfg.model.resolution,
+        "model.streams_per_worker": cfg.model.streams_per_worker,
+        "video.segment_seconds": cfg.video.segment_seconds,
+        "cluster.cpu_workers": cfg.cluster.cpu_workers,
+        "cluster.cpus_per_worker": cfg.cluster.cpus_per_worker,
+    }
+    for path, value in positive.items():
+        if value <= 0:
+            problems.append(f"{path}={value!r} must be positive")
+    if not 0 <= cfg.video.crf <= 51:
+        problems.append(
+            f"video.crf={cfg.video.crf} must be between 0 and 51 (lower is better quality)"
+        )
+    if cfg.model.device != "auto" and not cfg.model.device.startswith(("cpu", "cuda")):
+        problems.append(f"model.device={cfg.model.device!r} is not one of: auto, cpu, cuda, cuda:N")
+    if cfg.job.max_frames is not None and cfg.job.max_frames < 1:
+        problems.append(
+            f"job.max_frames={cfg.job.max_frames} must be at least 1 (or null for whole videos)"
+        )
+    return problems
 
 
 def register_configs() -> None:

@@ -297,7 +297,6 @@ class RenderWorker:
 
     Args:
         model / video / storage: the job's config sections (plain dataclasses).
-        events: a Ray queue (``ray.util.queue.Queue``) that progress events are put on, or None.
         name: shown in progress displays.
         cpu_threads: torch threads on CPU (Ray gives actors one thread by default).
     """
@@ -307,14 +306,13 @@ class RenderWorker:
         model: ModelConfig,
         video: VideoConfig,
         storage: StorageConfig,
-        events: Any = None,
         name: str = "",
         cpu_threads: int | None = None,
     ) -> None:
         if cpu_threads:
             torch.set_num_threads(cpu_threads)
         self.name = name
-        self.events = events
+        self.events: Any = None
         self.scratch = tempfile.mkdtemp(prefix="portrait-render-")
         self.animator = build_animator(model)
         self.renderer = RowRenderer(
@@ -333,7 +331,13 @@ class RenderWorker:
             except Exception:  # noqa: BLE001 - progress is best effort; never fail a row over it
                 logger.debug("progress event dropped", exc_info=True)
 
-    def render(self, task: RowTask) -> RowOutcome:
+    def render(self, task: RowTask, events: Any = None) -> RowOutcome:
+        """Render one row; progress events go to ``events`` (a ``ray.util.queue.Queue``), if given.
+
+        The queue comes with each call rather than to the constructor: Ray restarts a dead actor
+        by re-running its constructor, which must not depend on objects that may be gone.
+        """
+        self.events = events
         return self.renderer.render(task)
 
     def pid(self) -> int:

@@ -1,0 +1,173 @@
+"""job=render end to end: manifest → embedded Ray workers → videos with audio, checked by decoding."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from media_factory import click_time, pattern_video, video_with_click
+
+from pipeline.media import probe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def compose(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from pipeline.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+def render(manifest: Path, out: Path, weights: Path, *extra: str) -> int:
+    from jobs.render import run
+
+    cfg = compose(
+        "job=render",
+        f"manifest={manifest}",
+        "model=tiny",
+        f"model.weights_dir={weights}",
+        "model.random_init=false",
+        "model.resolution=64",
+        f"storage.output_root={out}",
+        "job.progress=plain",
+        "video.preset=ultrafast",
+        *extra,
+    )
+    return run(cfg)
+
+
+def write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
+    columns = sorted({key for row in rows for key in row})
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_example_manifest_renders_with_exact_timing_and_audio(
+    ray_local, tiny_weights, tmp_path: Path
+) -> None:
+    """The bundled example: every output decodes with the driving video's exact rate, length and audio."""
+    example = tmp_path / "example"
+    shutil.copytree(REPO / "manifests", example)
+    assert render(example / "example.csv", tmp_path / "out", tiny_weights) == 0
+    driving = probe(example / "media/driving.mp4").video
+    assert driving.frame_rate == Fraction(30000, 1001)
+    summary = json.loads((tmp_path / "out/example/summary.json").read_text())
+    assert summary["totals"]["done"] == 3 and summary["totals"]["failed"] == 0
+    for row in summary["rows"]:
+        info = probe(row["output"])
+        assert info.video.frame_rate == Fraction(30000, 1001)  # exact, never a hard-coded 25
+        assert info.video.num_frames == driving.num_frames
+        assert abs(info.video.duration_seconds - driving.duration_seconds) <= 1 / float(
+            driving.frame_rate
+        )
+        assert (info.video.width, info.video.height) == (64, 64)
+        assert info.audio is not None, row
+        assert abs(info.audio.duration_seconds - info.video.duration_seconds) <= 1 / float(
+            driving.frame_rate
+        )
+    status = json.loads((tmp_path / "out/example/status.json").read_text())
+    assert status["state"] == "finished" and status["rows"]["done"] == 3
+    assert (tmp_path / "out/example/config.yaml").is_file()
+
+
+def test_audio_stays_in_sync_and_follows_the_length_policy(
+    ray_local, tiny_weights, tmp_path: Path
+) -> None:
+    """A click at 1.0 s in the driving video's audio is at 1.0 s in the output (±1 frame);
+    a separate short audio file is padded with silence to the video's length."""
+    clip = video_with_click(tmp_path / "talk.mp4", duration=2.0, click_at=1.0)
+    short = tmp_path / "short.wav"
+    from media_factory import click_audio
+
+    click_audio(short, click_at=0.4, duration=1.0)
+    portrait = REPO / "manifests/media/portrait_a.png"
+    manifest = write_manifest(
+        tmp_path / "sync.csv",
+        [
+            {"id": "own", "portrait": str(portrait), "driving_video": str(clip), "audio": ""},
+            {
+                "id": "file",
+                "portrait": str(portrait),
+                "driving_video": str(clip),
+                "audio": str(short),
+            },
+            {
+                "id": "capped",
+                "portrait": str(portrait),
+                "driving_video": str(clip),
+                "audio": "",
+                "max_frames": "30",
+            },
+        ],
+    )
+    assert render(manifest, tmp_path / "out", tiny_weights) == 0
+    out = tmp_path / "out/sync"
+    frame = 1 / 25
+    assert click_time(out / "own.mp4") == pytest.approx(1.0, abs=frame)
+    assert click_time(out / "file.mp4") == pytest.approx(0.4, abs=frame)
+    padded = probe(out / "file.mp4")
+    assert padded.video.num_frames == 50
+    assert padded.audio.duration_seconds == pytest.approx(2.0, abs=frame)  # 1 s of audio + silence
+    capped = probe(out / "capped.mp4")
+    assert capped.video.num_frames == 30
+    assert capped.audio.duration_seconds == pytest.approx(
+        30 / 25, abs=frame
+    )  # trimmed to the video
+
+
+def test_eight_rows_on_two_cpu_workers(ray_local, tiny_weights, tmp_path: Path) -> None:
+    clips = [
+        pattern_video(tmp_path / f"clip{i}.mp4", frames=10 + 3 * i, rate="25") for i in range(4)
+    ]
+    portrait = REPO / "manifests/media/portrait_b.png"
+    rows = [
+        {"portrait": str(portrait), "driving_video": str(clips[i % 4]), "seed": str(i)}
+        for i in range(8)
+    ]
+    manifest = write_manifest(tmp_path / "eight.csv", rows)
+    assert render(manifest, tmp_path / "out", tiny_weights, "cluster.cpu_workers=2") == 0
+    summary = json.loads((tmp_path / "out/eight/summary.json").read_text())
+    assert [r["status"] for r in summary["rows"]] == ["done"] * 8
+    assert len({r["row_id"] for r in summary["rows"]}) == 8
+    assert {r["worker"] for r in summary["rows"]} == {
+        "cpu-worker-0",
+        "cpu-worker-1",
+    }  # rows handed out dynamically
+    for row in summary["rows"]:
+        assert probe(row["output"]).video.num_frames == row["frames"]
+
+
+def test_a_failed_row_is_reported_and_sets_the_exit_code(
+    ray_local, tiny_weights, tmp_path: Path
+) -> None:
+    clip = pattern_video(tmp_path / "ok.mp4", frames=8)
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("this is not a video")
+    portrait = REPO / "manifests/media/portrait_a.png"
+    manifest = write_manifest(
+        tmp_path / "mixed.csv",
+        [
+            {"id": "good", "portrait": str(portrait), "driving_video": str(clip)},
+            {"id": "bad", "portrait": str(portrait), "driving_video": str(not_video)},
+        ],
+    )
+    assert render(manifest, tmp_path / "out", tiny_weights) == 1
+    summary = {
+        r["row_id"]: r
+        for r in json.loads((tmp_path / "out/mixed/summary.json").read_text())["rows"]
+    }
+    assert summary["good"]["status"] == "done"
+    assert summary["bad"]["status"] == "failed"
+    assert "driving_video" in summary["bad"]["error"] and "notes.mp4" in summary["bad"]["error"]
