@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 
 from omegaconf import DictConfig
 
 from pipeline.cluster import RenderPool, describe_workers
+from pipeline.ledger import Ledger, content_hash
 from pipeline.logs import CONSOLE
 from pipeline.models import WeightsError, ensure_random_weights, missing_files
 from pipeline.progress import (
@@ -27,6 +29,7 @@ from pipeline.progress import (
     summary_table,
     write_summary_json,
 )
+from pipeline.report import write_report
 from pipeline.storage import Storage, join
 from pipeline.validate import validate_manifest
 from pipeline.worker import RowOutcome, RowTask
@@ -64,12 +67,12 @@ def run(cfg: DictConfig) -> int:
 
     results: list[RowResult] = []
     for label, problems in validation.failed_rows().items():
-        message = "; ".join(
-            f"{p.column}: {p.message} (fix: {p.fix})" if p.column else p.message for p in problems
-        )
+        message = "; ".join(str(problem) for problem in problems)
         results.append(RowResult(label, "failed", 0, 0.0, 0.0, error=f"invalid input: {message}"))
 
-    tasks = [_task(settings, out, media.row) for media in validation.ready]
+    ledger = Ledger(storage, out)
+    tasks, skipped = _plan(settings, storage, ledger, [media.row for media in validation.ready])
+    results.extend(skipped)
     reporter = MultiReporter(
         [
             make_reporter(settings.job.progress, console=CONSOLE),
@@ -78,9 +81,19 @@ def run(cfg: DictConfig) -> int:
             ),
         ]
     )
-    reporter.handle(JobStarted(name, total_rows=len(tasks) + len(results)))
+    reporter.handle(
+        JobStarted(name, total_rows=len(tasks) + len(results), skipped_rows=len(skipped))
+    )
     for result in results:
-        reporter.handle(RowFinished(result.row_id, "failed", error=result.error))
+        reporter.handle(
+            RowFinished(
+                result.row_id,
+                result.status,
+                frames=result.frames,
+                error=result.error,
+                output=result.output,
+            )
+        )
     started = time.monotonic()
     state = "finished"
     try:
@@ -100,22 +113,112 @@ def run(cfg: DictConfig) -> int:
             results, lambda data: storage.put(data, join(out, "summary.json")), job_name=name
         )
         CONSOLE.print(summary_table(results, title=f"{name}: {document['totals']}"))
+    try:
+        write_report(out, storage, summary=document)
+    except Exception as err:  # noqa: BLE001 - the report is a convenience; never the job's result
+        logger.warning("could not write the job report in %s: %s", out, err)
     failed = [r for r in results if r.status in ("failed", "quarantined")]
     logger.info("summary: %s", join(out, "summary.json"))
     return 1 if failed else 0
 
 
-def _task(settings, out: str, row) -> RowTask:
-    stem = row.output or row.id
-    return RowTask(
-        row_id=row.id,
-        portrait=row.portrait,
-        driving_video=row.driving_video,
-        audio=row.audio,
-        output_uri=join(out, f"{stem}.mp4"),
-        max_frames=row.max_frames if row.max_frames is not None else settings.job.max_frames,
-        seed=row.seed if row.seed is not None else settings.job.seed,
-    )
+def _plan(
+    settings, storage: Storage, ledger: Ledger, rows
+) -> tuple[list[RowTask], list[RowResult]]:
+    """Row tasks for rows still to render; results for rows already committed (skipped)."""
+    settings_hash = content_hash(pixel_settings(settings))
+    revision = model_revision(settings.model)
+    tasks, skipped, resuming = [], [], 0
+    for row in rows:
+        fingerprint = {
+            "inputs": {
+                column: storage.fingerprint(uri) if uri else None
+                for column, uri in (
+                    ("portrait", row.portrait),
+                    ("driving_video", row.driving_video),
+                    ("audio", row.audio),
+                )
+            },
+            "max_frames": row.max_frames if row.max_frames is not None else settings.job.max_frames,
+            "seed": row.seed if row.seed is not None else settings.job.seed,
+            "settings": settings_hash,
+            "model": revision,
+        }
+        key = Ledger.row_key(row.output or row.id, fingerprint)
+        state = ledger.row(key)
+        if state.state == "committed" and ledger.verify_commit(state.commit):
+            ledger.tidy(key, state.commit)  # leftovers of an attempt killed after the commit
+            frames = int(state.commit.get("frames", 0))
+            skipped.append(
+                RowResult(
+                    row.id,
+                    "skipped",
+                    frames,
+                    0.0,
+                    0.0,
+                    output=state.commit["video"],
+                    error=f"already rendered (committed {state.commit.get('committed_at', '?')})",
+                )
+            )
+            continue
+        resuming += state.state == "partial"
+        tasks.append(
+            RowTask(
+                row_id=row.id,
+                portrait=row.portrait,
+                driving_video=row.driving_video,
+                audio=row.audio,
+                job_uri=ledger.job_uri,
+                row_key=key,
+                max_frames=fingerprint["max_frames"],
+                seed=fingerprint["seed"],
+                meta={
+                    "inputs": fingerprint["inputs"],
+                    "settings_hash": settings_hash,
+                    "model_revision": revision,
+                },
+            )
+        )
+    if skipped:
+        logger.info(
+            "%d row(s) already rendered by an earlier run of this job: skipped", len(skipped)
+        )
+    if resuming:
+        logger.info("%d row(s) resume from their last committed segment", resuming)
+    return tasks, skipped
+
+
+def pixel_settings(settings) -> dict:
+    """The settings that change a row's pixels or sound (a change re-renders the row)."""
+    model, video = settings.model, settings.video
+    return {
+        "model": {
+            k: getattr(model, k) for k in ("name", "architecture", "resolution", "dtype", "device")
+        },
+        "animator": asdict(model.animator),
+        "video": {
+            k: getattr(video, k)
+            for k in (
+                "fit",
+                "codec",
+                "crf",
+                "preset",
+                "pix_fmt",
+                "audio",
+                "audio_length",
+                "audio_codec",
+                "audio_bitrate",
+            )
+        },
+    }
+
+
+def model_revision(model) -> str:
+    """What identifies the weights: hub revisions, or the random seed of random weights."""
+    if model.random_init:
+        return f"random-{model.architecture}-seed{model.random_seed}"
+    revisions = ",".join(f"{r.repo_id}@{r.revision}" for r in model.hub)
+    return revisions or f"local:{model.weights_dir}"
 
 
 def _prepare_weights(settings) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import io
 import logging
@@ -514,6 +515,10 @@ class S3Backend:
     def size(self, uri: str) -> int:
         return int(self._head(uri)["ContentLength"])
 
+    def fingerprint(self, uri: str) -> str:
+        head = self._head(uri)
+        return f"s3:{int(head['ContentLength'])}:{head.get('ETag', '').strip(chr(34))}"
+
     def read_bytes(self, uri: str) -> bytes:
         bucket, key = _parse_s3(uri)
 
@@ -796,8 +801,10 @@ class S3RangeReader(io.RawIOBase):
                 f"invalid whence ({whence}); supported: 0 (SEEK_SET), 1 (SEEK_CUR), 2 (SEEK_END)"
             )
         position = base + offset
-        if position < 0:
-            raise ValueError(f"negative seek position {position}")
+        if (
+            position < 0
+        ):  # as a real file does: an OSError (EINVAL), which PyAV reports as an I/O error
+            raise OSError(errno.EINVAL, f"negative seek position {position}")
         self._position = position
         return position
 

@@ -37,6 +37,7 @@ class _Slot:
     actor: Any
     deaths: int = 0
     alive: bool = True
+    ready_at: float = 0.0  # monotonic time before which the actor is restarting
 
 
 def start_ray(cfg: ClusterConfig) -> bool:
@@ -97,6 +98,7 @@ class RenderPool:
         self._owns_ray = False
         self.slots: list[_Slot] = []
         self.events: Any = None
+        self._started: set[tuple[str, int]] = set()  # (row, attempt) a worker reported starting
 
     def __enter__(self) -> RenderPool:
         import ray  # noqa: PLC0415
@@ -174,12 +176,20 @@ class RenderPool:
                         0,
                     )
                 pending.clear()
+            waiting = deque()
             while idle and pending:
                 slot = idle.popleft()
                 if not slot.alive:
                     continue
+                if slot.ready_at > time.monotonic():
+                    waiting.append(slot)
+                    continue
                 task = pending.popleft()
                 inflight[slot.actor.render.remote(task, self.events)] = (slot, task)
+            idle.extend(waiting)
+            if not inflight and pending and any(s.alive for s in idle):
+                time.sleep(self.poll_seconds)  # a worker is restarting; its row waits for it
+                continue
             if not inflight:
                 if pending:  # every worker is dead
                     for task in pending:
@@ -196,6 +206,13 @@ class RenderPool:
                 try:
                     outcome: RowOutcome = ray.get(ref)
                 except RayActorError as err:
+                    # the worker process died (or is restarting after a death). Only a row that had
+                    # started there counts as having killed it; one sent during the restart waits.
+                    slot.ready_at = time.monotonic() + 1.0
+                    idle.append(slot)
+                    if (task.row_id, task.attempt) not in self._started:
+                        pending.appendleft(task)
+                        continue
                     slot.deaths += 1
                     slot.alive = slot.deaths <= self.cfg.max_restarts
                     crashes[task.row_id] = crashes.get(task.row_id, 0) + 1
@@ -206,14 +223,12 @@ class RenderPool:
                         _first_line(err),
                     )
                     if crashes[task.row_id] >= self.cfg.poison_after:
+                        error = (
+                            f"quarantined: this row killed its worker {crashes[task.row_id]} times "
+                            f"(last: {_first_line(err)}); it is skipped so the other rows can finish"
+                        )
                         on_outcome(
-                            RowOutcome(
-                                task.row_id,
-                                "quarantined",
-                                error=f"quarantined: this row killed its worker {crashes[task.row_id]} times "
-                                f"(last: {_first_line(err)}); it is skipped so the other rows can finish",
-                            ),
-                            task.attempt,
+                            RowOutcome(task.row_id, "quarantined", error=error), task.attempt
                         )
                     else:
                         retry = replace(task, attempt=task.attempt + 1)
@@ -223,7 +238,6 @@ class RenderPool:
                             )
                         )
                         pending.appendleft(retry)
-                    idle.append(slot)
                     continue
                 except RayTaskError as err:  # render() itself should never raise; treat as a bug
                     outcome = RowOutcome(
@@ -245,6 +259,8 @@ class RenderPool:
         self._drain_events(on_event)
 
     def _drain_events(self, on_event: Callable[[Any], None]) -> None:
+        from .progress import RowStarted  # noqa: PLC0415
+
         while True:
             try:
                 batch = self.events.get_nowait_batch(min(self.events.qsize(), 1000))
@@ -253,6 +269,8 @@ class RenderPool:
             if not batch:
                 return
             for event in batch:
+                if isinstance(event, RowStarted):
+                    self._started.add((event.row_id, event.attempt))
                 on_event(event)
 
 

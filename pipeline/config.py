@@ -216,6 +216,17 @@ def config_problems(cfg: RenderConfig) -> list[str]:
         )
     if cfg.model.device != "auto" and not cfg.model.device.startswith(("cpu", "cuda")):
         problems.append(f"model.device={cfg.model.device!r} is not one of: auto, cpu, cuda, cuda:N")
+    if cfg.storage.output_root.startswith("s3://your-bucket"):
+        problems.append(
+            "storage.output_root is the s3 preset's placeholder; set storage.output_root=s3://<bucket>/<prefix>"
+        )
+    if cfg.job.kind == "render" and (
+        cfg.model.animator.keep_warmup or cfg.model.animator.output_dtype != "uint8"
+    ):
+        problems.append(
+            "model.animator.keep_warmup=true / output_dtype=float are for using the animator directly; "
+            "job=render writes exactly one uint8 frame per driving frame"
+        )
     if cfg.job.max_frames is not None and cfg.job.max_frames < 1:
         problems.append(
             f"job.max_frames={cfg.job.max_frames} must be at least 1 (or null for whole videos)"

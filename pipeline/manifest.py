@@ -794,10 +794,9 @@ def _check_names(draft: _Draft) -> None:
 
 
 def _report_shared(drafts: Sequence[_Draft], column: str, what: str, fix: str) -> None:
-    """One problem per group of rows sharing a value of `column` (ignoring case).
+    """A problem on every row of a group sharing a value of `column` (ignoring case).
 
-    The problem is recorded on the group's first row and lists every row; the other rows
-    are rejected too.
+    Each names all the rows involved, so every row of the group gets its own verdict.
     """
     groups: dict[str, list[_Draft]] = defaultdict(list)
     for draft in drafts:
@@ -809,15 +808,13 @@ def _report_shared(drafts: Sequence[_Draft], column: str, what: str, fix: str) -
             continue
         rows = _join_numbers([d.index + 1 for d in sharing])
         lines = _join_numbers([d.line for d in sharing])
-        first = sharing[0]
-        first.problem(
-            column,
-            first.raw[column],
-            f"{what} is used by rows {rows} (lines {lines}); {what}s must be unique (ignoring case)",
-            fix,
-        )
-        for draft in sharing[1:]:
-            draft.rejected = True
+        for draft in sharing:
+            draft.problem(
+                column,
+                draft.raw[column],
+                f"{what} is used by rows {rows} (lines {lines}); {what}s must be unique (ignoring case)",
+                fix,
+            )
 
 
 def _join_numbers(numbers: Sequence[int]) -> str:

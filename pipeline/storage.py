@@ -453,6 +453,13 @@ class Storage:
         """Size of the object in bytes; `NotFound` if it does not exist."""
         return self._backend(uri).size(uri)
 
+    def fingerprint(self, uri: str) -> str:
+        """A cheap identity of the object's content, for noticing changed inputs.
+
+        Local: size, modification time and a hash of the first and last 64 KiB; S3: size and ETag.
+        """
+        return self._backend(uri).fingerprint(uri)
+
     def read_bytes(self, uri: str) -> bytes:
         """The whole object in memory (for small things: manifests, markers, JSON)."""
         return self._backend(uri).read_bytes(uri)

@@ -1,39 +1,101 @@
 """Check every row of a manifest before any model work: structure, files, and media contents.
 
 :func:`validate_manifest` returns the rows that can be rendered, with what probing found
-(frames, rate, audio), plus every problem of every row — each naming row, column, value and fix.
-Only :mod:`pipeline.manifest` (the CSV) and :mod:`pipeline.media` (probing) are used: no GPU, no
-model.
+(frames, rate, audio, what will be converted), plus every problem of every row — each naming row,
+column, value, what is wrong and the fix. Only :mod:`pipeline.manifest` (the CSV) and
+:mod:`pipeline.media` (probing) are used, plus PIL to read image headers: no GPU, no model.
+
+Each distinct input file is checked once per column (a manifest of 500 rows that share a few
+files probes a few files), in parallel threads. A check reads headers and the first video frame
+only: never a whole video.
+
+Which inputs are rejected and which are accepted (and converted) is listed, with the exact
+messages, in ``docs/reliability.md``. In short: unreadable, truncated, empty or wrong-kind files
+are problems; odd image modes (CMYK, grayscale, 16-bit, palette, transparency), EXIF orientation,
+variable frame rate, rotation metadata, odd sizes, HEVC/VP9 and any audio layout or sample rate
+are accepted, and what will be converted is recorded in :attr:`RowMedia.notes`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import posixpath
+import re
+import shlex
+import struct
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import IO, Any, Literal
+
+from PIL import Image, UnidentifiedImageError
 
 from .manifest import Manifest, ManifestError, ManifestProblem, ManifestRow, check_manifest
-from .media import MediaError, load_image, probe
+from .media import (
+    AudioStreamInfo,
+    MediaError,
+    MediaInfo,
+    MediaSource,
+    VideoStreamInfo,
+    load_image,
+    probe,
+)
 from .storage import NotFound, Storage, StorageError, is_s3
 
 logger = logging.getLogger(__name__)
 
 MIN_PORTRAIT_SIDE = 64  # below this a face cannot be animated meaningfully
+MAX_PORTRAIT_PIXELS = 80_000_000  # larger images are refused unread (decompression-bomb guard)
+
+PORTRAIT_FIX = "give a PNG, JPEG or WebP photo of a face"
+VIDEO_FIX = "give an MP4/MOV/MKV/WebM video of a face"
+AUDIO_FIX = (
+    "give a WAV/MP3/AAC/M4A/FLAC/Ogg file, or leave the cell empty to use the driving video's "
+    "own sound"
+)
+INTERNAL_FIX = "report this with the file attached; the other rows are not affected"
+
+Column = Literal["portrait", "driving_video", "audio"]
+_NOUNS: dict[str, str] = {
+    "portrait": "portrait",
+    "driving_video": "driving video",
+    "audio": "audio file",
+}
+_FIXES: dict[str, str] = {
+    "portrait": PORTRAIT_FIX,
+    "driving_video": VIDEO_FIX,
+    "audio": AUDIO_FIX,
+}
+_EXIF_ORIENTATION = 0x0112
+_TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
 @dataclass(frozen=True)
 class RowMedia:
-    """What probing a valid row found (used for the work estimate and progress totals)."""
+    """What probing a valid row found (used for the work estimate and progress totals).
+
+    Attributes:
+        row: the manifest row.
+        frames: frames that will be rendered (after max_frames).
+        frame_rate: exact output frame rate (a variable-rate video's average rate).
+        duration_seconds: duration of the rendered clip (``frames / frame_rate``).
+        has_audio: the output gets sound (from the audio file, else the driving video).
+        portrait_size: (width, height) of the upright portrait.
+        notes: what will be converted on the way, e.g.
+            ``"portrait: CMYK image converted to 8-bit RGB"`` (empty when nothing is).
+    """
 
     row: ManifestRow
-    frames: int  # frames that will be rendered (after max_frames)
+    frames: int
     frame_rate: Fraction
     duration_seconds: float
-    has_audio: bool  # from the audio file, else the driving video
+    has_audio: bool
     portrait_size: tuple[int, int]
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,15 +137,26 @@ def validate_manifest(
     max_frames: int | None = None,
     allowed_input_roots: list[str] | tuple[str, ...] = (),
     workers: int = 8,
+    max_portrait_pixels: int = MAX_PORTRAIT_PIXELS,
 ) -> Validation:
-    """Parse ``uri`` and probe every row's portrait, driving video and audio.
+    """Parse ``uri`` and check every row's portrait, driving video and audio.
 
     Args:
         uri: manifest path or ``s3://`` URI.
         storage: reads S3 inputs.
-        max_frames: the job's default frame cap (a row's own ``max_frames`` wins).
+        max_frames: the job's default frame cap (a row's own ``max_frames`` wins). A longer
+            video is not a problem: its first frames are rendered.
         allowed_input_roots: local inputs must lie under one of these (when given).
-        workers: rows probed in parallel (probing is I/O bound).
+        workers: files probed in parallel (probing is I/O bound).
+        max_portrait_pixels: portraits with more pixels are refused from their header, without
+            being decoded.
+
+    Returns:
+        The rows ready to render and every problem of every row. Rows with a CSV-level problem
+        (blank cell, missing file, ...) are reported with that problem and not probed further.
+        A manifest-level problem (e.g. an unknown column) does not stop the rows' checks, so
+        everything is reported at once, but then nothing may be rendered: see
+        :attr:`Validation.structural`.
     """
     try:
         manifest, problems = check_manifest(
@@ -101,91 +174,529 @@ def validate_manifest(
     problems = list(problems)
     bad_lines = {p.line for p in problems if p.line is not None}
     candidates = [row for row in manifest.rows if row.line not in bad_lines]
+
+    started = time.monotonic()
+    inputs = sorted({key for row in candidates for key in _row_inputs(row)})
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(lambda row: _probe_row(row, storage, max_frames), candidates))
-    ready = []
-    for media, row_problems in results:
+        results = pool.map(
+            lambda key: _check_input(storage, key[0], key[1], max_portrait_pixels), inputs
+        )
+        checked = dict(zip(inputs, results, strict=True))
+    ready: list[RowMedia] = []
+    for row in candidates:
+        media, row_problems = _row_verdict(row, checked, max_frames)
         problems.extend(row_problems)
-        if media is not None and not row_problems:
+        if media is not None:
             ready.append(media)
     problems.sort(key=lambda p: p.line if p.line is not None else -1)
+    logger.info(
+        "validated %s: %d row(s) ready, %d problem(s); %d file(s) probed in %.2f s",
+        uri,
+        len(ready),
+        len(problems),
+        len(inputs),
+        time.monotonic() - started,
+    )
     return Validation(manifest, ready, problems)
 
 
+# --------------------------------------------------------------------------------------------
+# Rows
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """What is wrong with one input file, and what the user should do."""
+
+    message: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """What checking one input file for one column found: its facts, or its problem."""
+
+    problem: _Problem | None = None
+    portrait_size: tuple[int, int] | None = None  # portraits: (width, height), upright
+    info: MediaInfo | None = None  # videos and audio files
+    notes: tuple[str, ...] = ()
+
+
+def _row_inputs(row: ManifestRow) -> list[tuple[Column, str]]:
+    """The (column, uri) pairs a row reads."""
+    inputs: list[tuple[Column, str]] = [
+        ("portrait", row.portrait),
+        ("driving_video", row.driving_video),
+    ]
+    if row.audio:
+        inputs.append(("audio", row.audio))
+    return inputs
+
+
+def _row_verdict(
+    row: ManifestRow,
+    checked: dict[tuple[Column, str], _Checked],
+    default_max: int | None,
+) -> tuple[RowMedia | None, list[ManifestProblem]]:
+    """The row's problems (one per bad input), or its media facts when it has none."""
+    problems = [
+        ManifestProblem.for_row(row, column, uri, result.problem.message, result.problem.fix)
+        for column, uri in _row_inputs(row)
+        if (result := checked[(column, uri)]).problem is not None
+    ]
+    if problems:
+        return None, problems
+    return _row_media(row, checked, default_max), []
+
+
+def _row_media(
+    row: ManifestRow, checked: dict[tuple[Column, str], _Checked], default_max: int | None
+) -> RowMedia:
+    """What a row without problems will render: frames after the cap, sound, notes."""
+    portrait = checked[("portrait", row.portrait)]
+    driving = checked[("driving_video", row.driving_video)]
+    audio = checked[("audio", row.audio)] if row.audio else None
+    assert portrait.portrait_size is not None and driving.info is not None
+    video = driving.info.video
+    assert video is not None  # a driving video without one has a problem
+    cap = row.max_frames if row.max_frames is not None else default_max
+    frames = video.num_frames if cap is None else min(cap, video.num_frames)
+    notes = portrait.notes + driving.notes + (audio.notes if audio else ())
+    if frames < video.num_frames:
+        notes += (
+            f"driving video: {video.num_frames} frames, longer than max_frames={cap}: "
+            f"the first {frames} are rendered",
+        )
+    if notes:
+        logger.info("row %d (%s): %s", row.number, row.id, "; ".join(notes))
+    return RowMedia(
+        row=row,
+        frames=frames,
+        frame_rate=video.frame_rate,
+        duration_seconds=float(frames / video.frame_rate),
+        # an audio file without sound is a problem, so a given one has sound
+        has_audio=audio is not None or driving.info.audio is not None,
+        portrait_size=portrait.portrait_size,
+        notes=notes,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# One input file
+# --------------------------------------------------------------------------------------------
+
+
 def _open(storage: Storage, uri: str) -> Any:
+    """A context manager yielding a local path, or a seekable binary stream for S3."""
     local = storage.local_path(uri)
     return nullcontext(local) if local is not None else storage.open(uri)
 
 
-def _probe_row(
-    row: ManifestRow, storage: Storage, default_max: int | None
-) -> tuple[RowMedia | None, list[ManifestProblem]]:
-    problems: list[ManifestProblem] = []
-
-    def problem(column: str, value: str, message: str, fix: str) -> None:
-        problems.append(ManifestProblem.for_row(row, column, value, message, fix))
-
-    portrait_size = (0, 0)
+def _check_input(storage: Storage, column: Column, uri: str, max_pixels: int) -> _Checked:
+    """Check one input file for `column`; never raises (a failure becomes the file's problem)."""
+    noun = _NOUNS[column]
     try:
-        with _open(storage, row.portrait) as source:
-            image = load_image(source)
-        portrait_size = (image.shape[1], image.shape[0])
-        if min(portrait_size) < MIN_PORTRAIT_SIDE:
-            problem(
-                "portrait",
-                row.portrait,
-                f"portrait is only {portrait_size[0]}x{portrait_size[1]} pixels",
-                f"use a portrait at least {MIN_PORTRAIT_SIDE}x{MIN_PORTRAIT_SIDE} (512x512 or more is best)",
+        with _open(storage, uri) as source:
+            if _is_empty(source):  # said up front: readers fail on empty streams in odd ways
+                return _Checked(_Problem(f"{noun} is an empty file (0 bytes)", _FIXES[column]))
+            if column == "portrait":
+                return _check_portrait(source, max_pixels)
+            if column == "driving_video":
+                return _check_driving_video(source)
+            return _check_audio(source)
+    except StorageError as err:
+        return _Checked(
+            _Problem(
+                f"{noun} could not be read from storage: {err}",
+                "check the URI, and that the job's credentials can read it",
             )
-    except (MediaError, StorageError) as err:
-        problem("portrait", row.portrait, str(err), "give a readable PNG/JPEG/WebP portrait")
-    video = None
-    try:
-        with _open(storage, row.driving_video) as source:
-            info = probe(source)
-        video = info.video
-        if video is None:
-            problem(
-                "driving_video",
-                row.driving_video,
-                "no video stream found",
-                "give an MP4/MOV/MKV/WebM video",
-            )
-    except (MediaError, StorageError) as err:
-        problem(
-            "driving_video", row.driving_video, str(err), "give a readable MP4/MOV/MKV/WebM video"
         )
-    has_audio = False
-    if row.audio:
-        try:
-            with _open(storage, row.audio) as source:
-                audio_info = probe(source)
-            has_audio = audio_info.audio is not None
-            if not has_audio:
-                problem(
-                    "audio",
-                    row.audio,
-                    "no audio stream found",
-                    "give a WAV/MP3/AAC/M4A/FLAC/Ogg file, or leave the cell empty",
-                )
-        except (MediaError, StorageError) as err:
-            problem(
-                "audio", row.audio, str(err), "give a readable audio file, or leave the cell empty"
+    except Exception as err:  # noqa: BLE001 - one odd file must not stop the other rows' checks
+        logger.exception("checking %s %s failed unexpectedly", noun, uri)
+        return _Checked(
+            _Problem(
+                f"{noun} could not be checked: internal error {type(err).__name__}: {err}",
+                INTERNAL_FIX,
             )
-    elif video is not None:
-        has_audio = info.audio is not None
-    if video is None or problems:
-        return None, problems
-    cap = row.max_frames if row.max_frames is not None else default_max
-    frames = video.num_frames if cap is None else min(cap, video.num_frames)
-    return (
-        RowMedia(
-            row=row,
-            frames=frames,
-            frame_rate=video.frame_rate,
-            duration_seconds=float(frames / video.frame_rate),
-            has_audio=has_audio,
-            portrait_size=portrait_size,
-        ),
-        problems,
+        )
+
+
+def _reason(err: BaseException) -> str:
+    """The underlying library's words for an error (FFmpeg's or PIL's), else the error's own."""
+    cause = err.__cause__
+    if cause is None:
+        return str(err)
+    return getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# Portraits
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ImageHeader:
+    """What an image's header says, read without decoding the pixels."""
+
+    format: str
+    mode: str
+    width: int
+    height: int
+    orientation: int  # EXIF orientation, 1 = upright
+    transparent: bool
+
+
+def _check_portrait(source: MediaSource, max_pixels: int) -> _Checked:
+    """Header first (kind, size, pixel count: no decoding), then a full decode of the pixels."""
+    header = _image_header(source, max_pixels)
+    if isinstance(header, _Problem):
+        return _Checked(header)
+    problem = _image_size_problem(header, max_pixels)
+    if problem is not None:
+        return _Checked(problem)
+    try:
+        image = load_image(source)
+    except MediaError as err:
+        return _Checked(
+            _Problem(
+                f"portrait image data is truncated or corrupt ({_reason(err)})",
+                f"export the image again or copy the complete file; {PORTRAIT_FIX}",
+            )
+        )
+    height, width = image.shape[:2]
+    return _Checked(portrait_size=(width, height), notes=_image_notes(header))
+
+
+def _image_header(source: MediaSource, max_pixels: int) -> _ImageHeader | _Problem:
+    """Open the image lazily: PIL reads the header, not the pixel data."""
+    if not isinstance(source, (str, os.PathLike)):
+        source.seek(0)
+    try:
+        with Image.open(source) as image:
+            return _ImageHeader(
+                format=image.format or "?",
+                mode=image.mode,
+                width=image.width,
+                height=image.height,
+                orientation=_orientation(image),
+                transparent=image.mode in _TRANSPARENT_MODES or "transparency" in image.info,
+            )
+    except Image.DecompressionBombError as err:  # PIL's own limit, far above ours
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        return _too_many_pixels(int(pixels.group(1)) if pixels else None, None, max_pixels)
+    except UnidentifiedImageError:
+        return _not_an_image(source)
+    except (OSError, SyntaxError, ValueError, struct.error) as err:
+        return _Problem(
+            f"portrait header cannot be read ({err}): the file is corrupt",
+            f"export the image again; {PORTRAIT_FIX}",
+        )
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1 = upright), without decoding the pixels.
+
+    A PNG's ``eXIf`` chunk may follow the pixel data, and PIL's ``getexif`` then decodes the
+    whole image to find it: such PNGs report 1 here (`load_image` still turns them upright).
+    """
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    return orientation if isinstance(orientation, int) else 1
+
+
+def _image_size_problem(header: _ImageHeader, max_pixels: int) -> _Problem | None:
+    """Too many pixels to decode safely, or too few to animate."""
+    width, height = header.width, header.height
+    if width * height > max_pixels:
+        return _too_many_pixels(width * height, f"{width}x{height}", max_pixels)
+    if min(width, height) < MIN_PORTRAIT_SIDE:
+        return _Problem(
+            f"portrait is {width}x{height} pixels; its shorter side must be at least "
+            f"{MIN_PORTRAIT_SIDE} pixels",
+            f"use a portrait at least {MIN_PORTRAIT_SIDE}x{MIN_PORTRAIT_SIDE} "
+            "(512x512 or more is best)",
+        )
+    return None
+
+
+def _too_many_pixels(pixels: int | None, size: str | None, max_pixels: int) -> _Problem:
+    """The verdict on an image over the pixel limit (`size` is ``WxH`` when known)."""
+    if pixels is None:
+        declared = "more pixels than PIL allows"
+    else:
+        declared = f"{size or f'{pixels:,}'} pixels ({pixels / 1e6:,.0f} megapixels)"
+    return _Problem(
+        f"portrait declares {declared}, over the {max_pixels / 1e6:g}-megapixel limit; "
+        "it was not decoded (a guard against decompression bombs)",
+        "downscale it, e.g. to 2048x2048 (the model works at 512x512)",
     )
+
+
+def _not_an_image(source: MediaSource) -> _Problem:
+    """PIL cannot tell what the file is: say what it looks like instead."""
+    kind = _sniff(source)
+    if kind.category == "video":
+        frame = (
+            f"ffmpeg -i {shlex.quote(posixpath.basename(_name(source)))} -frames:v 1 portrait.png"
+        )
+        return _Problem(
+            f"portrait is {kind.description}, not a still image",
+            f"{PORTRAIT_FIX}; to use a frame of the video: {frame}",
+        )
+    if kind.category == "image":
+        return _Problem(
+            f"portrait is {kind.description} that cannot be read here (PIL cannot decode it)",
+            f"convert it to JPEG or PNG; {PORTRAIT_FIX}",
+        )
+    return _Problem(f"portrait is {kind.description}, not an image", PORTRAIT_FIX)
+
+
+def _image_notes(header: _ImageHeader) -> tuple[str, ...]:
+    notes: list[str] = []
+    if header.mode != "RGB":
+        notes.append(f"portrait: {header.format} {header.mode} image converted to 8-bit RGB")
+    if header.transparent:
+        notes.append("portrait: transparent areas composited on white")
+    if header.orientation != 1:
+        notes.append(f"portrait: EXIF orientation {header.orientation}, turned upright")
+    return tuple(notes)
+
+
+# --------------------------------------------------------------------------------------------
+# Driving videos and audio files
+# --------------------------------------------------------------------------------------------
+
+
+def _check_driving_video(source: MediaSource) -> _Checked:
+    try:
+        info = probe(source)
+    except MediaError as err:
+        return _Checked(_unreadable_video(source, err))
+    video = info.video
+    if video is None:
+        if info.audio is not None:
+            return _Checked(
+                _Problem(
+                    f"driving video has no video stream, only audio ({_describe_audio(info.audio)})",
+                    f"{VIDEO_FIX}; to use this sound, put the file in the audio column",
+                )
+            )
+        return _Checked(
+            _Problem(
+                "driving video has no stream at all: it is an empty or zero-frame file",
+                f"{VIDEO_FIX}, with at least one frame",
+            )
+        )
+    return _Checked(info=info, notes=_video_notes(video))
+
+
+def _unreadable_video(source: MediaSource, err: MediaError) -> _Problem:
+    """The verdict on a driving video that `probe` could not read."""
+    kind = _sniff(source)
+    if kind.category in ("image", "audio", "other"):
+        fix = VIDEO_FIX
+        if kind.category == "audio":
+            fix += "; to use this sound, put the file in the audio column"
+        return _Problem(f"driving video is {kind.description}, not a video", fix)
+    if kind.description == _MP4 and _mp4_lacks_moov(source):
+        return _Problem(
+            "driving video is an MP4/MOV file cut short: it has no 'moov' index (the index is "
+            "written last, so the upload, copy or recording stopped early)",
+            "give the complete file: copy or upload it again (a recording must be stopped "
+            "properly for its index to be written)",
+        )
+    if isinstance(err.__cause__, EOFError):
+        return _Problem(
+            "driving video ends before any media data: it is empty, has zero frames, or was cut "
+            "short",
+            f"{VIDEO_FIX}, with at least one frame",
+        )
+    return _Problem(
+        _restate(err, source, "driving video"),
+        f"{VIDEO_FIX} that plays from start to end (re-encode it if needed: "
+        "ffmpeg -i in.mov -c:v libx264 out.mp4)",
+    )
+
+
+def _restate(err: MediaError, source: MediaSource, noun: str) -> str:
+    """The media layer's message about `source`, with the file's name replaced by `noun`.
+
+    Media messages start with the source's name (``clip.mp4 is truncated: ...`` or
+    ``clip.mp4: video stream #0 ...``); the problem's location already names the file.
+    """
+    text, name = str(err), _name(source)
+    if text.startswith(name + " "):
+        return noun + text[len(name) :]
+    if text.startswith(name + ":"):
+        return f"{noun} cannot be decoded{text[len(name) :]}"
+    return f"{noun} cannot be decoded: {text}"
+
+
+def _check_audio(source: MediaSource) -> _Checked:
+    try:
+        info = probe(source)
+    except MediaError as err:
+        return _Checked(_unreadable_audio(source, err))
+    if info.audio is None:
+        if info.video is not None:
+            return _Checked(
+                _Problem(
+                    f"audio file has no audio stream: it is a video without sound "
+                    f"({_describe_video(info.video)})",
+                    AUDIO_FIX,
+                )
+            )
+        return _Checked(_Problem("audio file has no stream at all: it is empty", AUDIO_FIX))
+    return _Checked(info=info)
+
+
+def _unreadable_audio(source: MediaSource, err: MediaError) -> _Problem:
+    """The verdict on an audio file that `probe` could not read."""
+    kind = _sniff(source)
+    if isinstance(err.__cause__, EOFError):
+        message = "audio file ends before any audio data: it is empty or was cut short"
+    elif kind.category in ("image", "other"):
+        message = f"audio file is {kind.description}, not audio"
+    else:
+        message = (
+            f"audio file is {kind.description} that cannot be decoded ({_reason(err)}): it is "
+            "corrupt or cut short"
+        )
+    return _Problem(message, AUDIO_FIX)
+
+
+def _video_notes(video: VideoStreamInfo) -> tuple[str, ...]:
+    notes: list[str] = []
+    if video.is_variable_frame_rate:
+        notes.append(
+            f"driving video: variable frame rate, resampled to its average "
+            f"{float(video.frame_rate):.3f} fps"
+        )
+    if video.rotation:
+        notes.append(f"driving video: rotation metadata {video.rotation}°, frames turned upright")
+    if video.width % 2 or video.height % 2:
+        notes.append(
+            f"driving video: odd size {video.width}x{video.height}, frames resized to the "
+            "model's square size"
+        )
+    return tuple(notes)
+
+
+def _describe_video(video: VideoStreamInfo) -> str:
+    return f"{video.codec} {video.width}x{video.height}, {video.num_frames} frames"
+
+
+def _describe_audio(audio: AudioStreamInfo) -> str:
+    return f"{audio.codec}, {audio.sample_rate} Hz, {audio.layout}"
+
+
+# --------------------------------------------------------------------------------------------
+# What a file really is (for messages about files the libraries cannot read)
+# --------------------------------------------------------------------------------------------
+
+_MP4 = "an MP4/MOV file"
+_HEAD_BYTES = 64
+_MAX_BOXES = 64
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What a file looks like from its first bytes."""
+
+    description: str  # "a PNG image", "an MP4/MOV file", ...
+    category: Literal["image", "video", "audio", "other"]
+
+
+# (prefix, offset, kind): checked in order, first match wins
+_SIGNATURES: tuple[tuple[bytes, int, _Kind], ...] = (
+    (b"\x89PNG\r\n\x1a\n", 0, _Kind("a PNG image", "image")),
+    (b"\xff\xd8\xff", 0, _Kind("a JPEG image", "image")),
+    (b"GIF8", 0, _Kind("a GIF image", "image")),
+    (b"BM", 0, _Kind("a BMP image", "image")),
+    (b"II*\x00", 0, _Kind("a TIFF image", "image")),
+    (b"MM\x00*", 0, _Kind("a TIFF image", "image")),
+    (b"WEBP", 8, _Kind("a WebP image", "image")),
+    (b"WAVE", 8, _Kind("a WAV audio file", "audio")),
+    (b"AVI ", 8, _Kind("an AVI video", "video")),
+    (b"ftypheic", 4, _Kind("a HEIC/HEIF image", "image")),
+    (b"ftypheix", 4, _Kind("a HEIC/HEIF image", "image")),
+    (b"ftypmif1", 4, _Kind("a HEIC/HEIF image", "image")),
+    (b"ftypM4A ", 4, _Kind("an M4A audio file", "audio")),
+    (b"ftyp", 4, _Kind(_MP4, "video")),
+    (b"\x1a\x45\xdf\xa3", 0, _Kind("a Matroska/WebM file", "video")),
+    (b"ID3", 0, _Kind("an MP3 audio file", "audio")),
+    (b"fLaC", 0, _Kind("a FLAC audio file", "audio")),
+    (b"OggS", 0, _Kind("an Ogg file", "audio")),
+    (b"%PDF", 0, _Kind("a PDF document", "other")),
+    (b"PK\x03\x04", 0, _Kind("a ZIP archive", "other")),
+)
+
+
+@contextmanager
+def _binary(source: MediaSource) -> Iterator[IO[bytes]]:
+    """`source` as a binary file positioned at 0 (a given stream is rewound, not closed)."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as handle:
+            yield handle
+    else:
+        source.seek(0)
+        try:
+            yield source
+        finally:
+            source.seek(0)
+
+
+def _name(source: MediaSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return os.fspath(getattr(source, "name", "input"))
+
+
+def _is_empty(source: MediaSource) -> bool:
+    if isinstance(source, (str, os.PathLike)):
+        return os.path.getsize(source) == 0
+    with _binary(source) as handle:
+        return handle.seek(0, os.SEEK_END) == 0
+
+
+def _sniff(source: MediaSource) -> _Kind:
+    """What the file's first bytes say it is."""
+    with _binary(source) as handle:
+        head = handle.read(_HEAD_BYTES)
+    for prefix, offset, kind in _SIGNATURES:
+        if head[offset : offset + len(prefix)] == prefix:
+            return kind
+    if head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return _Kind("an MP3 audio file", "audio")
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml")):
+        return _Kind("an HTML/XML page (often an error page saved in place of the file)", "other")
+    text = head.decode("utf-8", errors="replace")[:-1]  # the last character may be cut
+    if "\ufffd" not in text and all(char.isprintable() or char in "\t\r\n" for char in text):
+        return _Kind("a text file", "other")
+    return _Kind("unrecognised binary data", "other")
+
+
+def _mp4_lacks_moov(source: MediaSource) -> bool:
+    """Walk the top-level boxes (headers only): True when an MP4/MOV has no 'moov' box."""
+    with _binary(source) as handle:
+        end = handle.seek(0, os.SEEK_END)
+        position = 0
+        for _ in range(_MAX_BOXES):
+            if position + 8 > end:
+                return True
+            handle.seek(position)
+            header = handle.read(16)
+            size, box = struct.unpack(">I4s", header[:8])
+            if box == b"moov":
+                return False
+            if size == 1 and len(header) == 16:  # 64-bit size follows the type
+                size = struct.unpack(">Q", header[8:16])[0]
+            elif size == 0:  # the box runs to the end of the file
+                return True
+            if size < 8:
+                return False  # not a box structure we understand: make no claim
+            position += size
+    return False

@@ -17,16 +17,18 @@ import time
 import traceback
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .animate import StreamingAnimator
+from .animate import StreamingAnimator, StreamState, deserialize_state, serialize_state
 from .config import ModelConfig, StorageConfig, VideoConfig
-from .media import MediaError, VideoEncoder, VideoReader, load_image, mux_audio
+from .ledger import Ledger, RowLedger
+from .media import MediaError, VideoEncoder, VideoReader, concat_segments, load_image, mux_audio
 from .progress import RowProgress, RowStarted
 from .storage import Storage, StorageError, basename, is_s3
 
@@ -42,9 +44,11 @@ class RowTask:
     Attributes:
         row_id: the manifest row's stable id.
         portrait / driving_video / audio: input URIs (local paths or ``s3://``).
-        output_uri: where the finished video is committed.
+        job_uri: the job's output folder (``<output_root>/<job>``).
+        row_key: ``<stem>-<hash>`` naming the row's outputs (see :mod:`pipeline.ledger`).
         max_frames: cap on frames (None: the whole driving video).
         seed: noise seed of the row.
+        meta: recorded in the row's commit marker (fingerprint, config hash, model revision).
         attempt: 1 for the first try, 2 for the first retry, ...
     """
 
@@ -52,9 +56,11 @@ class RowTask:
     portrait: str
     driving_video: str
     audio: str | None
-    output_uri: str
+    job_uri: str
+    row_key: str
     max_frames: int | None
     seed: int
+    meta: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1
 
 
@@ -142,13 +148,13 @@ class RowRenderer:
         started = time.monotonic()
         scratch = Path(tempfile.mkdtemp(prefix=f"{task.row_id[:40]}-", dir=self.scratch_dir))
         try:
-            frames, has_audio = self._render(task, scratch, started)
+            frames, has_audio, output = self._render(task, scratch, started)
             return RowOutcome(
                 task.row_id,
                 "done",
                 frames=frames,
                 seconds=time.monotonic() - started,
-                output=task.output_uri,
+                output=output,
                 has_audio=has_audio,
                 worker=self.worker_name,
             )
@@ -184,58 +190,129 @@ class RowRenderer:
             **kwargs,
         )
 
-    def _render(self, task: RowTask, scratch: Path, started: float) -> tuple[int, bool]:
+    def _render(self, task: RowTask, scratch: Path, started: float) -> tuple[int, bool, str]:
+        """Render (or resume) the row segment by segment, then concatenate, mux and commit."""
+        ledger = Ledger(self.storage, task.job_uri)
+        record = ledger.row(task.row_key)
+        if record.commit is not None:  # another attempt finished it already
+            if not ledger.verify_commit(record.commit):
+                ledger.repair_public(record.commit, str(scratch / "repair.mp4"))
+            ledger.tidy(task.row_key, record.commit)
+            return (
+                int(record.commit.get("frames", 0)),
+                bool(record.commit.get("has_audio")),
+                record.commit["video"],
+            )
         animator, video = self.animator, self.video
         size = animator.resolution
         with ExitStack() as stack:
             driving = stack.enter_context(self._open(task.driving_video))
-            reader = VideoReader(driving, size=size, fit=video.fit, max_frames=task.max_frames)
-            if len(reader) == 0:
+            probe_reader = VideoReader(
+                driving, size=size, fit=video.fit, max_frames=task.max_frames
+            )
+            total, rate = len(probe_reader), probe_reader.frame_rate
+            if total == 0:
                 raise RowError(
                     f"{task.driving_video}: no frames to render (max_frames={task.max_frames})"
                 )
-            total = len(reader)
-            portrait = self._load_portrait(task.portrait)
             self.events(
                 RowStarted(task.row_id, total, worker=self.worker_name, attempt=task.attempt)
             )
-            stream = animator.fuse_reference(portrait, seed=task.seed, stream_id=task.row_id)
-            silent = scratch / "video.mp4"
-            done = 0
+            portrait = self._load_portrait(task.portrait)
+            stream = self._start_stream(task, portrait, ledger, record)
+            sink = _SegmentSink(
+                ledger,
+                task,
+                scratch,
+                video,
+                rate,
+                size,
+                segment_frames(rate, video.segment_seconds),
+                first_index=len(record.segments),
+                first_frame=stream.frames_out,
+                worker=self.worker_name,
+            )
+            if record.segments:
+                logger.info(
+                    "row %s: resuming at frame %d from segment %d",
+                    task.row_id,
+                    stream.frames_out,
+                    len(record.segments),
+                )
+            reader = VideoReader(
+                driving,
+                size=size,
+                fit=video.fit,
+                max_frames=task.max_frames,
+                start_frame=stream.frames_in,
+            )
             last_report = time.monotonic()
-            with VideoEncoder(
-                silent,
-                frame_rate=reader.frame_rate,
-                width=size,
-                height=size,
-                codec=video.codec,
-                crf=video.crf,
-                preset=video.preset,
-                pix_fmt=video.pix_fmt,
-            ) as encoder:
-                for chunk in reader.chunks(4):
-                    if len(chunk) == 4:
-                        out = animator.push(stream, chunk.frames)
-                    else:
-                        out = animator.finish(stream, chunk.frames)
-                    done += self._encode(encoder, out)
-                    if time.monotonic() - last_report >= self.progress_interval_s:
-                        self.events(
-                            RowProgress(task.row_id, done, total, time.monotonic() - started)
+            for chunk in reader.chunks(4) if not stream.ended else ():
+                out = (
+                    animator.push(stream, chunk.frames)
+                    if len(chunk) == 4
+                    else animator.finish(stream, chunk.frames)
+                )
+                sink.add(out, stream)
+                if time.monotonic() - last_report >= self.progress_interval_s:
+                    self.events(
+                        RowProgress(
+                            task.row_id, stream.frames_out, total, time.monotonic() - started
                         )
-                        last_report = time.monotonic()
-                if not stream.done:
-                    done += self._encode(encoder, animator.finish(stream))
-            self.events(RowProgress(task.row_id, done, total, time.monotonic() - started))
+                    )
+                    last_report = time.monotonic()
+            if not stream.done:
+                sink.add(animator.finish(stream), stream)
+            sink.close(stream)
+            self.events(
+                RowProgress(task.row_id, stream.frames_out, total, time.monotonic() - started)
+            )
+        silent = scratch / "video.mp4"
+        concat_segments(
+            self._segment_files(ledger, task, scratch, record, sink),
+            silent,
+            ffmpeg_binary=video.ffmpeg,
+        )
         final, has_audio = self._mux(task, silent, scratch)
-        self.storage.put(final, task.output_uri)
-        return done, has_audio
+        meta = {
+            **task.meta,
+            "row_id": task.row_id,
+            "frames": stream.frames_out,
+            "has_audio": has_audio,
+            "worker": self.worker_name,
+            "attempt": task.attempt,
+            "resumed_from_frame": record.frames_committed,
+        }
+        _, marker = ledger.commit_row(task.row_key, str(final), meta)
+        return stream.frames_out, has_audio, marker["video"]
 
-    @staticmethod
-    def _encode(encoder: VideoEncoder, frames: torch.Tensor) -> int:
-        if frames.shape[0]:
-            encoder.add_frames(frames.cpu().numpy())
-        return int(frames.shape[0])
+    def _start_stream(
+        self, task: RowTask, portrait: np.ndarray, ledger: Ledger, record: RowLedger
+    ) -> StreamState:
+        """A fresh stream, or the one saved with the last committed segment."""
+        if not record.segments:
+            return self.animator.fuse_reference(portrait, seed=task.seed, stream_id=task.row_id)
+        saved = deserialize_state(ledger.read_state(record.segments[-1]))
+        stream = self.animator.restore(portrait, saved)
+        if stream.frames_out != record.frames_committed:
+            raise RowError(
+                f"row {task.row_id}: saved state is at frame {stream.frames_out} but its segment ends at "
+                f"{record.frames_committed}; delete {ledger.row_uri(task.row_key)} to start the row over"
+            )
+        return stream
+
+    def _segment_files(
+        self, ledger: Ledger, task: RowTask, scratch: Path, record: RowLedger, sink: _SegmentSink
+    ) -> list[str]:
+        """Local paths of every segment: earlier attempts' (downloaded if remote), then this one's."""
+        paths = []
+        for segment in record.segments:
+            local = self.storage.local_path(segment.video_uri)
+            if local is None:
+                local = str(scratch / f"previous-{segment.index:06d}.mp4")
+                self.storage.download(segment.video_uri, local)
+            paths.append(local)
+        return paths + sink.paths
 
     def _open(self, uri: str):
         """A context manager yielding a path (local) or a streaming binary file (S3)."""
@@ -276,6 +353,79 @@ class RowRenderer:
         if not result.has_audio:
             logger.info("row %s: no audio (%s)", task.row_id, result.reason)
         return final, result.has_audio
+
+
+def segment_frames(rate: Fraction, seconds: float, chunk: int = 4) -> int:
+    """Frames per segment: about ``seconds`` long, a multiple of the animator's 4-frame chunk
+    (so a segment boundary always falls between two denoising calls)."""
+    return max(chunk, round(float(rate) * seconds / chunk) * chunk)
+
+
+class _SegmentSink:
+    """Encodes output frames into segment files and commits each full segment with the stream state."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        task: RowTask,
+        scratch: Path,
+        video: VideoConfig,
+        rate: Fraction,
+        size: int,
+        length: int,
+        *,
+        first_index: int,
+        first_frame: int,
+        worker: str,
+    ) -> None:
+        self.ledger, self.task, self.scratch, self.video = ledger, task, scratch, video
+        self.rate, self.size, self.length = rate, size, length
+        self.index, self.start = first_index, first_frame
+        self.worker = worker
+        self.encoder: VideoEncoder | None = None
+        self.count = 0
+        self.paths: list[str] = []
+
+    def add(self, frames: torch.Tensor, stream: StreamState) -> None:
+        if not frames.shape[0]:
+            return
+        if self.encoder is None:
+            path = self.scratch / f"segment-{self.index:06d}.mp4"
+            self.encoder = VideoEncoder(
+                path,
+                frame_rate=self.rate,
+                width=self.size,
+                height=self.size,
+                codec=self.video.codec,
+                crf=self.video.crf,
+                preset=self.video.preset,
+                pix_fmt=self.video.pix_fmt,
+            )
+        self.encoder.add_frames(frames.cpu().numpy())
+        self.count += int(frames.shape[0])
+        if self.count >= self.length:
+            self._commit(stream)
+
+    def close(self, stream: StreamState) -> None:
+        if self.encoder is not None:
+            self._commit(stream)
+
+    def _commit(self, stream: StreamState) -> None:
+        assert self.encoder is not None
+        self.encoder.close()
+        path = str(self.encoder.dest_path)
+        end = self.start + self.count
+        self.ledger.commit_segment(
+            self.task.row_key,
+            self.index,
+            self.start,
+            end,
+            path,
+            serialize_state(stream.state_dict()),
+            extra={"row_id": self.task.row_id, "worker": self.worker, "pid": os.getpid()},
+        )
+        self.paths.append(path)
+        self.index, self.start, self.count, self.encoder = self.index + 1, end, 0, None
 
 
 def build_animator(model: ModelConfig) -> StreamingAnimator:

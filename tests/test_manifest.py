@@ -325,17 +325,22 @@ def test_safe_names_are_nfkc_normalised(media: Path) -> None:
     assert (row.id, row.output) == ("alice", "Talk fi 1")
 
 
-def test_duplicate_ids_are_one_problem_listing_all_rows(media: Path) -> None:
+def test_duplicate_ids_give_every_row_a_problem_listing_all_rows(media: Path) -> None:
     path = write_manifest(
         media,
         "portrait,driving_video,id\nalice.png,clip.mp4,a\nbob.png,clip.mp4,b\n"
         "bob.png,talk.mp4,A\n\nalice.png,talk.mp4,a\n",
     )
-    (problem,) = problems_of(path)
-    assert (problem.row, problem.line, problem.column, problem.value) == (1, 2, "id", "a")
-    assert problem.message == (
-        "id is used by rows 1, 3 and 4 (lines 2, 4 and 6); ids must be unique (ignoring case)"
-    )
+    problems = problems_of(path)
+    assert [(p.row, p.line, p.column, p.value) for p in problems] == [
+        (1, 2, "id", "a"),
+        (3, 4, "id", "A"),
+        (4, 6, "id", "a"),
+    ]
+    for problem in problems:
+        assert problem.message == (
+            "id is used by rows 1, 3 and 4 (lines 2, 4 and 6); ids must be unique (ignoring case)"
+        )
     manifest, _ = check_manifest(path)
     assert [row.id for row in manifest] == ["b"]
 

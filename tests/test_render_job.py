@@ -45,6 +45,11 @@ def render(manifest: Path, out: Path, weights: Path, *extra: str) -> int:
     return run(cfg)
 
 
+def outputs_by_id(job: Path) -> dict[str, Path]:
+    summary = json.loads((job / "summary.json").read_text())
+    return {row["row_id"]: Path(row["output"]) for row in summary["rows"] if row["output"]}
+
+
 def write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
     columns = sorted({key for row in rows for key in row})
     with open(path, "w", newline="") as handle:
@@ -113,14 +118,14 @@ def test_audio_stays_in_sync_and_follows_the_length_policy(
         ],
     )
     assert render(manifest, tmp_path / "out", tiny_weights) == 0
-    out = tmp_path / "out/sync"
+    outputs = outputs_by_id(tmp_path / "out/sync")
     frame = 1 / 25
-    assert click_time(out / "own.mp4") == pytest.approx(1.0, abs=frame)
-    assert click_time(out / "file.mp4") == pytest.approx(0.4, abs=frame)
-    padded = probe(out / "file.mp4")
+    assert click_time(outputs["own"]) == pytest.approx(1.0, abs=frame)
+    assert click_time(outputs["file"]) == pytest.approx(0.4, abs=frame)
+    padded = probe(outputs["file"])
     assert padded.video.num_frames == 50
     assert padded.audio.duration_seconds == pytest.approx(2.0, abs=frame)  # 1 s of audio + silence
-    capped = probe(out / "capped.mp4")
+    capped = probe(outputs["capped"])
     assert capped.video.num_frames == 30
     assert capped.audio.duration_seconds == pytest.approx(
         30 / 25, abs=frame

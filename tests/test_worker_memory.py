@@ -20,10 +20,10 @@ PROBE = textwrap.dedent(
     from pipeline.config import ModelConfig, StorageConfig, VideoConfig
     from pipeline.storage import Storage
     from pipeline.worker import RowRenderer, RowTask, build_animator
-    weights, clip, out, scratch = sys.argv[1:5]
+    weights, clip, job, scratch = sys.argv[1:5]
     model = ModelConfig(architecture="tiny", weights_dir=weights, dtype="fp32", device="cpu", resolution=64)
     renderer = RowRenderer(build_animator(model), Storage(StorageConfig()), VideoConfig(preset="ultrafast"), scratch)
-    task = RowTask("row", sys.argv[5], clip, None, out, None, 0)
+    task = RowTask("row", sys.argv[5], clip, None, job, "row-key", None, 0)
     outcome = renderer.render(task)
     assert outcome.status == "done", outcome
     print(json.dumps({"frames": outcome.frames, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
@@ -38,7 +38,7 @@ def test_worker_peak_memory_is_flat_in_video_length(tiny_weights, tmp_path: Path
         clip = pattern_video(tmp_path / f"clip{frames}.mp4", frames=frames, rate="25", size="96x72")
         result = subprocess.run(
             [
-                sys.executable, "-c", PROBE, str(tiny_weights), str(clip), str(tmp_path / f"out{frames}.mp4"),
+                sys.executable, "-c", PROBE, str(tiny_weights), str(clip), str(tmp_path / f"job{frames}"),
                 str(tmp_path), str(REPO / "manifests/media/portrait_a.png"),
             ],
             capture_output=True, text=True, timeout=600, cwd=REPO,
