@@ -38,6 +38,8 @@ class _Slot:
     deaths: int = 0
     alive: bool = True
     ready_at: float = 0.0  # monotonic time before which the actor is restarting
+    inflight: int = 0  # rows it is rendering now
+    isolated: bool = False  # rendering a row that must run alone
 
 
 def start_ray(cfg: ClusterConfig) -> bool:
@@ -110,6 +112,7 @@ class RenderPool:
         remote = ray.remote(RenderWorker)
         options: dict[str, Any] = {
             "num_cpus": self.cfg.cpus_per_worker,
+            "max_concurrency": max(1, self.model.streams_per_worker),  # rows rendered at once
             "max_restarts": self.cfg.max_restarts,
             "max_task_retries": 0,  # the driver decides about re-running rows (resume, poison rows)
         }
@@ -163,7 +166,7 @@ class RenderPool:
         from .progress import RowRetrying  # noqa: PLC0415
 
         pending = deque(tasks)
-        idle = deque(self.slots)
+        capacity = max(1, self.model.streams_per_worker)
         inflight: dict[Any, tuple[_Slot, RowTask]] = {}
         crashes: dict[str, int] = {}
         while pending or inflight:
@@ -176,45 +179,36 @@ class RenderPool:
                         0,
                     )
                 pending.clear()
-            waiting = deque()
-            while idle and pending:
-                slot = idle.popleft()
-                if not slot.alive:
-                    continue
-                if slot.ready_at > time.monotonic():
-                    waiting.append(slot)
-                    continue
-                task = pending.popleft()
-                inflight[slot.actor.render.remote(task, self.events)] = (slot, task)
-            idle.extend(waiting)
-            if not inflight and pending and any(s.alive for s in idle):
-                time.sleep(self.poll_seconds)  # a worker is restarting; its row waits for it
-                continue
+            self._dispatch(pending, inflight, capacity)
             if not inflight:
-                if pending:  # every worker is dead
-                    for task in pending:
-                        on_outcome(
-                            RowOutcome(task.row_id, "failed", error="no render worker left alive"),
-                            task.attempt,
-                        )
-                    pending.clear()
+                if pending and any(slot.alive for slot in self.slots):
+                    time.sleep(self.poll_seconds)  # a worker is restarting; its rows wait for it
+                    continue
+                for task in pending:  # every worker is dead
+                    on_outcome(
+                        RowOutcome(task.row_id, "failed", error="no render worker left alive"),
+                        task.attempt,
+                    )
+                pending.clear()
                 break
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.poll_seconds)
             self._drain_events(on_event)
             for ref in ready:
                 slot, task = inflight.pop(ref)
+                slot.inflight -= 1
+                slot.isolated = slot.isolated and not task.isolate
                 try:
                     outcome: RowOutcome = ray.get(ref)
                 except RayActorError as err:
                     # the worker process died (or is restarting after a death). Only a row that had
                     # started there counts as having killed it; one sent during the restart waits.
+                    if time.monotonic() >= slot.ready_at:  # one death, however many rows it took
+                        slot.deaths += 1
+                        slot.alive = slot.deaths <= self.cfg.max_restarts
                     slot.ready_at = time.monotonic() + 1.0
-                    idle.append(slot)
                     if (task.row_id, task.attempt) not in self._started:
                         pending.appendleft(task)
                         continue
-                    slot.deaths += 1
-                    slot.alive = slot.deaths <= self.cfg.max_restarts
                     crashes[task.row_id] = crashes.get(task.row_id, 0) + 1
                     logger.warning(
                         "%s died while rendering row %s: %s",
@@ -231,7 +225,8 @@ class RenderPool:
                             RowOutcome(task.row_id, "quarantined", error=error), task.attempt
                         )
                     else:
-                        retry = replace(task, attempt=task.attempt + 1)
+                        # retried alone on its worker, so a poison row cannot take innocent rows down twice
+                        retry = replace(task, attempt=task.attempt + 1, isolate=capacity > 1)
                         on_event(
                             RowRetrying(
                                 task.row_id, retry.attempt, f"worker died: {_first_line(err)}"
@@ -243,7 +238,6 @@ class RenderPool:
                     outcome = RowOutcome(
                         task.row_id, "failed", error=f"internal error: {_first_line(err)}"
                     )
-                idle.append(slot)
                 if (
                     outcome.status == "failed"
                     and outcome.retryable
@@ -257,6 +251,31 @@ class RenderPool:
                     continue
                 on_outcome(outcome, task.attempt)
         self._drain_events(on_event)
+
+    def _dispatch(self, pending: deque, inflight: dict, capacity: int) -> None:
+        """Hand pending rows to workers with room: up to ``capacity`` rows each (rendered together),
+        an isolated row (a retry after a crash) only to a worker with nothing else to do."""
+        import ray  # noqa: PLC0415, F401 - the actor handles need Ray
+
+        now = time.monotonic()
+        for task in list(pending):
+            slot = next(
+                (
+                    slot
+                    for slot in self.slots
+                    if slot.alive
+                    and slot.ready_at <= now
+                    and not slot.isolated
+                    and (slot.inflight == 0 if task.isolate else slot.inflight < capacity)
+                ),
+                None,
+            )
+            if slot is None:
+                continue
+            pending.remove(task)
+            slot.inflight += 1
+            slot.isolated = task.isolate
+            inflight[slot.actor.render.remote(task, self.events)] = (slot, task)
 
     def _drain_events(self, on_event: Callable[[Any], None]) -> None:
         from .progress import RowStarted  # noqa: PLC0415

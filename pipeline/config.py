@@ -60,7 +60,14 @@ class ModelConfig:
     resolution: int = (
         512  # output frames are resolution x resolution (the published model is trained at 512)
     )
-    streams_per_worker: int = 1  # streams advanced together in one batched denoising call
+    streams_per_worker: int = (
+        1  # rows a worker renders at once, advanced together in one batched denoising call
+    )
+    compile: str = "none"  # "none", "regional" (repeated blocks), "default"/"max-autotune" (whole UNet and VAE decoder)
+    channels_last: bool = (
+        False  # NHWC memory layout for the convolution-heavy networks (faster on GPUs)
+    )
+    vae_decoder: str = "full"  # "full" (sd-vae-ft-mse) or "tiny" (TAESD in weights_dir/taesd: faster, lower quality)
     animator: AnimatorConfig = field(default_factory=AnimatorConfig)
     hub: list[HubRepo] = field(default_factory=list)  # what job=fetch_weights downloads
 
@@ -183,6 +190,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.architecture": ("full", "tiny"),
     "model.dtype": ("auto", "fp16", "bf16", "fp32"),
     "model.attention": ("sdpa", "xformers", "eager"),
+    "model.compile": ("none", "regional", "default", "max-autotune"),
+    "model.vae_decoder": ("full", "tiny"),
     "model.animator.output_dtype": ("uint8", "float"),
     "video.fit": ("crop", "pad", "stretch"),
     "video.audio": ("auto", "none"),

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .animate import StreamingAnimator, StreamState, deserialize_state, serialize_state
+from .animate import StepBatcher, StreamingAnimator, StreamState, deserialize_state, serialize_state
 from .config import ModelConfig, StorageConfig, VideoConfig
 from .ledger import Ledger, RowLedger
 from .media import MediaError, VideoEncoder, VideoReader, concat_segments, load_image, mux_audio
@@ -62,6 +64,7 @@ class RowTask:
     seed: int
     meta: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1
+    isolate: bool = False  # render without other rows on the same worker (a retry after a crash)
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,8 @@ class RowRenderer:
         scratch_dir: local folder for intermediate files (one sub-folder per row, removed after).
         events: called with progress events (:class:`RowStarted`, :class:`RowProgress`).
         worker_name: shown in progress events.
+        batcher: shared by the rows a worker renders at once (one batched denoising call for
+            all of them); a private one when not given.
     """
 
     progress_interval_s = 0.5
@@ -135,6 +140,7 @@ class RowRenderer:
         scratch_dir: str | os.PathLike,
         events: EventSink | None = None,
         worker_name: str = "",
+        batcher: StepBatcher | None = None,
     ) -> None:
         self.animator = animator
         self.storage = storage
@@ -142,6 +148,7 @@ class RowRenderer:
         self.scratch_dir = Path(scratch_dir)
         self.events = events or (lambda event: None)
         self.worker_name = worker_name
+        self.batcher = batcher or StepBatcher(animator)
 
     def render(self, task: RowTask) -> RowOutcome:
         """Render ``task``; never raises for row-level problems (they become a failed outcome)."""
@@ -220,18 +227,6 @@ class RowRenderer:
             )
             portrait = self._load_portrait(task.portrait)
             stream = self._start_stream(task, portrait, ledger, record)
-            sink = _SegmentSink(
-                ledger,
-                task,
-                scratch,
-                video,
-                rate,
-                size,
-                segment_frames(rate, video.segment_seconds),
-                first_index=len(record.segments),
-                first_frame=stream.frames_out,
-                worker=self.worker_name,
-            )
             if record.segments:
                 logger.info(
                     "row %s: resuming at frame %d from segment %d",
@@ -246,33 +241,45 @@ class RowRenderer:
                 max_frames=task.max_frames,
                 start_frame=stream.frames_in,
             )
-            last_report = time.monotonic()
-            for chunk in reader.chunks(4) if not stream.ended else ():
-                out = (
-                    animator.push(stream, chunk.frames)
-                    if len(chunk) == 4
-                    else animator.finish(stream, chunk.frames)
-                )
-                sink.add(out, stream)
-                if time.monotonic() - last_report >= self.progress_interval_s:
-                    self.events(
-                        RowProgress(
-                            task.row_id, stream.frames_out, total, time.monotonic() - started
+            sink = _SegmentSink(
+                ledger,
+                task,
+                scratch,
+                video,
+                rate,
+                size,
+                segment_frames(rate, video.segment_seconds),
+                first_index=len(record.segments),
+                first_frame=stream.frames_out,
+                worker=self.worker_name,
+            )
+            self.batcher.register(stream)
+            try:
+                last_report = time.monotonic()
+                chunks = _prefetch(reader.chunks(4)) if not stream.ended else iter(())
+                for chunk in chunks:
+                    sink.put(self.batcher.advance(stream, chunk.frames), stream)
+                    if time.monotonic() - last_report >= self.progress_interval_s:
+                        self.events(
+                            RowProgress(
+                                task.row_id, stream.frames_out, total, time.monotonic() - started
+                            )
                         )
-                    )
-                    last_report = time.monotonic()
-            if not stream.done:
-                sink.add(animator.finish(stream), stream)
-            sink.close(stream)
+                        last_report = time.monotonic()
+                while not stream.done:  # the input ended: flush the window
+                    sink.put(self.batcher.advance(stream, None), stream)
+            finally:
+                self.batcher.unregister(stream)
+                sink.close(stream)
             self.events(
                 RowProgress(task.row_id, stream.frames_out, total, time.monotonic() - started)
             )
         silent = scratch / "video.mp4"
-        concat_segments(
-            self._segment_files(ledger, task, scratch, record, sink),
-            silent,
-            ffmpeg_binary=video.ffmpeg,
-        )
+        segments = self._segment_files(ledger, task, scratch, record, sink)
+        if len(segments) == 1:  # nothing to join: no ffmpeg run needed
+            shutil.copyfile(segments[0], silent)
+        else:
+            concat_segments(segments, silent, ffmpeg_binary=video.ffmpeg)
         final, has_audio = self._mux(task, silent, scratch)
         meta = {
             **task.meta,
@@ -362,7 +369,16 @@ def segment_frames(rate: Fraction, seconds: float, chunk: int = 4) -> int:
 
 
 class _SegmentSink:
-    """Encodes output frames into segment files and commits each full segment with the stream state."""
+    """Encodes output frames into segment files on its own thread, committing each full segment
+    together with the stream state that produced its last frame.
+
+    ``put`` hands over a call's frames (still on the GPU) and, at a segment boundary, a snapshot
+    of the stream's state; the copy to the host, the H.264 encoding and the uploads happen on the
+    sink's thread, so the row can hand in its next chunk at once. At most ``depth`` calls' frames
+    wait in the queue (flat memory).
+    """
+
+    depth = 8
 
     def __init__(
         self,
@@ -383,16 +399,59 @@ class _SegmentSink:
         self.index, self.start = first_index, first_frame
         self.worker = worker
         self.encoder: VideoEncoder | None = None
-        self.count = 0
+        self.count = 0  # frames handed over for the current segment
+        self.encoded = 0  # frames encoded into the current segment
         self.paths: list[str] = []
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=self.depth)
+        self._thread = threading.Thread(
+            target=self._run, name=f"encode-{task.row_id[:20]}", daemon=True
+        )
+        self._thread.start()
 
-    def add(self, frames: torch.Tensor, stream: StreamState) -> None:
+    def put(self, frames: torch.Tensor, stream: StreamState) -> None:
+        self._raise()
         if not frames.shape[0]:
             return
+        self.count += int(frames.shape[0])
+        state = None
+        if self.count >= self.length or stream.done:
+            state = serialize_state(
+                stream.state_dict()
+            )  # the stream as of this segment's last frame
+            self.count = 0
+        self._queue.put((frames, state))
+
+    def close(self, stream: StreamState) -> None:
+        """Commit the last (partial) segment, wait for the thread, and raise what it hit."""
+        if self.count and self.error is None:
+            self._queue.put((None, serialize_state(stream.state_dict())))
+            self.count = 0
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain: the row thread raises the first error
+            frames, state = item
+            try:
+                if frames is not None:
+                    self._encode(frames.cpu().numpy())
+                if state is not None and self.encoder is not None:
+                    self._commit(state)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the row's thread
+                self.error = err
+
+    def _encode(self, frames: np.ndarray) -> None:
         if self.encoder is None:
-            path = self.scratch / f"segment-{self.index:06d}.mp4"
             self.encoder = VideoEncoder(
-                path,
+                self.scratch / f"segment-{self.index:06d}.mp4",
                 frame_rate=self.rate,
                 width=self.size,
                 height=self.size,
@@ -401,31 +460,45 @@ class _SegmentSink:
                 preset=self.video.preset,
                 pix_fmt=self.video.pix_fmt,
             )
-        self.encoder.add_frames(frames.cpu().numpy())
-        self.count += int(frames.shape[0])
-        if self.count >= self.length:
-            self._commit(stream)
+        self.encoder.add_frames(frames)
+        self.encoded += frames.shape[0]
 
-    def close(self, stream: StreamState) -> None:
-        if self.encoder is not None:
-            self._commit(stream)
-
-    def _commit(self, stream: StreamState) -> None:
+    def _commit(self, state: bytes) -> None:
         assert self.encoder is not None
         self.encoder.close()
         path = str(self.encoder.dest_path)
-        end = self.start + self.count
+        end = self.start + self.encoded
         self.ledger.commit_segment(
             self.task.row_key,
             self.index,
             self.start,
             end,
             path,
-            serialize_state(stream.state_dict()),
+            state,
             extra={"row_id": self.task.row_id, "worker": self.worker, "pid": os.getpid()},
         )
         self.paths.append(path)
-        self.index, self.start, self.count, self.encoder = self.index + 1, end, 0, None
+        self.index, self.start, self.encoded, self.encoder = self.index + 1, end, 0, None
+
+
+def _prefetch(chunks: Iterator[Any], depth: int = 3) -> Iterator[Any]:
+    """Decode ahead on another thread (at most ``depth`` chunks waiting)."""
+    waiting: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                waiting.put(chunk)
+        except BaseException as err:  # noqa: BLE001 - re-raised by the consumer
+            waiting.put(err)
+        waiting.put(done)
+
+    threading.Thread(target=produce, name="decode-ahead", daemon=True).start()
+    while (item := waiting.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def build_animator(model: ModelConfig) -> StreamingAnimator:
@@ -438,7 +511,9 @@ def build_animator(model: ModelConfig) -> StreamingAnimator:
         model.device,
         architecture=model.architecture,
         attention=model.attention,
+        vae_decoder=model.vae_decoder,
     )
+    models.optimize(channels_last=model.channels_last, compile_mode=model.compile)
     return StreamingAnimator(models, model.animator, resolution=model.resolution)
 
 
@@ -465,6 +540,7 @@ class RenderWorker:
         self.events: Any = None
         self.scratch = tempfile.mkdtemp(prefix="portrait-render-")
         self.animator = build_animator(model)
+        self.batcher = StepBatcher(self.animator)  # the rows this actor renders at once share it
         self.renderer = RowRenderer(
             self.animator,
             Storage(storage),
@@ -472,6 +548,7 @@ class RenderWorker:
             self.scratch,
             events=self._emit,
             worker_name=name,
+            batcher=self.batcher,
         )
 
     def _emit(self, event: Any) -> None:

@@ -200,3 +200,20 @@ def test_attention_backends_compute_the_same_function(tiny_weights: Path) -> Non
         models.set_attention_backend("eager")
         eager = unet(sample, timesteps, clip, motion, bank_kv=kv).sample
     assert torch.allclose(sdpa, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_device_face_crop_matches_the_reference_crop() -> None:
+    """The GPU's sync-free crop samples what the per-box interpolate samples (float32 rounding)."""
+    from pipeline.models._keypoints import _crop_faces_on_device, crop_faces
+
+    generator = torch.Generator().manual_seed(0)
+    base = torch.rand(6, 3, 32, 32, generator=generator) * 2 - 1
+    images = torch.nn.functional.interpolate(base, size=(512, 512), mode="bicubic", align_corners=False)
+    boxes = torch.tensor(
+        [[100, 120, 300, 330], [0, 0, 511, 511], [200, 200, 201, 260], [10, 400, 400, 511], [300, 300, 300, 350], [50, 60, 120, 90]]
+    )
+    exact = crop_faces(images, boxes, 224)  # CPU: the reference's per-box interpolate
+    fast = _crop_faces_on_device(images, boxes, 224)
+    assert fast.shape == exact.shape == (6, 3, 224, 224)
+    assert (fast - exact).abs().max() < 1e-4
+    assert torch.equal(exact[4], torch.nn.functional.interpolate(images[4:5], size=(224, 224), mode="bilinear")[0])

@@ -41,6 +41,7 @@ from ._preprocess import (
     frames_to_signed,
     resize_lanczos,
     signed_to_output,
+    to_device,
     to_signed_tensor,
 )
 from ._schedule import StaggeredSchedule
@@ -147,8 +148,12 @@ class StreamingAnimator:
     def _noise(self, generator: torch.Generator, frames: int) -> torch.Tensor:
         """``(frames, 4, h, w)`` Gaussian noise, drawn as the reference draws it: ``(1, 4, frames, h, w)``."""
         size = self.latent_size
-        noise = torch.randn((1, 4, frames, size, size), generator=generator)
-        return noise[0].transpose(0, 1).to(self.models.device, self.models.dtype)
+        noise = (
+            torch.randn((1, 4, frames, size, size), generator=generator)[0]
+            .transpose(0, 1)
+            .contiguous()
+        )
+        return to_device(noise, self.models.device).to(self.models.dtype)
 
     # ------------------------------------------------------------------ public stepping
 
@@ -195,10 +200,8 @@ class StreamingAnimator:
         for stream, pixels in zip(streams, driving):
             observed = observations.pop(0) if pixels is not None else None
             new_chunks.append(self._enter_chunk(stream, observed))
-        add_keyframe = [
-            self._wants_keyframe(stream, chunk) for stream, chunk in zip(streams, new_chunks)
-        ]
-        emitted = self._denoise(streams, new_chunks, add_keyframe)
+        distances = [self._keyframe_distance(stream) for stream in streams]
+        emitted = self._denoise(streams, new_chunks, distances)
         return self._decode(emitted)
 
     # ------------------------------------------------------------------ steps of a call
@@ -318,28 +321,37 @@ class StreamingAnimator:
         canvas = draw_keypoint_canvas(keypoints, self.resolution, models.canvas_radius)
         return models.pose_guider(canvas.to(models.dtype))
 
-    def _wants_keyframe(self, stream: StreamState, new_chunk: Chunk) -> bool:
-        """Whether the frame finishing this call becomes a history keyframe.
+    def _keyframe_distance(self, stream: StreamState) -> torch.Tensor | None:
+        """Distance of the window's oldest frame's motion to the bank (a device scalar), or None
+        when this call cannot add a keyframe (too early, or the cap is reached).
 
         From call ``keyframe_min_chunks`` on, the oldest frame of the window joins the bank when
         its motion is farther than ``keyframe_threshold`` (L2) from every motion in the bank.
+        The value is read only after the denoising call is queued, so the GPU never waits for it.
         """
         config = self.config
         if (
             stream.calls < config.keyframe_min_chunks
             or stream.num_keyframes >= config.max_keyframes
         ):
-            return False
+            return None
         candidate = stream.chunks[0].motion[0].float().flatten()
         bank = stream.motion_bank.float().flatten(1)
-        distance = (bank - candidate).pow(2).sum(dim=1).sqrt().min()
-        if distance.item() <= config.keyframe_threshold:
+        return (bank - candidate).pow(2).sum(dim=1).sqrt().min()
+
+    def _take_keyframe(
+        self, stream: StreamState, distance: torch.Tensor | None, oldest: Chunk
+    ) -> bool:
+        if distance is None or distance.item() <= self.config.keyframe_threshold:
             return False
-        stream.motion_bank = torch.cat([stream.motion_bank, stream.chunks[0].motion[:1]])
+        stream.motion_bank = torch.cat([stream.motion_bank, oldest.motion[:1]])
         return True
 
     def _denoise(
-        self, streams: Sequence[StreamState], new_chunks: list[Chunk], add_keyframe: list[bool]
+        self,
+        streams: Sequence[StreamState],
+        new_chunks: list[Chunk],
+        keyframe_distances: list[torch.Tensor | None],
     ) -> list[tuple[StreamState, Chunk, torch.Tensor]]:
         """The batched denoising call and DDIM step; returns what each stream emits (latents)."""
         models, schedule = self.models, self.schedule
@@ -376,7 +388,7 @@ class StreamingAnimator:
             stream.latents = window[i, chunk_frames:]
             stream.chunks.append(chunk)
             finished = stream.chunks.popleft()
-            if add_keyframe[i]:
+            if self._take_keyframe(stream, keyframe_distances[i], finished):
                 self._add_keyframe(stream, x0[i, 0:1].to(dtype))
             stream.calls += 1
             emitted.append((stream, finished, window[i, :chunk_frames]))

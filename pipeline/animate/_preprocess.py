@@ -68,8 +68,19 @@ def frames_to_signed(frames: torch.Tensor | np.ndarray, device: torch.device) ->
         raise ValueError(
             f"driving frames must be uint8 (k, H, W, 3); got {frames.dtype} {tuple(frames.shape)}"
         )
-    frames = frames.to(device, non_blocking=True).permute(0, 3, 1, 2).contiguous()
+    frames = to_device(frames, device).permute(0, 3, 1, 2).contiguous()
     return frames.float() / 255.0 * 2 - 1
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a host tensor to ``device`` without making the host wait for the GPU's queue.
+
+    A copy from ordinary (pageable) memory blocks the host until the GPU reaches it in stream
+    order — behind the whole previous denoising call; from pinned memory it is asynchronous.
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def signed_to_output(images: torch.Tensor, output_dtype: str) -> torch.Tensor:

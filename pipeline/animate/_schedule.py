@@ -9,6 +9,7 @@ and one denoising call moves every chunk down one level: the t=0 chunk becomes c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -39,24 +40,21 @@ class StaggeredSchedule:
         """Frames that stay in the window between calls (all chunks but the finished one)."""
         return self.chunk_frames * (len(self.levels) - 1)
 
-    def alphas_cumprod(self) -> torch.Tensor:
-        betas = (
-            torch.linspace(
-                self.beta_start**0.5, self.beta_end**0.5, self.train_timesteps, dtype=torch.float32
-            )
-            ** 2
+    def alphas_cumprod(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """ᾱ_t for t = 0..999 (cached per device: no host-to-device copy per call)."""
+        return _alphas_cumprod(
+            self.beta_start, self.beta_end, self.train_timesteps, str(torch.device(device or "cpu"))
         )
-        return torch.cumprod(1.0 - betas, dim=0)
 
     def window_timesteps(self, device: torch.device | None = None) -> torch.Tensor:
-        """``(window_frames,)`` long: ``[0]*4 + [333]*4 + [666]*4 + [999]*4``."""
-        return torch.tensor(self.levels, device=device).repeat_interleave(self.chunk_frames)
+        """``(window_frames,)`` long: ``[0]*4 + [333]*4 + [666]*4 + [999]*4`` (cached per device)."""
+        return _window_timesteps(self.levels, self.chunk_frames, str(torch.device(device or "cpu")))
 
     def add_noise(
         self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
     ) -> torch.Tensor:
         """Forward diffusion per frame: ``sqrt(ā_t)·x + sqrt(1-ā_t)·ε``; frames on dim ``-4``."""
-        alpha = self.alphas_cumprod().to(latents.device)[timesteps.to(latents.device)]
+        alpha = self.alphas_cumprod(latents.device)[timesteps.to(latents.device)]
         shape = (-1,) + (1,) * 3
         a = alpha.sqrt().view(shape).to(latents.dtype)
         b = (1 - alpha).sqrt().view(shape).to(latents.dtype)
@@ -76,7 +74,7 @@ class StaggeredSchedule:
             ``(previous, x0)``: latents at ``t - step`` (x0 itself where that is below 0) and the
             predicted clean latents, both fp32.
         """
-        alphas = self.alphas_cumprod().to(sample.device)
+        alphas = self.alphas_cumprod(sample.device)
         timesteps = timesteps.to(sample.device)
         alpha_t = alphas[timesteps]
         previous_t = timesteps - self.stride
@@ -89,3 +87,14 @@ class StaggeredSchedule:
         x0 = (sample.float() - (1 - alpha_t) ** 0.5 * eps) / alpha_t**0.5
         previous = alpha_prev**0.5 * x0 + (1 - alpha_prev) ** 0.5 * eps
         return previous, x0
+
+
+@lru_cache(maxsize=16)
+def _alphas_cumprod(beta_start: float, beta_end: float, steps: int, device: str) -> torch.Tensor:
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, steps, dtype=torch.float32) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).to(device)
+
+
+@lru_cache(maxsize=16)
+def _window_timesteps(levels: tuple[int, ...], chunk_frames: int, device: str) -> torch.Tensor:
+    return torch.tensor(levels).repeat_interleave(chunk_frames).to(device)

@@ -10,7 +10,6 @@ import subprocess
 from collections.abc import Sequence
 
 import ffmpeg
-import imageio_ffmpeg
 
 from ._errors import MediaError
 
@@ -22,7 +21,12 @@ STDERR_TAIL_LINES = 12
 
 @functools.cache
 def _default_binary() -> str:
-    return shutil.which("ffmpeg") or imageio_ffmpeg.get_ffmpeg_exe()
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg  # noqa: PLC0415 - only where no ffmpeg is on PATH
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def resolve_ffmpeg(binary: str | None = None) -> str:

@@ -60,8 +60,9 @@ class AttentionProcessor:
         attn: the diffusers ``Attention`` holding the projection weights.
         hidden_states: queries' input, ``(B, N, C)``.
         context: keys'/values' input, ``(B, M, C_ctx)``; ``None`` means self-attention.
-        extra_kv: ``(k, v)`` each ``(B, heads, L, head_dim)``, appended after the projected
-            ``context`` keys/values (the reference bank).
+        extra_kv: ``(k, v)`` each ``(S, heads, L, head_dim)`` with ``S`` dividing ``B`` (one bank
+            per stream of ``B / S`` frames), appended after the projected ``context``
+            keys/values (the reference bank).
         extra_mask: boolean ``(B, 1, 1, L)``; ``False`` marks padding inside ``extra_kv`` (used
             when streams with different numbers of history keyframes share one batch).
 
@@ -96,9 +97,7 @@ class AttentionProcessor:
         value = split_heads(attn.to_v(source), heads)
         mask = None
         if extra_kv is not None:
-            extra_key, extra_value = extra_kv
-            key = torch.cat([key, extra_key.to(key.dtype)], dim=2)
-            value = torch.cat([value, extra_value.to(value.dtype)], dim=2)
+            key, value = _append_bank(key, extra_kv[0]), _append_bank(value, extra_kv[1])
             if extra_mask is not None:
                 own = torch.ones(
                     (*extra_mask.shape[:-1], source.shape[1]),
@@ -110,6 +109,18 @@ class AttentionProcessor:
         out = out.transpose(1, 2).reshape(batch, length, heads * out.shape[-1])
         out = attn.to_out[0](out)
         return attn.to_out[1](out)
+
+
+def _append_bank(own: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """``own`` ``(S*F, h, N, d)`` followed by its stream's ``bank`` ``(S, h, L, d)`` on the token
+    axis → ``(S*F, h, N+L, d)``; the bank is broadcast over the F frames inside the one copy."""
+    streams = bank.shape[0]
+    frames = own.shape[0] // streams
+    if frames == 1:
+        return torch.cat([own, bank.to(own.dtype)], dim=2)
+    own = own.view(streams, frames, *own.shape[1:])
+    bank = bank.to(own.dtype).unsqueeze(1).expand(-1, frames, -1, -1, -1)
+    return torch.cat([own, bank], dim=3).view(streams * frames, own.shape[2], -1, own.shape[4])
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, AutoencoderTiny
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -51,6 +51,7 @@ class PersonaLiveModels:
     keypoint_extractor: KeypointExtractor
     canvas_radius: int = 4
     attention: AttentionBackend = "sdpa"
+    tiny_decoder: AutoencoderTiny | None = None  # TAESD: when set, decodes instead of the VAE
 
     def networks(self) -> dict[str, nn.Module]:
         return {
@@ -106,6 +107,50 @@ class PersonaLiveModels:
         self.attention = backend
         logger.info("attention backend: %s", backend)
         return backend
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """UNet-space latents ``(N, 4, h, w)`` → images ``(N, 3, H, W)`` in [-1, 1]."""
+        if self.tiny_decoder is not None:
+            return self.tiny_decoder.decode(latents).sample
+        return self.vae.decode(latents * (1 / self.vae.config.scaling_factor)).sample
+
+    def optimize(self, *, channels_last: bool = False, compile_mode: str = "none") -> None:
+        """Speed levers for GPUs: NHWC layout for the convolution-heavy networks, and
+        ``torch.compile`` of the per-call hot path (denoising UNet, VAE decoder): whole networks
+        (``"default"``/``"max-autotune"``; minutes of compiling) or their repeated blocks
+        (``"regional"``)."""
+        if channels_last:
+            for network in (self.denoising_unet, self.vae, self.pose_guider, self.tiny_decoder):
+                if network is not None:
+                    nn.Module.to(network, memory_format=torch.channels_last)
+        if compile_mode == "regional":
+            self._compile_regions()
+        elif compile_mode != "none":
+            import torch._dynamo  # noqa: PLC0415
+
+            # one graph per stream count and bank length (keyframes 0..3): allow the recompiles
+            config = torch._dynamo.config
+            config.cache_size_limit = max(config.cache_size_limit, 64)
+            config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 512)
+            mode = None if compile_mode == "default" else compile_mode
+            self.denoising_unet.forward = torch.compile(self.denoising_unet.forward, mode=mode)
+            decoder = (
+                self.tiny_decoder.decoder if self.tiny_decoder is not None else self.vae.decoder
+            )
+            decoder.forward = torch.compile(decoder.forward, mode=mode)
+
+    def _compile_regions(self) -> None:
+        """Compile the repeated blocks (ResNet blocks, GEGLU feed-forwards) with dynamic shapes:
+        a handful of compiles instead of one huge graph, fusing their norms, activations and
+        residual adds — most of the memory-bound work — while attention runs as is."""
+        from diffusers.models.attention import FeedForward  # noqa: PLC0415
+        from diffusers.models.resnet import ResnetBlock2D  # noqa: PLC0415
+
+        decoder = self.tiny_decoder.decoder if self.tiny_decoder is not None else self.vae.decoder
+        for network in (self.denoising_unet, decoder):
+            for module in network.modules():
+                if isinstance(module, (ResnetBlock2D, FeedForward)):
+                    module.compile(dynamic=True)
 
     def parameter_counts(self) -> dict[str, int]:
         counts = {

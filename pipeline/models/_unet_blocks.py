@@ -100,13 +100,10 @@ class SpatialTransformerBlock(nn.Module):
 def _broadcast_bank(
     bank_kv: tuple[torch.Tensor, torch.Tensor], bank_mask: torch.Tensor | None, batch: int
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
-    """Repeat each stream's bank ``(S, h, L, d)`` for its frames → ``(S*F, h, L, d)``."""
+    """Each stream's bank ``(S, h, L, d)`` stays per stream (the processor broadcasts it over the
+    stream's frames while concatenating, without a separate copy); the mask gets its frames."""
     key, value = bank_kv
-    streams = key.shape[0]
-    frames = batch // streams
-    if frames != 1:
-        key = key.repeat_interleave(frames, dim=0)
-        value = value.repeat_interleave(frames, dim=0)
+    frames = batch // key.shape[0]
     mask = None
     if bank_mask is not None:
         mask = bank_mask.repeat_interleave(frames, dim=0)[:, None, None, :]
@@ -139,7 +136,8 @@ class SpatialTransformer(nn.Module):
         bank_mask = ctx.bank_mask[self.layer_index] if ctx.bank_mask is not None else None
         for block in self.transformer_blocks:
             x = block(x, ctx, bank_kv, bank_mask)
-        x = x.reshape(batch, height, width, channels).permute(0, 3, 1, 2).contiguous()
+        # no .contiguous(): in channels-last layout this permute is free and proj_out reads it as is
+        x = x.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return self.proj_out(x) + residual
 
 

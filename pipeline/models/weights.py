@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 PERSONALIVE_DIR = "personalive"
 BASE_MODEL_DIR = "sd-image-variations-diffusers"
 VAE_DIR = "sd-vae-ft-mse"
+TAESD_DIR = "taesd"  # optional: the tiny decoder (madebyollin/taesd), for model.vae_decoder=tiny
 
 PERSONALIVE_FILES = {
     "denoising_unet": "denoising_unet.pth",
@@ -199,6 +200,7 @@ def load_personalive(
     *,
     architecture: str = "full",
     attention: str = "sdpa",
+    vae_decoder: str = "full",
 ) -> PersonaLiveModels:
     """Build PersonaLive and load the published weight files from ``weights_dir``.
 
@@ -208,6 +210,7 @@ def load_personalive(
         device: ``torch.device`` or "auto"/"cpu"/"cuda[:N]".
         architecture: "full" (published sizes) or "tiny"; sizes of networks without config files.
         attention: attention backend ("sdpa", "xformers", "eager"), with fallback.
+        vae_decoder: "full" (sd-vae-ft-mse) or "tiny" (TAESD from ``weights_dir/taesd``).
 
     Returns:
         :class:`PersonaLiveModels` in eval mode on ``device`` in ``dtype``.
@@ -249,6 +252,10 @@ def load_personalive(
         models.vae, _rename_legacy_vae_keys(read_state_dict(files["vae"])), str(files["vae"])
     )
     load_strict(models.image_encoder, read_state_dict(files["clip"]), str(files["clip"]))
+    if vae_decoder == "tiny":
+        models.tiny_decoder = _load_taesd(Path(weights_dir) / TAESD_DIR)
+    elif vae_decoder != "full":
+        raise ValueError(f"model.vae_decoder={vae_decoder!r} is not known; choose full or tiny")
     _materialise_buffers(models)
     models.to(device=device, dtype=dtype).eval()
     models.set_attention_backend(attention)
@@ -261,6 +268,49 @@ def load_personalive(
         time.monotonic() - started,
     )
     return models
+
+
+def _load_taesd(folder: Path):
+    """The tiny decoder (diffusers ``AutoencoderTiny``) from ``folder``, loaded strictly."""
+    from diffusers import AutoencoderTiny  # noqa: PLC0415
+
+    config = folder / "config.json"
+    weights = _first_existing(
+        folder, ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+    )
+    if not config.is_file() or not weights.is_file():
+        raise WeightsError(
+            f"model.vae_decoder=tiny needs TAESD in {folder} (config.json and diffusion_pytorch_model.safetensors); "
+            "run `python run.py job=fetch_weights` or use model.vae_decoder=full"
+        )
+    kwargs = {k: v for k, v in read_json(config).items() if not k.startswith("_")}
+    with init_empty_weights():
+        decoder = AutoencoderTiny(**kwargs)
+    load_strict(decoder, read_state_dict(weights), str(weights))
+    return decoder
+
+
+def random_models(
+    architecture: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    seed: int = 0,
+    vae_decoder: str = "full",
+) -> PersonaLiveModels:
+    """Randomly initialised networks built directly on ``device`` (benchmarks: same sizes and
+    FLOPs as the published model, no download, no disk)."""
+    from diffusers import AutoencoderTiny  # noqa: PLC0415
+
+    unet_config, vae_config, clip_config = base_configs(architecture)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        models = build_models(unet_config, vae_config, clip_config, network_sizes(architecture))
+        if vae_decoder == "tiny":
+            models.tiny_decoder = AutoencoderTiny()
+    _randomise_batchnorm_statistics(models, seed)
+    _plausible_keypoint_head(models, seed)
+    return models.to(device=device, dtype=dtype).eval()
 
 
 def _check_split(denoising: dict, temporal: dict, files: dict[str, Path]) -> None:
@@ -377,7 +427,7 @@ def _plausible_keypoint_head(models: PersonaLiveModels, seed: int) -> None:
     num_kp = head.fc_kp.out_features // 3
     with torch.no_grad():
         layout = torch.rand(num_kp, 3, generator=generator) * 0.8 - 0.4
-        head.fc_kp.bias.copy_(layout.flatten())
+        head.fc_kp.bias.copy_(layout.flatten().to(head.fc_kp.bias.device))
         for layer, gain in ((head.fc_kp, 0.02), (head.fc_t, 0.02), (head.fc_scale, 0.01)):
             layer.weight.mul_(gain)
         head.fc_t.bias.zero_()

@@ -1,0 +1,381 @@
+"""job=bench: throughput of the worker's real streaming path, on synthetic inputs.
+
+Builds the model with random weights (the chosen architecture's sizes and FLOPs; no download),
+writes synthetic driving videos and portraits, and renders ``job.bench.streams`` rows at once
+through :class:`~pipeline.worker.RowRenderer` — decode-ahead, the batched animator, the encoder
+thread, segment commits to local storage — exactly as a worker does. Reports steady-state output
+fps (warm-up calls excluded; per-call CUDA-event times), ms per call, peak GPU memory, model FLOPs
+per output frame (``torch.utils.flop_counter``), the GPU's measured fp16 matrix peak and the
+resulting fraction, and GPU busy time (NVML) in steady state. Also runs on CPU (tests use it with
+``model=tiny``). Results are printed as a table and written as JSON (``job.bench.output``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from rich.table import Table
+
+from pipeline.animate import StepBatcher, StreamingAnimator
+from pipeline.config import StorageConfig, VideoConfig
+from pipeline.logs import CONSOLE
+from pipeline.media import VideoEncoder
+from pipeline.models import resolve_device, resolve_dtype
+from pipeline.models.weights import random_models
+from pipeline.storage import Storage
+from pipeline.worker import RowRenderer, RowTask
+
+from ._common import typed
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "frames": 200,
+    "warmup_calls": 4,
+    "streams": None,
+    "output": None,
+    "flops": True,
+    "rate": 25,
+}
+
+
+@dataclass
+class BenchResult:
+    """One benchmark run (what docs/benchmarks.md tabulates)."""
+
+    label: str
+    device: str
+    dtype: str
+    attention: str
+    streams: int
+    compile: str
+    channels_last: bool
+    vae_decoder: str
+    resolution: int
+    frames_per_stream: int
+    timed_calls: int = 0
+    output_fps: float = 0.0
+    ms_per_call: float = 0.0  # wall time per batched call (S streams x 4 frames)
+    device_ms_per_call: float | None = None
+    peak_memory_gib: float | None = None
+    flops_per_frame_t: float | None = None
+    matrix_peak_tflops: float | None = None
+    fraction_of_peak: float | None = None
+    gpu_busy_percent: float | None = None
+    rows_done: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def run(cfg: DictConfig) -> int:
+    settings = typed(cfg)
+    options = {**DEFAULTS, **dict(settings.job.bench)}
+    model = settings.model
+    streams = int(options["streams"] or model.streams_per_worker)
+    device = resolve_device(model.device)
+    dtype = resolve_dtype(model.dtype, device)
+    result = BenchResult(
+        label=str(options.get("label") or f"{model.name} S={streams}"),
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        dtype=str(dtype).removeprefix("torch."),
+        attention=model.attention,
+        streams=streams,
+        compile=model.compile,
+        channels_last=model.channels_last,
+        vae_decoder=model.vae_decoder,
+        resolution=model.resolution,
+        frames_per_stream=int(options["frames"]),
+    )
+    if device.type == "cuda":
+        result.matrix_peak_tflops = measure_matrix_peak(device)
+    models = random_models(model.architecture, device, dtype, vae_decoder=model.vae_decoder)
+    models.set_attention_backend(model.attention)
+    animator = StreamingAnimator(models, model.animator, resolution=model.resolution)
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        inputs = make_inputs(
+            Path(scratch), streams, int(options["frames"]), model.resolution, int(options["rate"])
+        )
+        if options["flops"]:
+            result.flops_per_frame_t = count_flops(animator, inputs, streams) / 1e12
+        models.optimize(channels_last=model.channels_last, compile_mode=model.compile)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        measure(
+            animator, inputs, Path(scratch), settings.video, result, int(options["warmup_calls"])
+        )
+    if device.type == "cuda":
+        result.peak_memory_gib = torch.cuda.max_memory_allocated(device) / 2**30
+    if options.get("profile"):
+        with tempfile.TemporaryDirectory(prefix="bench-profile-") as scratch:
+            inputs = make_inputs(Path(scratch), streams, 16, model.resolution, int(options["rate"]))
+            CONSOLE.print(profile_calls(animator, inputs, streams))
+    if result.flops_per_frame_t and result.matrix_peak_tflops:
+        result.fraction_of_peak = (
+            result.output_fps * result.flops_per_frame_t / result.matrix_peak_tflops
+        )
+    CONSOLE.print(result_table([result]))
+    if options["output"]:
+        path = Path(options["output"])
+        previous = json.loads(path.read_text()) if path.is_file() else []
+        path.write_text(json.dumps(previous + [asdict(result)], indent=2))
+    return 0 if result.rows_done == streams else 1
+
+
+def measure_matrix_peak(device: torch.device, size: int = 8192, repeats: int = 20) -> float:
+    """Dense fp16 matrix-multiply throughput of this GPU (TFLOP/s), median of timed products."""
+    a = torch.randn(size, size, device=device, dtype=torch.float16)
+    b = torch.randn(size, size, device=device, dtype=torch.float16)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return 2 * size**3 / statistics.median(times) / 1e12
+
+
+@dataclass
+class BenchInputs:
+    portraits: list[Path]
+    videos: list[Path]
+    frames: int
+
+
+def make_inputs(folder: Path, streams: int, frames: int, size: int, rate: int) -> BenchInputs:
+    """Synthetic portraits (smooth colour fields) and driving videos (moving blobs), H.264."""
+    from PIL import Image  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    portraits, videos = [], []
+    for index in range(streams):
+        base = rng.integers(0, 255, (8, 8, 3)).astype(np.uint8)
+        portrait = folder / f"portrait{index}.png"
+        Image.fromarray(base).resize((size, size), Image.BICUBIC).save(portrait)
+        video = folder / f"driving{index}.mp4"
+        colour = rng.uniform(60, 255, 3)
+        with VideoEncoder(
+            video, frame_rate=Fraction(rate), width=size, height=size, preset="ultrafast"
+        ) as encoder:
+            for start in range(0, frames, 16):
+                batch = []
+                for i in range(start, min(frames, start + 16)):
+                    cx, cy = 0.5 + 0.2 * np.sin(i / 9 + index), 0.45 + 0.1 * np.cos(i / 13)
+                    blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.02)[..., None]
+                    batch.append((blob * colour + (1 - blob) * 30).astype(np.uint8))
+                encoder.add_frames(np.stack(batch))
+        portraits.append(portrait)
+        videos.append(video)
+    return BenchInputs(portraits, videos, frames)
+
+
+def count_flops(animator: StreamingAnimator, inputs: BenchInputs, streams: int) -> float:
+    """FLOPs of one steady-state call (eager), per output frame."""
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+
+    from pipeline.media import VideoReader, load_image  # noqa: PLC0415
+
+    states = [
+        animator.fuse_reference(load_image(str(p)), seed=i)
+        for i, p in enumerate(inputs.portraits[:streams])
+    ]
+    chunks = [
+        next(VideoReader(str(v), size=animator.resolution).chunks(4)).frames
+        for v in inputs.videos[:streams]
+    ]
+    for _ in range(4):  # past the warm-up call
+        animator.advance(states, chunks)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        emitted = animator.advance(states, chunks)
+    frames = sum(int(o.shape[0]) for o in emitted)
+    return counter.get_total_flops() / max(1, frames)
+
+
+def profile_calls(
+    animator: StreamingAnimator, inputs: BenchInputs, streams: int, calls: int = 2
+) -> str:
+    """Where the time of ``calls`` steady-state calls goes: the top operators by device time."""
+    from pipeline.media import VideoReader, load_image  # noqa: PLC0415
+
+    states = [
+        animator.fuse_reference(load_image(str(p)), seed=i)
+        for i, p in enumerate(inputs.portraits[:streams])
+    ]
+    chunks = [
+        next(VideoReader(str(v), size=animator.resolution).chunks(4)).frames
+        for v in inputs.videos[:streams]
+    ]
+    for _ in range(4):
+        animator.advance(states, chunks)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if animator.models.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(calls):
+            animator.advance(states, chunks)
+        if animator.models.device.type == "cuda":
+            torch.cuda.synchronize()
+    sort = "cuda_time_total" if animator.models.device.type == "cuda" else "cpu_time_total"
+    return profiler.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=60)
+
+
+def measure(
+    animator: StreamingAnimator,
+    inputs: BenchInputs,
+    scratch: Path,
+    video: VideoConfig,
+    result: BenchResult,
+    warmup_calls: int,
+) -> None:
+    """Render every synthetic row at once through the worker's path and time the steady state."""
+    batcher = StepBatcher(animator)
+    storage = Storage(StorageConfig(output_root=str(scratch / "out")))
+    bench_video = VideoConfig(
+        **{**asdict(video), "audio": "none", "segment_seconds": 1e9, "preset": "veryfast"}
+    )
+    outcomes: list[Any] = []
+    threads = []
+    busy = _BusySampler(animator.models.device)
+    for index, (portrait, driving) in enumerate(zip(inputs.portraits, inputs.videos)):
+        renderer = RowRenderer(animator, storage, bench_video, scratch, batcher=batcher)
+        task = RowTask(
+            f"bench{index}",
+            str(portrait),
+            str(driving),
+            None,
+            str(scratch / "out/bench"),
+            f"bench{index}-x",
+            None,
+            index,
+        )
+        thread = threading.Thread(target=lambda r=renderer, t=task: outcomes.append(r.render(t)))
+        threads.append(thread)
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    busy.start(after_calls=warmup_calls, stats=batcher.stats)
+    for thread in threads:
+        thread.join()
+    busy.stop()
+    batcher.close()
+    stats = batcher.stats
+    result.rows_done = sum(1 for o in outcomes if o.status == "done")
+    for outcome in outcomes:
+        if outcome.status != "done":
+            result.notes.append(f"{outcome.row_id}: {outcome.error}")
+    # steady state: after the warm-up calls, while every stream is still in its main loop
+    full = [i for i, n in enumerate(stats.streams) if n == max(stats.streams)]
+    window = [i for i in full if i >= warmup_calls][:-1] or full[-1:]
+    if not window:
+        return
+    first, last = window[0], window[-1]
+    frames = sum(stats.emitted[first + 1 : last + 1])
+    seconds = stats.finished_at[last] - stats.finished_at[first]
+    result.timed_calls = len(window) - 1
+    result.output_fps = frames / seconds if seconds > 0 else 0.0
+    result.ms_per_call = 1000 * seconds / max(1, last - first)
+    device_ms = stats.device_ms()
+    if device_ms:
+        result.device_ms_per_call = statistics.median(device_ms[first : last + 1])
+    result.gpu_busy_percent = busy.percent
+    logger.info("bench: %d calls, %.1f s wall in all", stats.calls, time.monotonic() - started)
+
+
+class _BusySampler:
+    """Samples NVML's GPU utilisation (share of time a kernel ran) during the steady state."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, *, after_calls: int, stats: Any) -> None:
+        if self.device.type != "cuda":
+            return
+        try:
+            import pynvml  # noqa: PLC0415
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(self.device.index or 0)
+        except Exception as err:  # noqa: BLE001 - NVML is optional
+            logger.info("no GPU utilisation sampling (%s)", err)
+            return
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                if stats.calls > after_calls:
+                    self.samples.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+                self._stop.wait(0.2)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def percent(self) -> float | None:
+        # drop the last samples: the rows' tails and commits, not the steady state
+        samples = self.samples[:-5] if len(self.samples) > 10 else self.samples
+        return statistics.mean(samples) if samples else None
+
+
+def result_table(results: list[BenchResult]) -> Table:
+    table = Table(title="portrait-render benchmark")
+    columns = (
+        "label",
+        "device",
+        "dtype",
+        "S",
+        "compile",
+        "fps",
+        "ms/call",
+        "GPU ms/call",
+        "peak GiB",
+        "TF/frame",
+        "of peak",
+        "GPU busy",
+    )
+    for column in columns:
+        table.add_column(
+            column, justify="left" if column in ("label", "device", "dtype", "compile") else "right"
+        )
+    for r in results:
+        table.add_row(
+            r.label,
+            r.device,
+            r.dtype,
+            str(r.streams),
+            r.compile,
+            f"{r.output_fps:.2f}",
+            f"{r.ms_per_call:.0f}",
+            _fmt(r.device_ms_per_call, "{:.0f}"),
+            _fmt(r.peak_memory_gib, "{:.2f}"),
+            _fmt(r.flops_per_frame_t, "{:.2f}"),
+            _fmt(r.fraction_of_peak, "{:.1%}"),
+            _fmt(r.gpu_busy_percent, "{:.0f}%"),
+        )
+    return table
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "–" if value is None else pattern.format(value)

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Run a matrix of job=bench configurations on a GPU machine in one go; results append to
+# $OUT/bench.json (or ./bench.json) and each run's log to $OUT/<label>.log.
+#
+#   scripts/bench_gpu.sh <set>      sets: levers (default), compile, memory, final
+#
+# Wheels the GPU image lacks can be unpacked from .whl/ (see docs/benchmarks.md).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/bench-out}
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))" | tee "$OUT/env.txt"
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,power.draw --format=csv | tee -a "$OUT/env.txt"
+
+bench() {  # label, seconds, overrides...
+  local label=$1 limit=$2
+  shift 2
+  echo "=== $label"
+  timeout "$limit" python3 run.py job=bench model=personalive job.progress=plain \
+    "job.bench.output=$OUT/bench.json" "job.bench.label=$label" "$@" >"$OUT/$label.log" 2>&1
+  echo "exit=$? $(grep -E 'fps|Error|error' "$OUT/$label.log" | tail -2)"
+}
+
+case "${1:-levers}" in
+  levers)
+    bench fp16-S1 120 model.dtype=fp16 model.streams_per_worker=1 job.bench.frames=96
+    bench fp16-S2 120 model.dtype=fp16 model.streams_per_worker=2 job.bench.frames=96
+    bench fp16-S4 150 model.dtype=fp16 model.streams_per_worker=4 job.bench.frames=96
+    bench fp16-S8 200 model.dtype=fp16 model.streams_per_worker=8 job.bench.frames=96
+    bench bf16-S4 150 model.dtype=bf16 model.streams_per_worker=4 job.bench.frames=96
+    bench fp16-S4-nhwc 150 model.dtype=fp16 model.streams_per_worker=4 model.channels_last=true job.bench.frames=96
+    bench fp16-S4-taesd 150 model.dtype=fp16 model.streams_per_worker=4 model.vae_decoder=tiny job.bench.frames=96
+    bench fp16-S1-eager 150 model.dtype=fp16 model.streams_per_worker=1 model.attention=eager job.bench.frames=64
+    ;;
+  profile-compile)
+    bench fp16-S4-profile 150 model.dtype=fp16 model.streams_per_worker=4 job.bench.frames=48 job.bench.profile=true job.bench.flops=false
+    bench fp16-S4-compile 330 model.dtype=fp16 model.streams_per_worker=4 model.compile=default job.bench.frames=96
+    ;;
+  final)
+    bench fp16-S1-200f 100 model.dtype=fp16 model.streams_per_worker=1 job.bench.frames=200 job.bench.flops=false
+    bench fp16-S1-2000f 220 model.dtype=fp16 model.streams_per_worker=1 job.bench.frames=2000 job.bench.flops=false
+    bench fp16-S8-nhwc 110 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64
+    bench fp16-S8-nhwc-regional 240 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false
+    ;;
+  compile)
+    bench fp16-S1-compile 300 model.dtype=fp16 model.streams_per_worker=1 model.compile=default job.bench.frames=96
+    bench fp16-S8-compile 420 model.dtype=fp16 model.streams_per_worker=8 model.compile=default job.bench.frames=96
+    ;;
+  memory)
+    bench fp16-S1-200f 200 model.dtype=fp16 model.streams_per_worker=1 job.bench.frames=200 job.bench.flops=false
+    bench fp16-S1-2000f 420 model.dtype=fp16 model.streams_per_worker=1 job.bench.frames=2000 job.bench.flops=false
+    ;;
+  *)
+    bench "$@"
+    ;;
+esac
+ls -la "$OUT"
