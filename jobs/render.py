@@ -162,6 +162,11 @@ def _plan(
             )
             continue
         resuming += state.state == "partial"
+        conditioning = None
+        if settings.model.cache_conditioning:
+            conditioning = conditioning_uri(
+                settings, fingerprint["inputs"]["driving_video"], revision
+            )
         tasks.append(
             RowTask(
                 row_id=row.id,
@@ -177,6 +182,7 @@ def _plan(
                     "settings_hash": settings_hash,
                     "model_revision": revision,
                 },
+                conditioning_uri=conditioning,
             )
         )
     if skipped:
@@ -186,6 +192,24 @@ def _plan(
     if resuming:
         logger.info("%d row(s) resume from their last committed segment", resuming)
     return tasks, skipped
+
+
+def conditioning_uri(settings, driving_fingerprint: str, revision: str) -> str:
+    """Where a driving video's pose/motion cache lives: by its content and what the values depend on."""
+    model = settings.model
+    key = content_hash(
+        {
+            "driving_video": driving_fingerprint,
+            "model": revision,
+            "architecture": model.architecture,
+            "dtype": model.dtype,
+            "device": model.device,
+            "resolution": model.resolution,
+            "fit": settings.video.fit,
+        },
+        length=20,
+    )
+    return join(settings.storage.output_root, "_cache", "conditioning", f"{key}.bin")
 
 
 def pixel_settings(settings) -> dict:

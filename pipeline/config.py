@@ -68,6 +68,9 @@ class ModelConfig:
         False  # NHWC memory layout for the convolution-heavy networks (faster on GPUs)
     )
     vae_decoder: str = "full"  # "full" (sd-vae-ft-mse) or "tiny" (TAESD in weights_dir/taesd: faster, lower quality)
+    cache_conditioning: bool = (
+        True  # rows sharing a driving video reuse its pose/motion (<output_root>/_cache)
+    )
     animator: AnimatorConfig = field(default_factory=AnimatorConfig)
     hub: list[HubRepo] = field(default_factory=list)  # what job=fetch_weights downloads
 

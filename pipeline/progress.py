@@ -37,7 +37,7 @@ from rich.text import Text
 
 logger = logging.getLogger(__name__)
 
-RowStatus = Literal["done", "failed", "skipped", "quarantined"]
+RowStatus = Literal["done", "failed", "skipped", "quarantined", "interrupted"]
 JobState = Literal["finished", "failed", "interrupted"]
 ProgressMode = Literal["auto", "rich", "plain", "none"]
 ROW_STATUSES: tuple[str, ...] = get_args(RowStatus)
@@ -114,7 +114,7 @@ class RowFinished:
     status: RowStatus
     frames: int = 0
     seconds: float = 0.0
-    error: str | None = None  # full error text (failed / quarantined), or why it was skipped
+    error: str | None = None  # full error text (failed / quarantined / interrupted), or why skipped
     output: str | None = None  # committed output URI (done rows)
     attempts: int = 1
 
@@ -433,6 +433,7 @@ _RESULT_STYLE: dict[str, tuple[str, str]] = {
     "failed": ("✗", "red"),
     "skipped": ("↷", "dim"),
     "quarantined": ("⚠", "magenta"),
+    "interrupted": ("■", "yellow"),
 }
 
 
@@ -681,7 +682,7 @@ class PlainProgress:
 
     def _log_finished(self, event: RowFinished) -> None:
         result = RowResult.from_event(event)
-        level = logging.WARNING if event.status in ("failed", "quarantined") else logging.INFO
+        level = logging.INFO if event.status in ("done", "skipped") else logging.WARNING
         self.log.log(
             level,
             "row_finished %s",
@@ -741,6 +742,8 @@ class StatusFile:
         now: wall clock for ``updated_at`` (UTC).
     """
 
+    max_retry_interval_seconds = 60.0  # longest wait before retrying after failed writes
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -758,31 +761,50 @@ class StatusFile:
         self.tracker = JobTracker(clock=clock)
         self.writes = 0
         self._last_write: float | None = None
+        self._next_write_at = -math.inf  # monotonic time of the next periodic write
         self._dirty = False
+        self._failed_writes = 0  # in a row; only the first is logged as a warning
 
     def handle(self, event: Event) -> None:
         """Record `event`; write the file if the last write is old enough or the job ended."""
         self.tracker.handle(event)
         self._dirty = True
-        due = self._last_write is None or (
-            self.clock() - self._last_write >= self.min_interval_seconds
-        )
-        if due or isinstance(event, JobFinished):
+        if self.clock() >= self._next_write_at or isinstance(event, JobFinished):
             self.flush()
 
     def flush(self) -> None:
-        """Write the current state now if it changed since the last write."""
+        """Write the current state now if it changed since the last write.
+
+        A failed write (full disk, unreachable store: any error of `write_bytes`) is logged and
+        retried at a later update, backing off up to `max_retry_interval_seconds`; it never
+        raises, since the summary, not this file, records the job's results.
+        """
         if not self._dirty:
             return
         data = json.dumps(self.snapshot(), indent=2, ensure_ascii=False).encode() + b"\n"
         try:
             self.write_bytes(self.path, data)
-        except OSError as err:
-            logger.warning("could not write %s: %s (will retry at the next update)", self.path, err)
+        except Exception as err:  # noqa: BLE001 - best effort, see the docstring
+            self._write_failed(err)
             return
+        if self._failed_writes:
+            logger.info("wrote %s again after %d failed attempt(s)", self.path, self._failed_writes)
+        self._failed_writes = 0
         self._last_write = self.clock()
+        self._next_write_at = self._last_write + self.min_interval_seconds
         self._dirty = False
         self.writes += 1
+
+    def _write_failed(self, err: Exception) -> None:
+        """Log a failed write (a warning the first time in a row) and schedule the next try."""
+        self._failed_writes += 1
+        wait = min(
+            self.max_retry_interval_seconds,
+            self.min_interval_seconds * 2 ** min(self._failed_writes, 16),
+        )
+        self._next_write_at = self.clock() + wait
+        level = logging.WARNING if self._failed_writes == 1 else logging.DEBUG
+        logger.log(level, "could not write %s: %s (will retry in %.0f s)", self.path, err, wait)
 
     def close(self) -> None:
         """Write the final state (if not written yet)."""

@@ -75,7 +75,7 @@ LABEL_SCALE = 0.13
 DECODE_ALL_MAX_FRAMES = 1000
 
 #: Display order of the rows: problems first, then the rest in summary order.
-_STATUS_ORDER = {"failed": 0, "quarantined": 1, "done": 2, "skipped": 3}
+_STATUS_ORDER = {"failed": 0, "quarantined": 1, "interrupted": 2, "done": 3, "skipped": 4}
 _FAILURES = ("failed", "quarantined")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 
@@ -240,7 +240,7 @@ def _parse_time(value: object) -> datetime | None:
 def _rows_in_display_order(rows: Sequence[Any]) -> list[dict[str, Any]]:
     """Row dicts, failed and quarantined first (stable: summary order within a status)."""
     valid = [dict(row) for row in rows if isinstance(row, Mapping)]
-    return sorted(valid, key=lambda row: _STATUS_ORDER.get(str(row.get("status")), 4))
+    return sorted(valid, key=lambda row: _STATUS_ORDER.get(str(row.get("status")), 5))
 
 
 # --------------------------------------------------------------------------------------------
@@ -634,6 +634,7 @@ _CSS = """
 :root{--bg:#f3f4f6;--card:#fff;--ink:#111827;--muted:#6b7280;--line:#e5e7eb;
 --done:#15803d;--done-bg:#dcfce7;--failed:#b91c1c;--failed-bg:#fee2e2;
 --skipped:#4b5563;--skipped-bg:#e5e7eb;--quarantined:#a16207;--quarantined-bg:#fef3c7;
+--interrupted:#c2410c;--interrupted-bg:#ffedd5;
 --unknown:#6b7280;--unknown-bg:#f3f4f6;--head:#111827;--head-ink:#f9fafb}
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--ink);
@@ -652,6 +653,7 @@ button.tile{cursor:pointer}button.tile:hover,button.tile.on{border-color:#9ca3af
 .tile span{font-size:12px;text-transform:uppercase;letter-spacing:.06em;color:#9ca3af}
 .tile.st-done b{color:#4ade80}.tile.st-failed b{color:#f87171}
 .tile.st-quarantined b{color:#fbbf24}.tile.st-skipped b{color:#d1d5db}
+.tile.st-interrupted b{color:#fb923c}
 .tile.muted b{color:#6b7280}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,380px),1fr));
 gap:20px;padding:24px clamp(16px,4vw,48px);max-width:1800px;margin:0 auto;align-items:start}
@@ -662,6 +664,7 @@ display:flex;flex-direction:column}
 .card.st-done{border-top-color:var(--done)}.card.st-failed{border-top-color:var(--failed)}
 .card.st-skipped{border-top-color:var(--skipped)}
 .card.st-quarantined{border-top-color:var(--quarantined)}
+.card.st-interrupted{border-top-color:var(--interrupted)}
 .card-head{display:flex;align-items:center;justify-content:space-between;gap:10px;
 padding:12px 16px}
 h2{margin:0;font:600 15px/1.3 ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace;
@@ -672,6 +675,7 @@ text-transform:uppercase;letter-spacing:.05em;background:var(--unknown-bg);color
 .pill.st-failed{background:var(--failed-bg);color:var(--failed)}
 .pill.st-skipped{background:var(--skipped-bg);color:var(--skipped)}
 .pill.st-quarantined{background:var(--quarantined-bg);color:var(--quarantined)}
+.pill.st-interrupted{background:var(--interrupted-bg);color:var(--interrupted)}
 .pill.state-finished{background:#166534;color:#dcfce7}
 .pill.state-failed,.pill.state-interrupted{background:#991b1b;color:#fee2e2}
 .pill.state-running{background:#1e40af;color:#dbeafe}
@@ -712,6 +716,7 @@ footer a{color:inherit}
 @media (prefers-color-scheme:dark){:root{--bg:#0b0f19;--card:#161b26;--ink:#e5e7eb;
 --line:#273042;--done-bg:#052e16;--failed-bg:#450a0a;--skipped-bg:#1f2937;
 --quarantined-bg:#422006;--done:#4ade80;--failed:#f87171;--quarantined:#fbbf24;
+--interrupted-bg:#431407;--interrupted:#fb923c;
 --skipped:#d1d5db}pre{color:#fecaca}.media-error{border-color:#7f1d1d}}
 """
 

@@ -9,6 +9,7 @@ once in ``__init__`` and every ``render`` call handles one row.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from .animate import StepBatcher, StreamingAnimator, StreamState, deserialize_state, serialize_state
+from .conditioning_cache import ConditioningReader, ConditioningWriter
 from .config import ModelConfig, StorageConfig, VideoConfig
 from .ledger import Ledger, RowLedger
 from .media import MediaError, VideoEncoder, VideoReader, concat_segments, load_image, mux_audio
@@ -65,6 +67,7 @@ class RowTask:
     meta: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1
     isolate: bool = False  # render without other rows on the same worker (a retry after a crash)
+    conditioning_uri: str | None = None  # cache of the driving video's pose/motion (shared by rows)
 
 
 @dataclass(frozen=True)
@@ -253,12 +256,23 @@ class RowRenderer:
                 first_frame=stream.frames_out,
                 worker=self.worker_name,
             )
+            cached = self._cached_conditioning(task, total, stack)
+            writer = None
+            if cached is not None:
+                source = cached.chunks(stream.frames_in, total)
+            else:
+                source = (chunk.frames for chunk in reader.chunks(4))
+                if task.conditioning_uri and stream.frames_in == 0 and not stream.ended:
+                    writer = ConditioningWriter(
+                        scratch / "conditioning.bin", {"video": task.driving_video}
+                    )
             self.batcher.register(stream)
             try:
                 last_report = time.monotonic()
-                chunks = _prefetch(reader.chunks(4)) if not stream.ended else iter(())
-                for chunk in chunks:
-                    sink.put(self.batcher.advance(stream, chunk.frames), stream)
+                for item in _prefetch(source) if not stream.ended else iter(()):
+                    sink.put(self.batcher.advance(stream, item), stream)
+                    if writer is not None and stream.last_observation is not None:
+                        writer.add(stream.last_observation)
                     if time.monotonic() - last_report >= self.progress_interval_s:
                         self.events(
                             RowProgress(
@@ -271,6 +285,9 @@ class RowRenderer:
             finally:
                 self.batcher.unregister(stream)
                 sink.close(stream)
+            if writer is not None:
+                self.storage.put(writer.close(), task.conditioning_uri)
+            conditioning = "cached" if cached is not None else "computed"
             self.events(
                 RowProgress(task.row_id, stream.frames_out, total, time.monotonic() - started)
             )
@@ -289,9 +306,29 @@ class RowRenderer:
             "worker": self.worker_name,
             "attempt": task.attempt,
             "resumed_from_frame": record.frames_committed,
+            "conditioning": conditioning,
         }
         _, marker = ledger.commit_row(task.row_key, str(final), meta)
         return stream.frames_out, has_audio, marker["video"]
+
+    def _cached_conditioning(
+        self, task: RowTask, total: int, stack: ExitStack
+    ) -> ConditioningReader | None:
+        """The driving video's cached pose/motion, if some row already computed all we need."""
+        uri = task.conditioning_uri
+        if not uri or not self.storage.exists(uri):
+            return None
+        local = self.storage.local_path(uri)
+        source = stack.enter_context(open(local, "rb") if local else self.storage.open(uri))
+        try:
+            reader = ConditioningReader(source)
+        except (ValueError, KeyError, json.JSONDecodeError) as err:
+            logger.warning("%s: unreadable conditioning cache (%s); computing it again", uri, err)
+            return None
+        if reader.frames < total:
+            return None  # written by a row that rendered fewer frames
+        logger.info("row %s: driving video's pose/motion from cache %s", task.row_id, uri)
+        return reader
 
     def _start_stream(
         self, task: RowTask, portrait: np.ndarray, ledger: Ledger, record: RowLedger

@@ -47,6 +47,10 @@ case "${1:-levers}" in
     bench fp16-S8-nhwc 110 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64
     bench fp16-S8-nhwc-regional 240 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false
     ;;
+  final2)
+    bench fp16-S8-nhwc 110 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64
+    bench fp16-S8-nhwc-regional 270 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false
+    ;;
   compile)
     bench fp16-S1-compile 300 model.dtype=fp16 model.streams_per_worker=1 model.compile=default job.bench.frames=96
     bench fp16-S8-compile 420 model.dtype=fp16 model.streams_per_worker=8 model.compile=default job.bench.frames=96

@@ -65,7 +65,10 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("media")
     pattern_video(folder / "gop.mp4", frames=47, rate="30000/1001", gop=12, preset="medium")
     pattern_video(
-        folder / "av.mp4", frames=50, size="96x64", audio="sine=frequency=440:sample_rate=44100"
+        folder / "av.mp4",
+        frames=50,
+        size="96x64",
+        audio="sine=frequency=440:sample_rate=44100:duration=2",
     )
     ffmpeg("-i", folder / "gop.mp4", "-c", "copy", folder / "gop.mkv")
     ffmpeg("-i", folder / "gop.mp4", "-c", "copy", folder / "gop.ts")

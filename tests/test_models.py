@@ -208,12 +208,41 @@ def test_device_face_crop_matches_the_reference_crop() -> None:
 
     generator = torch.Generator().manual_seed(0)
     base = torch.rand(6, 3, 32, 32, generator=generator) * 2 - 1
-    images = torch.nn.functional.interpolate(base, size=(512, 512), mode="bicubic", align_corners=False)
+    images = torch.nn.functional.interpolate(
+        base, size=(512, 512), mode="bicubic", align_corners=False
+    )
     boxes = torch.tensor(
-        [[100, 120, 300, 330], [0, 0, 511, 511], [200, 200, 201, 260], [10, 400, 400, 511], [300, 300, 300, 350], [50, 60, 120, 90]]
+        [
+            [100, 120, 300, 330],
+            [0, 0, 511, 511],
+            [200, 200, 201, 260],
+            [10, 400, 400, 511],
+            [300, 300, 300, 350],
+            [50, 60, 120, 90],
+        ]
     )
     exact = crop_faces(images, boxes, 224)  # CPU: the reference's per-box interpolate
     fast = _crop_faces_on_device(images, boxes, 224)
     assert fast.shape == exact.shape == (6, 3, 224, 224)
     assert (fast - exact).abs().max() < 1e-4
-    assert torch.equal(exact[4], torch.nn.functional.interpolate(images[4:5], size=(224, 224), mode="bilinear")[0])
+    assert torch.equal(
+        exact[4], torch.nn.functional.interpolate(images[4:5], size=(224, 224), mode="bilinear")[0]
+    )
+
+
+def test_tiny_decoder_is_a_switch(tiny_weights: Path, tmp_path: Path) -> None:
+    """model.vae_decoder=tiny decodes with TAESD from weights_dir/taesd; without it, a clear error."""
+    generator = torch.Generator().manual_seed(1)
+    latents = torch.randn(2, 4, 8, 8, generator=generator)
+    full = load_personalive(tiny_weights, "fp32", "cpu", architecture="tiny")
+    tiny = load_personalive(tiny_weights, "fp32", "cpu", architecture="tiny", vae_decoder="tiny")
+    with torch.no_grad():
+        full_images, tiny_images = full.decode(latents), tiny.decode(latents)
+    assert full_images.shape == tiny_images.shape == (2, 3, 64, 64)
+    assert not torch.allclose(full_images, tiny_images)
+    weights = _copy_weights(tiny_weights, tmp_path / "w")
+    import shutil
+
+    shutil.rmtree(weights / "taesd")
+    with pytest.raises(WeightsError, match=r"model\.vae_decoder=tiny needs TAESD in .*taesd"):
+        load_personalive(weights, "fp32", "cpu", architecture="tiny", vae_decoder="tiny")

@@ -86,7 +86,8 @@ def plain(text: str) -> str:
 
 def test_events_validate_their_values() -> None:
     with pytest.raises(
-        ValueError, match="row status 'ok' is not one of 'done', 'failed', 'skipped', 'quarantined'"
+        ValueError,
+        match="row status 'ok' is not one of 'done', 'failed', 'skipped', 'quarantined', 'interrupted'",
     ):
         RowFinished("r", "ok", 1, 1.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"self.skipped_rows = 5 must lie in \[0, total_rows=4\]"):
@@ -132,7 +133,13 @@ def test_tracker_counts_and_eta() -> None:
     assert tracker.eta_seconds() == pytest.approx((4.0 + 4.0) / 2)
     for event in EVENTS[7:]:
         tracker.handle(event)
-    assert tracker.counts == {"done": 2, "failed": 1, "skipped": 1, "quarantined": 0}
+    assert tracker.counts == {
+        "done": 2,
+        "failed": 1,
+        "skipped": 1,
+        "quarantined": 0,
+        "interrupted": 0,
+    }
     assert (tracker.failures, tracker.retries, tracker.state, tracker.eta_seconds()) == (
         1,
         1,
@@ -224,7 +231,8 @@ def test_plain_progress_logs_structured_lines(caplog: pytest.LogCaptureFixture) 
     )
     assert "Traceback" not in messages[6]
     assert messages[-1] == (
-        "job_finished job=demo state=finished done=1 failed=0 skipped=1 quarantined=1 frames=120 seconds=20.0"
+        "job_finished job=demo state=finished done=1 failed=0 skipped=1 quarantined=1 interrupted=0 "
+        "frames=120 seconds=20.0"
     )
     levels = [record.levelname for record in caplog.records]
     assert levels[5:7] == ["WARNING", "WARNING"]
@@ -273,6 +281,7 @@ def test_status_file_contents_over_a_job(tmp_path: Path) -> None:
             "failed": 0,
             "skipped": 1,
             "quarantined": 0,
+            "interrupted": 0,
             "active": 1,
             "pending": 1,
             "retries": 0,
@@ -469,6 +478,7 @@ def test_write_summary_json_to_path_and_writer(tmp_path: Path) -> None:
         "failed": 1,
         "skipped": 1,
         "quarantined": 0,
+        "interrupted": 0,
         "frames": 125,
         "row_seconds": 6.5,
         "fps": 19.231,

@@ -176,3 +176,43 @@ def test_a_failed_row_is_reported_and_sets_the_exit_code(
     assert summary["good"]["status"] == "done"
     assert summary["bad"]["status"] == "failed"
     assert "driving_video" in summary["bad"]["error"] and "notes.mp4" in summary["bad"]["error"]
+
+
+def test_rows_sharing_a_driving_video_reuse_its_pose_and_motion(
+    ray_local, tiny_weights, tmp_path: Path
+) -> None:
+    """The first row computes the clip's conditioning and caches it; the next reads it instead of
+    decoding the clip and running the keypoint extractor and motion encoder — same frames."""
+    import numpy as np
+
+    from pipeline.media import VideoReader
+
+    clip = pattern_video(tmp_path / "shared.mp4", frames=22, rate="25", size="96x72")
+    rows = [
+        {
+            "id": f"face{i}",
+            "portrait": str(REPO / f"manifests/media/portrait_{p}.png"),
+            "driving_video": str(clip),
+        }
+        for i, p in enumerate("ab")
+    ]
+    manifest = write_manifest(tmp_path / "shared.csv", rows)
+    one_at_a_time = ("cluster.cpu_workers=1", "model.streams_per_worker=1")
+    assert render(manifest, tmp_path / "out", tiny_weights, *one_at_a_time) == 0
+    markers = {
+        json.loads(p.read_text())["row_id"]: json.loads(p.read_text())
+        for p in (tmp_path / "out/shared/_rows").glob("*/commit.json")
+    }
+    assert sorted(m["conditioning"] for m in markers.values()) == ["cached", "computed"]
+    caches = list((tmp_path / "out/_cache/conditioning").glob("*.bin"))
+    assert len(caches) == 1
+    cached_row = next(row for row, m in markers.items() if m["conditioning"] == "cached")
+    fresh = tmp_path / "fresh"
+    assert (
+        render(manifest, fresh, tiny_weights, *one_at_a_time, "model.cache_conditioning=false") == 0
+    )
+    with_cache = outputs_by_id(tmp_path / "out/shared")[cached_row]
+    without = outputs_by_id(fresh / "shared")[cached_row]
+    assert np.array_equal(
+        np.stack(list(VideoReader(str(with_cache)))), np.stack(list(VideoReader(str(without))))
+    )

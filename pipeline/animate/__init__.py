@@ -1,12 +1,13 @@
 """PersonaLive's streaming generation algorithm (knows nothing of files or Ray)."""
 
-from ._animator import StreamingAnimator
+from ._animator import Observation, StreamingAnimator
 from ._batcher import BatchStats, StepBatcher
 from ._schedule import StaggeredSchedule
 from ._state import StreamState, deserialize_state, serialize_state
 
 __all__ = [
     "BatchStats",
+    "Observation",
     "StaggeredSchedule",
     "StepBatcher",
     "StreamState",

@@ -19,6 +19,7 @@ import hashlib
 import logging
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,6 +51,30 @@ from ._state import Chunk, StreamState, deserialize_state
 logger = logging.getLogger(__name__)
 
 Frames = torch.Tensor | np.ndarray
+
+
+@dataclass
+class Observation:
+    """What the animator takes from driving frames: each frame's head pose and motion tokens.
+
+    Computed from pixels by the keypoint extractor and the motion encoder; it can be cached and
+    handed to :meth:`StreamingAnimator.advance` instead of the frames (rows sharing a driving
+    video then skip decoding it and running both networks again).
+
+    Attributes:
+        pose: the keypoint extractor's output for ``k`` frames.
+        motion: ``(k, T, C)`` motion tokens.
+    """
+
+    pose: HeadPose
+    motion: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.motion.shape[0])
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> Observation:
+        fields = {k: v.to(device, dtype) for k, v in vars(self.pose).items()}
+        return Observation(HeadPose(**fields), self.motion.to(device, dtype))
 
 
 class StreamingAnimator:
@@ -177,14 +202,16 @@ class StreamingAnimator:
 
     @torch.no_grad()
     def advance(
-        self, streams: Sequence[StreamState], frames: Sequence[Frames | None]
+        self, streams: Sequence[StreamState], frames: Sequence[Frames | Observation | None]
     ) -> list[torch.Tensor]:
         """One denoising call for several streams at once.
 
         Args:
             streams: states from :meth:`fuse_reference` / :meth:`restore`, none of them done.
             frames: per stream, uint8 ``(k, H, W, 3)`` driving frames with 1 ≤ k ≤ 4 — fewer than
-                4 marks that stream's last chunk — or ``None`` once its input has ended (flush).
+                4 marks that stream's last chunk — or their :class:`Observation` (cached), or
+                ``None`` once its input has ended (flush). Each stream's observation of this
+                call is left in ``stream.last_observation``.
 
         Returns:
             Per stream, the output frames finished by this call: ``(n, H, W, 3)`` uint8 (or float
@@ -195,10 +222,11 @@ class StreamingAnimator:
                 f"advance() needs one frames entry per stream; got {len(streams)} streams, {len(frames)}"
             )
         driving = [self._accept(stream, chunk) for stream, chunk in zip(streams, frames)]
-        observations = self._observe([d for d in driving if d is not None])
+        computed = self._observe([d for d in driving if isinstance(d, torch.Tensor)])
         new_chunks = []
-        for stream, pixels in zip(streams, driving):
-            observed = observations.pop(0) if pixels is not None else None
+        for stream, given in zip(streams, driving):
+            observed = computed.pop(0) if isinstance(given, torch.Tensor) else given
+            stream.last_observation = observed
             new_chunks.append(self._enter_chunk(stream, observed))
         distances = [self._keyframe_distance(stream) for stream in streams]
         emitted = self._denoise(streams, new_chunks, distances)
@@ -206,8 +234,10 @@ class StreamingAnimator:
 
     # ------------------------------------------------------------------ steps of a call
 
-    def _accept(self, stream: StreamState, chunk: Frames | None) -> torch.Tensor | None:
-        """Validate a stream's input for this call and convert it to signed pixels."""
+    def _accept(
+        self, stream: StreamState, chunk: Frames | Observation | None
+    ) -> torch.Tensor | Observation | None:
+        """Validate a stream's input for this call; pixels become signed tensors."""
         if stream.done:
             raise ValueError(f"stream {stream.stream_id!r} is finished; start a new one")
         if chunk is None or len(chunk) == 0:
@@ -218,15 +248,17 @@ class StreamingAnimator:
             return None
         if stream.ended:
             raise ValueError(f"stream {stream.stream_id!r} already received its last chunk")
+        if isinstance(chunk, Observation):
+            if not 1 <= len(chunk) <= self.schedule.chunk_frames:
+                raise ValueError(f"an observation chunk must hold 1..4 frames; got {len(chunk)}")
+            return chunk.to(self.models.device, self.models.dtype)
         size = self.resolution
         shape = tuple(chunk.shape)
         if not 1 <= shape[0] <= self.schedule.chunk_frames or shape[1:] != (size, size, 3):
             raise ValueError(f"driving chunk must be (1..4, {size}, {size}, 3) uint8; got {shape}")
         return frames_to_signed(chunk, self.models.device)
 
-    def _observe(
-        self, batches: list[torch.Tensor]
-    ) -> list[tuple[HeadPose, torch.Tensor, torch.Tensor]]:
+    def _observe(self, batches: list[torch.Tensor]) -> list[Observation]:
         """Head pose and motion tokens of every new driving frame (all streams in one batch)."""
         if not batches:
             return []
@@ -242,19 +274,17 @@ class StreamingAnimator:
         results, start = [], 0
         for batch in batches:
             end = start + batch.shape[0]
-            results.append((pose.index(slice(start, end)), motion[start:end], pixels[start:end]))
+            results.append(Observation(pose.index(slice(start, end)), motion[start:end]))
             start = end
         return results
 
-    def _enter_chunk(
-        self, stream: StreamState, observed: tuple[HeadPose, torch.Tensor, torch.Tensor] | None
-    ) -> Chunk:
+    def _enter_chunk(self, stream: StreamState, observed: Observation | None) -> Chunk:
         """Build this call's newest chunk (real frames, or mirrored padding) for one stream."""
         chunk_frames = self.schedule.chunk_frames
         start = stream.chunks[-1].start + chunk_frames if stream.chunks else 0
         real = 0
         if observed is not None:
-            pose, motion, _ = observed
+            pose, motion = observed.pose, observed.motion
             first_call = stream.first_pose is None
             if first_call:
                 stream.first_pose = pose.index(0)
@@ -417,7 +447,7 @@ class StreamingAnimator:
             counts.append(count)
         outputs: list[torch.Tensor] = []
         if sum(counts):
-            images = self.models.vae.decode(torch.cat(selected) * (1 / self._scaling)).sample
+            images = self.models.decode(torch.cat(selected))  # the VAE, or TAESD when chosen
             frames = signed_to_output(images, self.config.output_dtype)
             outputs = list(torch.split(frames, counts))
         else:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._animator import StreamingAnimator
+from ._animator import Observation, StreamingAnimator
 from ._state import StreamState
 
 logger = logging.getLogger(__name__)
@@ -122,6 +122,12 @@ class StepBatcher:
         if stream.done:
             raise ValueError(f"stream {stream.stream_id!r} is finished")
         if frames is None or len(frames) == 0:
+            return
+        if isinstance(frames, Observation):
+            if stream.ended or not 1 <= len(frames) <= 4:
+                raise ValueError(
+                    f"stream {stream.stream_id!r}: bad observation chunk of {len(frames)} frames"
+                )
             return
         size = self.animator.resolution
         shape = tuple(frames.shape)

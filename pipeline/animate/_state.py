@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -67,6 +68,7 @@ class StreamState:
     history: deque[tuple[int, torch.Tensor, torch.Tensor]] = field(
         default_factory=lambda: deque(maxlen=16)
     )
+    last_observation: Any = None  # the Observation of the frames the last call took (not saved)
 
     @property
     def ended(self) -> bool:

@@ -126,10 +126,10 @@ class PersonaLiveModels:
         if compile_mode == "regional":
             self._compile_regions()
         elif compile_mode != "none":
-            import torch._dynamo  # noqa: PLC0415
+            from torch import _dynamo  # noqa: PLC0415 - `import torch._dynamo` would shadow torch here
 
             # one graph per stream count and bank length (keyframes 0..3): allow the recompiles
-            config = torch._dynamo.config
+            config = _dynamo.config
             config.cache_size_limit = max(config.cache_size_limit, 64)
             config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 512)
             mode = None if compile_mode == "default" else compile_mode
@@ -185,9 +185,8 @@ def build_models(
     motion_encoder = MotionEncoder(**sizes.motion_encoder)
     frame_kwargs = dict(sizes.frame_modules)
     frame_kwargs.setdefault("motion_token_dim", motion_encoder.config.token_dim)
-    vae_kwargs = {k: v for k, v in vae_config.items() if not k.startswith("_")}
     return PersonaLiveModels(
-        vae=AutoencoderKL(**vae_kwargs),
+        vae=AutoencoderKL.from_config(vae_config),
         image_encoder=CLIPVisionModelWithProjection(clip),
         reference_unet=ReferenceUNet(**unet_kwargs),
         denoising_unet=DenoisingUNet(**unet_kwargs, **frame_kwargs),

@@ -283,9 +283,8 @@ def _load_taesd(folder: Path):
             f"model.vae_decoder=tiny needs TAESD in {folder} (config.json and diffusion_pytorch_model.safetensors); "
             "run `python run.py job=fetch_weights` or use model.vae_decoder=full"
         )
-    kwargs = {k: v for k, v in read_json(config).items() if not k.startswith("_")}
     with init_empty_weights():
-        decoder = AutoencoderTiny(**kwargs)
+        decoder = AutoencoderTiny.from_config(read_json(config))
     load_strict(decoder, read_state_dict(weights), str(weights))
     return decoder
 
@@ -415,8 +414,33 @@ def save_random_weights(
     _atomic_torch_save(
         _legacy_vae_state(models.vae.state_dict()), root / VAE_DIR / "diffusion_pytorch_model.bin"
     )
+    _save_random_taesd(root / TAESD_DIR, architecture)
     logger.info("wrote random %s weights (seed %d) to %s", architecture, seed, root)
     return root
+
+
+TINY_TAESD_CONFIG: dict[str, Any] = {
+    "encoder_block_out_channels": [8, 8, 8, 8],
+    "decoder_block_out_channels": [8, 8, 8, 8],
+    "num_encoder_blocks": [1, 1, 1, 1],
+    "num_decoder_blocks": [1, 1, 1, 1],
+    "latent_channels": 4,
+}
+
+
+def _save_random_taesd(folder: Path, architecture: str) -> None:
+    """The optional tiny decoder (``model.vae_decoder=tiny``), in diffusers' layout."""
+    from diffusers import AutoencoderTiny  # noqa: PLC0415
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    sizes = TINY_TAESD_CONFIG if architecture == "tiny" else {}
+    decoder = AutoencoderTiny(**sizes)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"_class_name": "AutoencoderTiny", **sizes}
+    _atomic_write_text(folder / "config.json", json.dumps(config, default=list, indent=2))
+    temp = folder / "diffusion_pytorch_model.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(temp))
+    os.replace(temp, folder / "diffusion_pytorch_model.safetensors")
 
 
 def _plausible_keypoint_head(models: PersonaLiveModels, seed: int) -> None:
