@@ -20,7 +20,15 @@ import stat
 from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
-from pipeline.storage import NotFound, PutResult, Source, StorageError, _iter_source, _local_path
+from pipeline.storage import (
+    DiskFull,
+    NotFound,
+    PutResult,
+    Source,
+    StorageError,
+    _iter_source,
+    _local_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +52,28 @@ def _temp_path(dest: str) -> str:
     return os.path.join(folder, f".{name[:_MAX_TEMP_STEM]}.{secrets.token_hex(8)}{_TEMP_SUFFIX}")
 
 
+# errno -> (what happened, what to do) for a file system that cannot take more data
+_FULL = {
+    errno.ENOSPC: ("no space left on device", "free space or choose another storage.output_root"),
+    errno.EDQUOT: (
+        "disk quota exceeded",
+        "free space, raise the quota or choose another storage.output_root",
+    ),
+    errno.EFBIG: (
+        "file too large (a file-size limit such as `ulimit -f`, or the file system's largest file)",
+        "raise the limit or choose another storage.output_root",
+    ),
+}
+
+
 def _os_error(action: str, path: str, err: OSError) -> StorageError:
-    """A `StorageError` for a failed file-system call, with what to check."""
+    """A `StorageError` for a failed file-system call, with what to check (`DiskFull` when the
+    file system is out of space, quota or file size, whatever the call was)."""
+    if err.errno in _FULL:
+        what, fix = _FULL[err.errno]
+        return DiskFull(f"{what} writing {path}; {fix}", uri=path, reason=what)
     reason = err.strerror or type(err).__name__
     hint = {
-        errno.ENOSPC: "; the disk is full",
         errno.EACCES: "; check the permissions of the folder",
         errno.EROFS: "; the file system is read-only",
         errno.EISDIR: "; a folder has that name",
@@ -145,9 +170,14 @@ def write_atomically(
     except OSError as err:
         raise _os_error("create a temp file for", dest, err) from err
     try:
-        with os.fdopen(fd, "wb") as handle:
+        handle = os.fdopen(fd, "wb")
+        try:
             result = fill(handle)
             _flush_and_sync(handle, dest)
+        except BaseException:
+            _close_quietly(handle)  # its unwritten bytes go with the temp file
+            raise
+        _close(handle, dest)
         committed = _commit(temp, dest, exclusive=exclusive)
     except BaseException:
         _unlink_quietly(temp)
@@ -156,6 +186,23 @@ def write_atomically(
         _unlink_quietly(temp)
     fsync_dir(folder)
     return committed, result
+
+
+def _close(handle: BinaryIO, dest: str) -> None:
+    """Close a temp file whose data is flushed; a failure is a `StorageError` about ``dest``."""
+    try:
+        handle.close()
+    except OSError as err:
+        raise _os_error("write", dest, err) from err
+
+
+def _close_quietly(handle: BinaryIO) -> None:
+    """Close a temp file that is being abandoned: flushing its buffer may fail again (a full
+    disk), which must not hide the error that made us abandon it."""
+    try:
+        handle.close()
+    except OSError as err:
+        logger.debug("closing an abandoned temp file failed: %s", err)
 
 
 def _flush_and_sync(handle: BinaryIO, dest: str) -> None:

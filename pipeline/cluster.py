@@ -9,6 +9,11 @@
   (``max_restarts``) and its row goes back to the queue; a row that has killed its worker
   ``poison_after`` times is quarantined instead of looping; a row failure marked retryable
   (transient storage errors) is retried up to ``row_retries`` times; other failures are final.
+* Stopping (``should_stop``, set by SIGINT/SIGTERM on the driver): no row starts any more, rows
+  still queued and rows being rendered end "interrupted", and closing the pool kills the workers.
+  That loses nothing committed: segments and rows are committed with markers written last, so a
+  killed worker leaves at most an unmarked upload that a rerun ignores, and the rerun resumes
+  each interrupted row from its last committed segment.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from .worker import RenderWorker, RowOutcome, RowTask
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+INTERRUPTED_RENDERING = "job interrupted while this row was rendering"
+INTERRUPTED_WAITING = "job interrupted before this row started"
 
 
 @dataclass
@@ -103,6 +110,13 @@ class RenderPool:
         self._started: set[tuple[str, int]] = set()  # (row, attempt) a worker reported starting
 
     def __enter__(self) -> RenderPool:
+        try:
+            return self._start()
+        except BaseException:  # a failed or interrupted start must not leave Ray running
+            self.__exit__()
+            raise
+
+    def _start(self) -> RenderPool:
         import ray  # noqa: PLC0415
         from ray.util.queue import Queue  # noqa: PLC0415
 
@@ -131,6 +145,8 @@ class RenderPool:
     def __exit__(self, *exc: object) -> None:
         import ray  # noqa: PLC0415
 
+        if not ray.is_initialized():
+            return
         for slot in self.slots:
             try:
                 ray.kill(slot.actor, no_restart=True)
@@ -157,8 +173,9 @@ class RenderPool:
             tasks: rows to render (each submitted once a worker is free).
             on_event: receives worker progress events and retry notices, in arrival order.
             on_outcome: receives each row's final :class:`RowOutcome` and its attempt count.
-            should_stop: polled between results; when it returns True no new rows start and the
-                rows already running finish.
+            should_stop: polled between results (about every ``poll_seconds``); when it returns
+                True no new row starts, every row without a verdict yet ends "interrupted"
+                (see `_stop`) and this method returns; the workers are killed when the pool closes.
         """
         import ray  # noqa: PLC0415
         from ray.exceptions import RayActorError, RayTaskError  # noqa: PLC0415
@@ -171,14 +188,8 @@ class RenderPool:
         crashes: dict[str, int] = {}
         while pending or inflight:
             if should_stop():
-                for task in pending:
-                    on_outcome(
-                        RowOutcome(
-                            task.row_id, "failed", error="job interrupted before this row started"
-                        ),
-                        0,
-                    )
-                pending.clear()
+                self._stop(pending, inflight, on_outcome)
+                break
             self._dispatch(pending, inflight, capacity)
             if not inflight:
                 if pending and any(slot.alive for slot in self.slots):
@@ -252,6 +263,32 @@ class RenderPool:
                 on_outcome(outcome, task.attempt)
         self._drain_events(on_event)
 
+    def _stop(
+        self,
+        pending: deque,
+        inflight: dict[Any, tuple[_Slot, RowTask]],
+        on_outcome: Callable[[RowOutcome, int], None],
+    ) -> None:
+        """Give every row without a verdict its last one: a result already back counts as it is
+        (no retry now), every other row is "interrupted"."""
+        import ray  # noqa: PLC0415
+
+        refs = list(inflight)
+        finished = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) if refs else set()
+        for ref, (_slot, task) in inflight.items():
+            outcome = _returned_outcome(ref) if ref in finished else None
+            if outcome is None:
+                outcome = RowOutcome(task.row_id, "interrupted", error=INTERRUPTED_RENDERING)
+            on_outcome(outcome, task.attempt)
+        for task in pending:
+            waiting = RowOutcome(task.row_id, "interrupted", error=INTERRUPTED_WAITING)
+            on_outcome(waiting, task.attempt - 1)
+        logger.warning(
+            "stopped: %d row(s) were rendering, %d had not started", len(inflight), len(pending)
+        )
+        inflight.clear()
+        pending.clear()
+
     def _dispatch(self, pending: deque, inflight: dict, capacity: int) -> None:
         """Hand pending rows to workers with room: up to ``capacity`` rows each (rendered together),
         an isolated row (a retry after a crash) only to a worker with nothing else to do."""
@@ -293,17 +330,46 @@ class RenderPool:
                 on_event(event)
 
 
+def _returned_outcome(ref: Any) -> RowOutcome | None:
+    """The outcome a finished render call returned; None when the call failed (worker died)."""
+    import ray  # noqa: PLC0415
+
+    try:
+        return ray.get(ref, timeout=0)
+    except Exception as err:  # noqa: BLE001 - any failure of the call: the row has no result
+        logger.debug("a render call ended without a result: %s", _first_line(err))
+        return None
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
 
 
-def describe_workers(pool: RenderPool, timeout_s: float = 600.0) -> list[dict[str, Any]]:
-    """Wait for every worker to finish loading and return what each reports (device, dtype, pid)."""
+def describe_workers(
+    pool: RenderPool,
+    timeout_s: float = 600.0,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> list[dict[str, Any]]:
+    """Wait for every worker to finish loading and return what each reports (device, dtype, pid).
+
+    Returns an empty list, without waiting longer, as soon as ``should_stop()`` is True. A worker
+    whose model failed to load raises its error here; ``ray.exceptions.GetTimeoutError`` after
+    ``timeout_s``.
+    """
     import ray  # noqa: PLC0415
 
     started = time.monotonic()
-    described = ray.get([slot.actor.describe.remote() for slot in pool.slots], timeout=timeout_s)
+    deadline = started + timeout_s
+    refs = [slot.actor.describe.remote() for slot in pool.slots]
+    while time.monotonic() < deadline:
+        if should_stop():
+            logger.info("stop requested while the workers were loading the model")
+            return []
+        wait_s = min(pool.poll_seconds, max(0.0, deadline - time.monotonic()))
+        if not ray.wait(refs, num_returns=len(refs), timeout=wait_s)[1]:
+            break
+    described = ray.get(refs, timeout=max(0.0, deadline - time.monotonic()))
     logger.info("workers ready in %.1f s", time.monotonic() - started)
     return described
 

@@ -110,6 +110,11 @@ class S3Config:
     multipart_threshold_mb: int = 64  # uploads bigger than this go multipart
     multipart_chunksize_mb: int = 16  # part size of multipart uploads
     max_attempts: int = 5  # attempts per request on transient errors (exponential backoff)
+    retry_mode: str = (
+        "standard"  # botocore retry mode: "standard" or "adaptive" (client-side rate limiting)
+    )
+    checksum: str = "sha256"  # upload verification: "sha256" (flexible checksums) or "md5" (stores without them)
+    read_block_mb: int = 8  # size of the ranged GETs that stream S3 inputs (driving videos)
     connect_timeout_s: float = 10.0  # connection timeout per request
     read_timeout_s: float = 60.0  # read timeout per request
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 # one console for logs and progress bars, so log lines print above the bars instead of through them
-CONSOLE = Console(stderr=True)
+CONSOLE = Console(stderr=True, soft_wrap=True)  # soft wrap: long paths stay on one (greppable) line
 
 _NOISY = (
     "ray",

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from pipeline.config import StorageConfig
 
 __all__ = [
+    "DiskFull",
     "NotFound",
     "PutResult",
     "Source",
@@ -75,6 +76,19 @@ class StorageError(RuntimeError):
 
 class NotFound(StorageError):
     """The object or file does not exist."""
+
+
+class DiskFull(StorageError):
+    """A local file system took no more data: no space left (ENOSPC), quota exceeded (EDQUOT)
+    or a file-size limit reached (EFBIG). Nothing partial is left under the destination name.
+
+    Attributes:
+        reason: what happened, e.g. "no space left on device".
+    """
+
+    def __init__(self, message: str, *, uri: str | None = None, reason: str = "") -> None:
+        super().__init__(message, uri=uri)
+        self.reason = reason
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,11 +394,14 @@ class Storage:
         self,
         cfg: StorageConfig,
         *,
-        retry_mode: Literal["standard", "adaptive"] = "standard",
-        checksum: Literal["sha256", "md5"] = "sha256",
-        read_block_bytes: int = 8 * MiB,
+        retry_mode: Literal["standard", "adaptive"] | None = None,
+        checksum: Literal["sha256", "md5"] | None = None,
+        read_block_bytes: int | None = None,
         backoff_base_s: float = 0.2,
     ) -> None:
+        retry_mode = retry_mode or cfg.s3.retry_mode  # type: ignore[assignment]
+        checksum = checksum or cfg.s3.checksum  # type: ignore[assignment]
+        read_block_bytes = read_block_bytes or cfg.s3.read_block_mb * MiB
         _validate(cfg, retry_mode, checksum)
         if read_block_bytes < 1:
             raise StorageError(f"read_block_bytes={read_block_bytes} is invalid; it must be >= 1")
@@ -488,7 +505,16 @@ class Storage:
 
     def download(self, uri: str, local_path: str | os.PathLike[str]) -> None:
         """Copy the object to ``local_path`` atomically (complete file or nothing)."""
-        self._backend(uri).download(uri, _local_path(os.fspath(local_path)))
+        dest = _local_path(os.fspath(local_path))
+        try:
+            self._backend(uri).download(uri, dest)
+        except DiskFull as err:  # a local copy (scratch), not the output root: say so
+            raise DiskFull(
+                f"{err.reason} writing {dest} (a local copy of {uri}); free space on that disk "
+                "(render workers keep their scratch files under TMPDIR)",
+                uri=dest,
+                reason=err.reason,
+            ) from err
 
     # -- writing -------------------------------------------------------------------------------
 
