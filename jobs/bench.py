@@ -184,33 +184,10 @@ def make_inputs(folder: Path, streams: int, frames: int, size: int, rate: int) -
     return BenchInputs(portraits, videos, frames)
 
 
-def count_flops(animator: StreamingAnimator, inputs: BenchInputs, streams: int) -> float:
-    """FLOPs of one steady-state call (eager), per output frame."""
-    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
-
-    from pipeline.media import VideoReader, load_image  # noqa: PLC0415
-
-    states = [
-        animator.fuse_reference(load_image(str(p)), seed=i)
-        for i, p in enumerate(inputs.portraits[:streams])
-    ]
-    chunks = [
-        next(VideoReader(str(v), size=animator.resolution).chunks(4)).frames
-        for v in inputs.videos[:streams]
-    ]
-    for _ in range(4):  # past the warm-up call
-        animator.advance(states, chunks)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        emitted = animator.advance(states, chunks)
-    frames = sum(int(o.shape[0]) for o in emitted)
-    return counter.get_total_flops() / max(1, frames)
-
-
-def profile_calls(
-    animator: StreamingAnimator, inputs: BenchInputs, streams: int, calls: int = 2
-) -> str:
-    """Where the time of ``calls`` steady-state calls goes: the top operators by device time."""
+def _steady_streams(
+    animator: StreamingAnimator, inputs: BenchInputs, streams: int
+) -> tuple[list, list]:
+    """``streams`` fused streams past their warm-up call, and a chunk of driving frames each."""
     from pipeline.media import VideoReader, load_image  # noqa: PLC0415
 
     states = [
@@ -223,6 +200,27 @@ def profile_calls(
     ]
     for _ in range(4):
         animator.advance(states, chunks)
+    return states, chunks
+
+
+def count_flops(animator: StreamingAnimator, inputs: BenchInputs, streams: int) -> float:
+    """FLOPs of one steady-state call (eager), per output frame."""
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+
+    states, chunks = _steady_streams(animator, inputs, streams)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        emitted = animator.advance(states, chunks)
+    frames = sum(int(o.shape[0]) for o in emitted)
+    return counter.get_total_flops() / max(1, frames)
+
+
+def profile_calls(
+    animator: StreamingAnimator, inputs: BenchInputs, streams: int, calls: int = 2
+) -> str:
+    """Where the time of ``calls`` steady-state calls goes: the top operators by device time."""
+
+    states, chunks = _steady_streams(animator, inputs, streams)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if animator.models.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)

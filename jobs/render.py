@@ -2,19 +2,32 @@
 
 Steps: validate every row (all problems reported together, bad rows fail with their reason),
 make sure the weights are there, start the Ray worker pool, hand rows out as workers free up,
-show progress, write the summary. Exit code 0 when every row rendered, 1 when any failed,
-2 when the job could not run at all.
+show progress, write the summary.
+
+Exit codes: 0 every row rendered (or was already), 1 some row failed or was quarantined, 2 the job
+could not run at all, 3 the rows ran but summary.json could not be written (stderr says why),
+128 + N when stopped by signal N: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
+
+SIGINT and SIGTERM drain the job (`StopSignals`): no new row starts, the rows being rendered stop
+at once (their committed segments stay; a rerun of the same job resumes them), every unfinished
+row is "interrupted" in the summary, and the summary, status.json and the report are written. A
+second signal stops at once, a third kills the process.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
+from types import FrameType
+from typing import Any
 
 from omegaconf import DictConfig
 
-from pipeline.cluster import RenderPool, describe_workers
+from pipeline.cluster import INTERRUPTED_RENDERING, RenderPool, describe_workers
 from pipeline.ledger import Ledger, content_hash
 from pipeline.logs import CONSOLE
 from pipeline.models import WeightsError, ensure_random_weights, missing_files
@@ -30,7 +43,7 @@ from pipeline.progress import (
     write_summary_json,
 )
 from pipeline.report import write_report
-from pipeline.storage import Storage, join
+from pipeline.storage import Storage, StorageError, join
 from pipeline.validate import validate_manifest
 from pipeline.worker import RowOutcome, RowTask
 
@@ -40,14 +53,114 @@ from ._common import config_tree, config_yaml, job_name, output_folder, require_
 logger = logging.getLogger(__name__)
 
 
+EXIT_FAILED_ROWS = 1
+EXIT_UNUSABLE = 2
+EXIT_NO_SUMMARY = 3
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: the job stops at once, wherever the driver is."""
+
+
+class StopSignals:
+    """SIGINT and SIGTERM ask the job to stop.
+
+    The first signal only records the request (`requested`; the render loop drains the job), the
+    second raises `JobInterrupted` in the driver's main thread, and after that the default action
+    applies (a third signal kills the process). A context manager: the handlers are installed on
+    entry and the previous ones restored on exit; only the main thread can install them.
+    """
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None  # the first stop signal received
+        self._received = 0
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        """Whether the job was asked to stop."""
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number (the shell's convention): 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + int(self.signum or 0)
+
+    def request(self, signum: int) -> None:
+        """Record a stop request as if ``signum`` had been received (once)."""
+        if self.signum is None:
+            self.signum = signum
+
+    def install(self) -> None:
+        """(Re)install the handlers; call again after code that replaces them (``ray.init``
+        installs its own SIGTERM handler)."""
+        if threading.current_thread() is not threading.main_thread():
+            logger.debug("not the main thread: SIGINT/SIGTERM keep their current handlers")
+            return
+        for signum in self.signals:
+            previous = signal.signal(signum, self._handle)
+            self._previous.setdefault(signum, previous)
+
+    def __enter__(self) -> StopSignals:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self._received += 1
+        name = signal.Signals(signum).name
+        if self._received == 1:
+            self.request(signum)
+            logger.warning(
+                "%s received: stopping. No new row starts; rows being rendered stop now and keep "
+                "their committed segments (rerun the same job to resume them); the summary is "
+                "written next. Send %s again to stop at once.",
+                name,
+                name,
+            )
+            return
+        for each in self.signals:  # a third signal gets the default action: the process dies
+            signal.signal(each, signal.SIG_DFL)
+        logger.error("second stop signal (%s): stopping at once", name)
+        raise JobInterrupted(name)
+
+
 def run(cfg: DictConfig) -> int:
+    """Render every row of the manifest ``cfg.manifest``; return the exit code (module docstring)."""
     settings = typed(cfg)
     manifest_uri = require_manifest(settings)
+    CONSOLE.print(config_tree(cfg))
+    with StopSignals() as stop:
+        try:
+            return _run(cfg, settings, manifest_uri, stop)
+        except JobInterrupted:
+            stop.request(signal.SIGINT)
+            logger.error(
+                "stopped at once: the summary of this run may be missing; committed rows and "
+                "segments are kept (rerun the same job to resume)"
+            )
+            return stop.exit_code
+
+
+def _run(cfg: DictConfig, settings, manifest_uri: str, stop: StopSignals) -> int:
     name = job_name(settings)
     storage = Storage(settings.storage)
     out = output_folder(settings)
-    CONSOLE.print(config_tree(cfg))
-    storage.put(config_yaml(cfg), join(out, "config.yaml"))
+    try:
+        storage.put(config_yaml(cfg), join(out, "config.yaml"))
+    except StorageError as err:
+        logger.error("cannot write to the output folder %s: %s; nothing was rendered", out, err)
+        return EXIT_UNUSABLE
 
     validation = validate_manifest(
         manifest_uri,
@@ -62,7 +175,7 @@ def run(cfg: DictConfig) -> int:
         CONSOLE.print(report.problems_table())
     if validation.structural:
         logger.error("the manifest %s cannot be used; nothing was rendered", manifest_uri)
-        return 2
+        return EXIT_UNUSABLE
     _prepare_weights(settings)
 
     results: list[RowResult] = []
@@ -71,7 +184,11 @@ def run(cfg: DictConfig) -> int:
         results.append(RowResult(label, "failed", 0, 0.0, 0.0, error=f"invalid input: {message}"))
 
     ledger = Ledger(storage, out)
-    tasks, skipped = _plan(settings, storage, ledger, [media.row for media in validation.ready])
+    try:
+        tasks, skipped = _plan(settings, storage, ledger, [media.row for media in validation.ready])
+    except StorageError as err:
+        logger.error("cannot read the inputs or earlier results of job %s: %s", name, err)
+        return EXIT_UNUSABLE
     results.extend(skipped)
     reporter = MultiReporter(
         [
@@ -95,31 +212,67 @@ def run(cfg: DictConfig) -> int:
             )
         )
     started = time.monotonic()
-    state = "finished"
+    if tasks and not stop.requested:
+        results.extend(_render(settings, tasks, reporter, stop, ledger))
+    results.extend(_without_verdict(tasks, results, reporter))
+    state = "interrupted" if stop.requested else "finished"
+    reporter.handle(JobFinished(state, time.monotonic() - started))
+    reporter.close()
+    document = _write_summary(results, storage, out, name)
+    if document is not None:
+        try:
+            write_report(out, storage, summary=document)
+        except Exception as err:  # noqa: BLE001 - the report is a convenience; never the job's result
+            logger.warning("could not write the job report in %s: %s", out, err)
+    return _exit_code(results, stop, summary_written=document is not None)
+
+
+def _without_verdict(
+    tasks: list[RowTask], results: list[RowResult], reporter: MultiReporter
+) -> list[RowResult]:
+    """An "interrupted" result for every row the render loop gave no verdict (the job stopped
+    before it got there, or was stopped at once)."""
+    known = {result.row_id for result in results}
+    missing = []
+    for task in tasks:
+        if task.row_id in known:
+            continue
+        error = "job interrupted before this row had a result; rerun the same job to render it"
+        missing.append(RowResult(task.row_id, "interrupted", 0, 0.0, 0.0, error=error))
+        reporter.handle(RowFinished(task.row_id, "interrupted", error=error))
+    return missing
+
+
+def _write_summary(
+    results: list[RowResult], storage: Storage, out: str, name: str
+) -> dict[str, Any] | None:
+    """Print the summary table and write summary.json; None (and an error on stderr) when it
+    cannot be written."""
+    data: list[bytes] = []
+    document = write_summary_json(results, data.append, job_name=name)
+    CONSOLE.print(summary_table(results, title=f"{name}: {document['totals']}"))
+    uri = join(out, "summary.json")
     try:
-        if tasks:
-            results.extend(_render(settings, tasks, reporter))
-    except KeyboardInterrupt:
-        state = "interrupted"
-        raise
-    finally:
-        reporter.handle(
-            JobFinished(
-                "finished" if state == "finished" else "interrupted", time.monotonic() - started
-            )
+        storage.put(data[0], uri)
+    except StorageError as err:
+        logger.error(
+            "could not write the job summary %s: %s. The table above is this run's only record; "
+            "rows committed so far stay committed (a rerun of the same job skips them)",
+            uri,
+            err,
         )
-        reporter.close()
-        document = write_summary_json(
-            results, lambda data: storage.put(data, join(out, "summary.json")), job_name=name
-        )
-        CONSOLE.print(summary_table(results, title=f"{name}: {document['totals']}"))
-    try:
-        write_report(out, storage, summary=document)
-    except Exception as err:  # noqa: BLE001 - the report is a convenience; never the job's result
-        logger.warning("could not write the job report in %s: %s", out, err)
-    failed = [r for r in results if r.status in ("failed", "quarantined")]
-    logger.info("summary: %s", join(out, "summary.json"))
-    return 1 if failed else 0
+        return None
+    logger.info("summary: %s", uri)
+    return document
+
+
+def _exit_code(results: list[RowResult], stop: StopSignals, *, summary_written: bool) -> int:
+    if stop.requested:
+        return stop.exit_code
+    if not summary_written:
+        return EXIT_NO_SUMMARY
+    failed = any(result.status in ("failed", "quarantined") for result in results)
+    return EXIT_FAILED_ROWS if failed else 0
 
 
 def _plan(
@@ -259,18 +412,31 @@ def _prepare_weights(settings) -> None:
         )
 
 
-def _render(settings, tasks: list[RowTask], reporter) -> list[RowResult]:
+def _render(
+    settings, tasks: list[RowTask], reporter, stop: StopSignals, ledger: Ledger
+) -> list[RowResult]:
+    """Render ``tasks`` on a worker pool; the results of the rows that got a verdict.
+
+    A stop request drains the pool (see `RenderPool.run`); a second signal (`JobInterrupted`)
+    leaves it at once. Either way the pool is closed: its workers killed, the embedded Ray shut
+    down.
+    """
     results: list[RowResult] = []
+    by_id = {task.row_id: task for task in tasks}
 
     def on_outcome(outcome: RowOutcome, attempts: int) -> None:
-        status = outcome.status if outcome.status in ("done", "failed", "quarantined") else "failed"
+        known = ("done", "failed", "quarantined", "interrupted")
+        status = outcome.status if outcome.status in known else "failed"
+        error = outcome.error
+        if status == "interrupted":
+            error = _interrupted_reason(outcome.error or "", ledger, by_id[outcome.row_id])
         result = RowResult(
             outcome.row_id,
             status,
             outcome.frames,
             round(outcome.seconds, 2),
             round(outcome.fps, 2),
-            error=outcome.error,
+            error=error,
             output=outcome.output,
             attempts=max(1, attempts),
             worker=outcome.worker,
@@ -282,21 +448,51 @@ def _render(settings, tasks: list[RowTask], reporter) -> list[RowResult]:
                 status,
                 frames=outcome.frames,
                 seconds=outcome.seconds,
-                error=outcome.error,
+                error=error,
                 output=outcome.output,
                 attempts=max(1, attempts),
             )
         )
 
-    with RenderPool(settings.cluster, settings.model, settings.video, settings.storage) as pool:
-        try:
-            describe_workers(pool)
-        except Exception as err:  # noqa: BLE001 - a worker that cannot load the model stops the job
-            cause = getattr(err, "cause", None) or err
-            if isinstance(cause, WeightsError):
-                raise ConfigError(str(cause)) from err
-            raise ConfigError(
-                f"render workers could not start: {str(cause).strip().splitlines()[-1]}"
-            ) from err
-        pool.run(tasks, reporter.handle, on_outcome)
+    try:
+        with RenderPool(settings.cluster, settings.model, settings.video, settings.storage) as pool:
+            stop.install()  # ray.init replaced the SIGTERM handler
+            _start_workers(pool, lambda: stop.requested)
+            pool.run(tasks, reporter.handle, on_outcome, should_stop=lambda: stop.requested)
+    except JobInterrupted:
+        logger.warning("stopped at once; the workers were killed")
+    except SystemExit as err:  # ray.init's own SIGTERM handler, active while Ray starts
+        if err.code != signal.SIGTERM:
+            raise
+        stop.request(signal.SIGTERM)
     return results
+
+
+def _start_workers(pool: RenderPool, should_stop: Callable[[], bool]) -> None:
+    """Wait for the workers to load the model; a worker that cannot stops the job (`ConfigError`)."""
+    try:
+        describe_workers(pool, should_stop=should_stop)
+    except Exception as err:  # noqa: BLE001 - a worker that cannot load the model stops the job
+        cause = getattr(err, "cause", None) or err
+        if isinstance(cause, WeightsError):
+            raise ConfigError(str(cause)) from err
+        raise ConfigError(
+            f"render workers could not start: {str(cause).strip().splitlines()[-1]}"
+        ) from err
+
+
+def _interrupted_reason(error: str, ledger: Ledger, task: RowTask) -> str:
+    """The cluster's reason plus what is kept of the row and how to go on."""
+    if error != INTERRUPTED_RENDERING:
+        return f"{error}; rerun the same job to render it"
+    try:
+        record = ledger.row(task.row_key)
+    except StorageError as err:
+        logger.debug("could not read the ledger of row %s: %s", task.row_id, err)
+        return f"{error}; rerun the same job to resume it from its last committed segment"
+    if not record.segments:
+        return f"{error}, before its first segment was committed; rerun the same job to render it"
+    return (
+        f"{error}; {record.frames_committed} frames in {len(record.segments)} committed "
+        f"segment(s) are kept: rerun the same job to resume it from frame {record.frames_committed}"
+    )

@@ -59,6 +59,7 @@ from pipeline.storage import (
     Source,
     StorageError,
     _iter_source,
+    _open_source_file,
     _parse_s3,
     _source_path,
 )
@@ -248,15 +249,7 @@ def _seekable_source(source: Source) -> Iterator[BinaryIO]:
         return
     path = _source_path(source)
     if path is not None:
-        try:
-            handle = open(path, "rb")
-        except FileNotFoundError as err:
-            raise NotFound(f"put(): source file {path!r} not found", uri=path) from err
-        except OSError as err:
-            raise StorageError(
-                f"put(): cannot read source file {path!r}: {err.strerror}", uri=path
-            ) from err
-        with handle:
+        with _open_source_file(path) as handle:
             yield handle
         return
     with tempfile.TemporaryFile(prefix="storage-put-") as spool:

@@ -27,7 +27,7 @@ import unicodedata
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 if TYPE_CHECKING:
     import io
@@ -291,6 +291,18 @@ def _source_path(source: Source) -> str | None:
     return None
 
 
+def _open_source_file(path: str) -> BinaryIO:
+    """Open a local file given to ``put()``; a missing or unreadable one is a StorageError."""
+    try:
+        return open(path, "rb")  # noqa: SIM115 - the callers close it
+    except FileNotFoundError as err:
+        raise NotFound(f"put(): source file {path!r} not found", uri=path) from err
+    except OSError as err:
+        raise StorageError(
+            f"put(): cannot read source file {path!r}: {err.strerror}", uri=path
+        ) from err
+
+
 def _iter_source(source: Source, *, chunk_bytes: int = MiB) -> Iterator[bytes]:
     """Yield the content of ``source`` as byte chunks (bytes, local file or iterable of bytes)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -298,15 +310,7 @@ def _iter_source(source: Source, *, chunk_bytes: int = MiB) -> Iterator[bytes]:
         return
     path = _source_path(source)
     if path is not None:
-        try:
-            handle = open(path, "rb")
-        except FileNotFoundError as err:
-            raise NotFound(f"put(): source file {path!r} not found", uri=path) from err
-        except OSError as err:
-            raise StorageError(
-                f"put(): cannot read source file {path!r}: {err.strerror}", uri=path
-            ) from err
-        with handle:
+        with _open_source_file(path) as handle:
             while chunk := handle.read(chunk_bytes):
                 yield chunk
         return
