@@ -250,7 +250,7 @@ def _write_summary(
     cannot be written."""
     data: list[bytes] = []
     document = write_summary_json(results, data.append, job_name=name)
-    CONSOLE.print(summary_table(results, title=f"{name}: {document['totals']}"))
+    CONSOLE.print(summary_table(results, title=name))
     uri = join(out, "summary.json")
     try:
         storage.put(data[0], uri)
@@ -440,6 +440,7 @@ def _render(
             output=outcome.output,
             attempts=max(1, attempts),
             worker=outcome.worker,
+            started_at=round(outcome.started_at, 3) or None,
         )
         results.append(result)
         reporter.handle(

@@ -60,7 +60,7 @@ _FULL = {
         "free space, raise the quota or choose another storage.output_root",
     ),
     errno.EFBIG: (
-        "file too large (a file-size limit such as `ulimit -f`, or the file system's largest file)",
+        "file too large (a file-size limit such as ulimit -f, or the file system's largest file)",
         "raise the limit or choose another storage.output_root",
     ),
 }

@@ -58,6 +58,11 @@ def start_ray(cfg: ClusterConfig) -> bool:
     if cfg.address is None:
         # keep every Ray server on loopback: an embedded cluster must not listen on the network
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # Ray turns token authentication on for a local cluster (good) and says so with a warning
+        # that lands in the middle of the progress display; the notice is all this silences
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR
+        )
         ray.init(
             address="local",
             num_cpus=cfg.num_cpus,
@@ -98,6 +103,7 @@ class RenderPool:
     """
 
     poll_seconds = 0.2
+    restart_wait_seconds = 1.0  # after a worker failed, before a row is sent to it again
 
     def __init__(
         self, cluster: ClusterConfig, model: ModelConfig, video: VideoConfig, storage: StorageConfig
@@ -195,11 +201,13 @@ class RenderPool:
                 if pending and any(slot.alive for slot in self.slots):
                     time.sleep(self.poll_seconds)  # a worker is restarting; its rows wait for it
                     continue
+                error = (
+                    "no render worker left alive: every worker died more often than "
+                    f"cluster.max_restarts={self.cfg.max_restarts} allows (see the warnings "
+                    "above); rerun the job to render this row"
+                )
                 for task in pending:  # every worker is dead
-                    on_outcome(
-                        RowOutcome(task.row_id, "failed", error="no render worker left alive"),
-                        task.attempt,
-                    )
+                    on_outcome(RowOutcome(task.row_id, "failed", error=error), task.attempt)
                 pending.clear()
                 break
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.poll_seconds)
@@ -211,13 +219,12 @@ class RenderPool:
                 try:
                     outcome: RowOutcome = ray.get(ref)
                 except RayActorError as err:
-                    # the worker process died (or is restarting after a death). Only a row that had
+                    # the worker process died, or is restarting after a death. Only a row that had
                     # started there counts as having killed it; one sent during the restart waits.
-                    if time.monotonic() >= slot.ready_at:  # one death, however many rows it took
-                        slot.deaths += 1
-                        slot.alive = slot.deaths <= self.cfg.max_restarts
-                    slot.ready_at = time.monotonic() + 1.0
-                    if (task.row_id, task.attempt) not in self._started:
+                    started = (task.row_id, task.attempt) in self._started
+                    self._worker_failed(slot, err, started=started)
+                    if not started:
+                        logger.debug("row %s waits: %s", task.row_id, _first_line(err))
                         pending.appendleft(task)
                         continue
                     crashes[task.row_id] = crashes.get(task.row_id, 0) + 1
@@ -262,6 +269,29 @@ class RenderPool:
                     continue
                 on_outcome(outcome, task.attempt)
         self._drain_events(on_event)
+
+    def _worker_failed(self, slot: _Slot, err: Exception, *, started: bool) -> None:
+        """Record what a render call that failed with ``RayActorError`` says about its worker.
+
+        ``ActorDiedError``: the worker is gone for good (Ray restarts it no more). Otherwise it is
+        restarting, and rows wait a moment before they are sent to it again. Only a call whose
+        row had started counts as a death: a call sent while the worker restarts fails at once
+        ("the actor is restarting") without anything having died.
+        """
+        from ray.exceptions import ActorDiedError  # noqa: PLC0415
+
+        now = time.monotonic()
+        if started and now >= slot.ready_at:  # one death, however many rows it took
+            slot.deaths += 1
+        if isinstance(err, ActorDiedError) and slot.alive:
+            slot.alive = False
+            logger.warning(
+                "%s is gone for good after %d death(s): %s",
+                slot.name,
+                slot.deaths,
+                _first_line(err),
+            )
+        slot.ready_at = now + self.restart_wait_seconds
 
     def _stop(
         self,

@@ -161,6 +161,7 @@ class RowResult:
     output: str | None = None
     attempts: int = 1
     worker: str = ""  # the worker that rendered it (last attempt)
+    started_at: float | None = None  # Unix time the (last) render attempt began, if rendered
 
     @classmethod
     def from_event(cls, event: RowFinished) -> RowResult:
@@ -883,13 +884,23 @@ def make_reporter(
 def _totals(results: Sequence[RowResult]) -> dict[str, Any]:
     frames = sum(r.frames for r in results)
     seconds = sum(r.seconds for r in results)
-    return {
+    totals = {
         "rows": len(results),
         **{status: sum(r.status == status for r in results) for status in ROW_STATUSES},
         "frames": frames,
         "row_seconds": round(seconds, 3),
         "fps": round(frames / seconds, 3) if seconds > 0 else 0.0,
     }
+    # The job's aggregate rate: frames rendered in this run over the span from the first row's
+    # start to the last row's end (worker start-up and model loading excluded). This is the
+    # figure that grows with the number of workers; "fps" above is the mean per-row rate.
+    timed = [r for r in results if r.started_at and r.status == "done"]
+    if timed:
+        span = max(r.started_at + r.seconds for r in timed) - min(r.started_at for r in timed)
+        rendered = sum(r.frames for r in timed)
+        totals["span_seconds"] = round(span, 3)
+        totals["aggregate_fps"] = round(rendered / span, 3) if span > 0 else 0.0
+    return totals
 
 
 def summary_table(results: Iterable[RowResult], *, title: str | None = "Summary") -> Table:
@@ -912,9 +923,12 @@ def summary_table(results: Iterable[RowResult], *, title: str | None = "Summary"
         )
     totals = _totals(results)
     counts = ", ".join(f"{totals[s]} {s}" for s in ROW_STATUSES if totals[s])
+    rate = ""
+    if "aggregate_fps" in totals:  # the job's own rate, rows on several workers overlapping
+        rate = f" · {totals['aggregate_fps']:.1f} frames/s over {totals['span_seconds']:.1f} s"
     table.caption = (
         f"{totals['rows']} rows: {counts or 'none'} · {totals['frames']} frames in "
-        f"{totals['row_seconds']:.1f} row-seconds · full errors in summary.json"
+        f"{totals['row_seconds']:.1f} row-seconds{rate} · full errors in summary.json"
     )
     return table
 

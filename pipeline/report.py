@@ -519,7 +519,9 @@ def _header(name: str, summary: Mapping[str, Any], run: JobRun, rows: int) -> st
         (_number(totals.get("frames")), "frames"),
         (format_duration(run.wall_seconds) if run.wall_seconds is not None else "–", "wall time"),
         (format_duration(totals.get("row_seconds")), "row time"),
-        (_number(totals.get("fps"), 1), "frames/s"),
+        # the job's rate (rows overlapping on several workers count once); older summaries and
+        # jobs with no rendered row have only the mean rate per row
+        (_number(totals.get("aggregate_fps", totals.get("fps")), 1), "frames/s"),
     ]
     tiles += [
         f'<div class="tile stat"><b>{_e(v)}</b><span>{label}</span></div>' for v, label in stats

@@ -9,6 +9,7 @@ once in ``__init__`` and every ``render`` call handles one row.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -89,6 +90,7 @@ class RowOutcome:
     detail: str | None = None
     has_audio: bool = False
     worker: str = ""
+    started_at: float = 0.0  # wall clock (Unix time) when the worker began the row; 0 if unknown
 
     @property
     def fps(self) -> float:
@@ -156,6 +158,7 @@ class RowRenderer:
     def render(self, task: RowTask) -> RowOutcome:
         """Render ``task``; never raises for row-level problems (they become a failed outcome)."""
         started = time.monotonic()
+        started_at = time.time()
         scratch = Path(tempfile.mkdtemp(prefix=f"{task.row_id[:40]}-", dir=self.scratch_dir))
         try:
             frames, has_audio, output = self._render(task, scratch, started)
@@ -167,9 +170,10 @@ class RowRenderer:
                 output=output,
                 has_audio=has_audio,
                 worker=self.worker_name,
+                started_at=started_at,
             )
         except (RowError, MediaError) as err:
-            return self._failed(task, started, str(err))
+            return self._failed(task, started, self._scratch_hint(err))
         except StorageError as err:
             return self._failed(task, started, str(err), retryable=True)
         except torch.cuda.OutOfMemoryError:
@@ -189,6 +193,21 @@ class RowRenderer:
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _scratch_hint(self, err: Exception) -> str:
+        """The error's text, plus what to do when it was the scratch disk filling up (the encoder
+        and ffmpeg write there, and report it in their own words)."""
+        cause: BaseException | None = err
+        while cause is not None and not (
+            isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
+        ):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            return str(err)
+        return (
+            f"{err}; the workers' scratch disk ({self.scratch_dir}) is full: free space there or "
+            "point TMPDIR at a larger disk (it holds the current segment of each active row)"
+        )
 
     def _failed(self, task: RowTask, started: float, error: str, **kwargs: Any) -> RowOutcome:
         return RowOutcome(

@@ -7,7 +7,9 @@ Sources:
   description from the field's trailing ``#`` comment (read with `ast` and `tokenize`).
 - ``conf/``: every config group (a sub-folder) with its presets, what each one sets (and the
   schema default it replaces), the preset's header comment and the inline ``#`` comments of its
-  keys; the group's default option from the ``defaults`` list of ``conf/config.yaml``.
+  keys; the group's default option from the ``defaults`` list of ``conf/config.yaml``. A preset
+  marked ``# @package _global_`` (the ``preset/`` group) sets keys from the root, and the group
+  options its own ``defaults`` list picks (``override /video: draft``) are listed too.
 
 Usage::
 
@@ -176,8 +178,14 @@ class Preset:
     group: str
     name: str
     description: str  # the file's leading comment
-    values: dict[str, Any]  # {dotted key under the group: value}
-    comments: dict[str, str]  # {dotted key under the group: inline comment}
+    values: dict[str, Any]  # {dotted key under the group (or from the root when global): value}
+    comments: dict[str, str]  # {dotted key, as in `values`: inline comment}
+    is_global: bool = False  # ``# @package _global_``: keys are full paths from the root
+    picks: dict[str, str] = dataclasses.field(default_factory=dict)  # {group: option} it selects
+
+    def full_key(self, key: str) -> str:
+        """The dotted path from the root of one of `values`' keys."""
+        return key if self.is_global else f"{self.group}.{key}"
 
 
 def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -199,6 +207,8 @@ def header_comment(text: str) -> str:
         if not line.startswith("#"):
             break
         body = line[1:]
+        if body.strip().startswith("@package"):  # a Hydra directive, not prose
+            continue
         if body.startswith("   ") and body.strip():  # "#   python run.py ...": an example
             parts.append(f"`{body.strip()}`")
         elif body.strip():
@@ -245,13 +255,27 @@ def load_presets(conf_dir: Path = CONF_DIR) -> dict[str, list[Preset]]:
                     folder.name,
                     path.stem,
                     header_comment(text),
-                    dict(flatten(tree)),
+                    dict(flatten({k: v for k, v in tree.items() if k != "defaults"})),
                     yaml_key_comments(text),
+                    is_global=bool(re.match(r"#\s*@package\s+_global_\b", text)),
+                    picks=group_picks(tree.get("defaults", [])),
                 )
             )
         if presets:
             groups[folder.name] = presets
     return groups
+
+
+def group_picks(defaults: list[Any]) -> dict[str, str]:
+    """{group: option} a preset selects in its own ``defaults`` list (``override /video: draft``)."""
+    picks: dict[str, str] = {}
+    for entry in defaults:
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                group = str(key).removeprefix("override ").strip().lstrip("/")
+                if group != "_self_" and isinstance(value, str):
+                    picks[group] = value
+    return picks
 
 
 def group_defaults(conf_dir: Path = CONF_DIR) -> dict[str, str]:
@@ -342,18 +366,34 @@ def options_markdown(all_sections: list[Section]) -> list[str]:
     return lines
 
 
-def preset_markdown(preset: Preset, defaults: Mapping[str, Any], is_default: bool) -> list[str]:
-    """A preset: what it is for, how to pick it, and each value it sets with the default."""
+def preset_markdown(
+    preset: Preset,
+    defaults: Mapping[str, Any],
+    is_default: bool,
+    chosen: Mapping[str, str] | None = None,
+) -> list[str]:
+    """A preset: what it is for, how to pick it, the groups it picks and each value it sets with
+    the default it replaces (`chosen`: the default option of each group)."""
     marker = " (default)" if is_default else ""
     lines = [f"#### `{preset.group}={preset.name}`{marker}", ""]
     if preset.description:
         lines += [preset.description, ""]
     lines += [f"File: `conf/{preset.group}/{preset.name}.yaml`.", ""]
+    if preset.picks:
+        chosen = chosen or {}
+        picks = ", ".join(
+            f"`{group}={option}`"
+            + (f" (instead of `{group}={chosen[group]}`)" if group in chosen else "")
+            for group, option in preset.picks.items()
+        )
+        lines += [f"Picks {picks}; a group chosen on the command line still wins.", ""]
     if not preset.values:
+        if preset.picks:
+            return lines
         return lines + ["Sets nothing: the schema defaults apply.", ""]
     lines += ["| option | value | schema default | note |", "|---|---|---|---|"]
     for key, value in preset.values.items():
-        full = f"{preset.group}.{key}"
+        full = preset.full_key(key)
         default = defaults.get(full, "")
         default_text = code(yaml_value(default)) if full in defaults else "–"
         if full in defaults and default == MISSING:
@@ -377,13 +417,20 @@ def groups_markdown(
     ]
     for group, presets in groups.items():
         lines += [f"### `{group}`", ""]
+        if any(preset.is_global for preset in presets):
+            lines += [
+                "A use case's settings across groups (`# @package _global_`): pick at most one",
+                f"with `{group}=<name>`; a group or `key=value` given on the command line still",
+                "wins over what it sets.",
+                "",
+            ]
         lines += ["| preset | what it is for |", "|---|---|"]
         for preset in presets:
             marker = " (default)" if chosen.get(group) == preset.name else ""
             lines.append(f"| `{group}={preset.name}`{marker} | {text_cell(preset.description)} |")
         lines.append("")
         for preset in presets:
-            lines += preset_markdown(preset, defaults, chosen.get(group) == preset.name)
+            lines += preset_markdown(preset, defaults, chosen.get(group) == preset.name, chosen)
     return lines
 
 
@@ -394,8 +441,10 @@ COMMAND_LINE = """\
 defaults below) checked against the schema in `pipeline/config.py`, then applies the command
 line from left to right:
 
+<!-- doc-test: compose-only -->
 ```bash
 python run.py job=render manifest=manifests/example.csv model=tiny  # pick presets (group=option)
+python run.py job=render manifest=rows.csv preset=social             # a use case (conf/preset/)
 python run.py job=render manifest=rows.csv model.dtype=fp16          # set one option (key=value)
 python run.py job=render manifest=rows.csv cluster.num_workers=null  # null: the option's "unset"
 python run.py job=render manifest=rows.csv 'storage.allowed_input_roots=[/data,/mnt/in]'  # a list

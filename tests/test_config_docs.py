@@ -27,6 +27,11 @@ DOCS = REPO / "docs" / "configuration.md"
 PRESETS = sorted((path.parent.name, path.stem) for path in CONF.glob("*/*.yaml"))
 #: What a preset needs on top to compose (values the preset leaves required, ``???``).
 REQUIRED_EXTRA = {("storage", "s3"): ["storage.output_root=s3://b/p"]}
+PRESET_FILES = {
+    (preset.group, preset.name): preset
+    for presets in gen.load_presets(CONF).values()
+    for preset in presets
+}
 
 
 def config_classes() -> list[type]:
@@ -191,18 +196,38 @@ def compose(*overrides: str):
         return hydra_compose("config", overrides=list(overrides))
 
 
+def select(cfg, key: str):
+    return OmegaConf.select(cfg, key.replace("[", ".").replace("]", ""))
+
+
 @pytest.mark.parametrize(("group", "option"), PRESETS, ids=[f"{g}={o}" for g, o in PRESETS])
 def test_every_preset_composes(group: str, option: str) -> None:
+    """Every value a preset sets (group presets under their group, ``_global_`` ones from the
+    root) and every group option it picks arrives in the composed config."""
     extra = REQUIRED_EXTRA.get((group, option), [])
     cfg = compose(f"{group}={option}", "manifest=x.csv", *extra)
     settings = OmegaConf.to_object(cfg)  # typed: every value fits the schema
     assert isinstance(settings, schema.RenderConfig)
-    preset = OmegaConf.load(CONF / group / f"{option}.yaml")
-    for key, value in gen.flatten(OmegaConf.to_container(preset)):
-        composed = OmegaConf.select(cfg, f"{group}.{key}".replace("[", ".").replace("]", ""))
-        overridden = any(extra_override.startswith(f"{group}.{key}=") for extra_override in extra)
+    preset = PRESET_FILES[(group, option)]
+    for key, value in preset.values.items():
+        full = preset.full_key(key)
+        overridden = any(extra_override.startswith(f"{full}=") for extra_override in extra)
         if value != "???" and not overridden:
-            assert composed == value, (group, option, key)
+            assert select(cfg, full) == value, (group, option, full)
+    for picked_group, picked in preset.picks.items():
+        for key, value in PRESET_FILES[(picked_group, picked)].values.items():
+            full = f"{picked_group}.{key}"
+            if full not in map(preset.full_key, preset.values):
+                assert select(cfg, full) == value, (group, option, picked_group, full)
+
+
+def test_the_command_line_wins_over_a_use_case_preset() -> None:
+    """What docs/configuration.md says of the ``preset`` group: the command line still wins."""
+    assert compose("preset=social", "manifest=x.csv").model.streams_per_worker == 2
+    cfg = compose("preset=social", "video=h264", "model.streams_per_worker=1", "manifest=x.csv")
+    assert (cfg.model.streams_per_worker, cfg.video.crf) == (1, 18)
+    cfg = compose("preset=cluster", "cluster=local", "manifest=x.csv")
+    assert cfg.cluster.address is None and cfg.storage.output_root.startswith("s3://")
 
 
 def test_the_s3_preset_requires_an_output_root() -> None:

@@ -3,7 +3,6 @@ reruns that skip committed rows, and real processes killed with SIGKILL."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -15,6 +14,7 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
+from job_helpers import tiny_render_overrides, write_manifest
 from media_factory import pattern_video, video_with_click
 
 from pipeline.config import S3Config, StorageConfig
@@ -45,32 +45,11 @@ def keys(endpoint: str, bucket: str, prefix: str = "") -> dict[str, str]:
     return found
 
 
-def write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
-    columns = sorted({key for row in rows for key in row})
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 def overrides(
     manifest: str, output_root: str, weights: Path, *extra: str, endpoint: str | None = None
 ) -> list[str]:
-    args = [
-        "job=render",
-        f"manifest={manifest}",
-        "model=tiny",
-        f"model.weights_dir={weights}",
-        "model.random_init=false",
-        "model.resolution=64",
-        f"storage.output_root={output_root}",
-        "job.progress=plain",
-        "video.preset=ultrafast",
-    ]
-    if endpoint:
-        args.append(f"storage.s3.endpoint_url={endpoint}")
-    return args + list(extra)
+    s3 = [f"storage.s3.endpoint_url={endpoint}"] if endpoint else []
+    return tiny_render_overrides(manifest, output_root, weights, *s3, *extra)
 
 
 def run_in_process(args: list[str]) -> int:

@@ -466,6 +466,24 @@ def test_summary_table() -> None:
     )
 
 
+def test_totals_give_the_jobs_aggregate_rate_over_the_rows_span() -> None:
+    """Rows that overlap in time (several workers) count once in the span: 2 rows of 50 frames,
+    10 s each, the second starting 5 s after the first, make 100 frames in 15 s."""
+    results = [
+        RowResult("a", "done", 50, 10.0, 5.0, started_at=1000.0),
+        RowResult("b", "done", 50, 10.0, 5.0, started_at=1005.0),
+        RowResult("c", "failed", 0, 30.0, 0.0, started_at=900.0, error="x"),  # not rendered
+        RowResult("d", "skipped", 0, 0.0, 0.0),
+    ]
+    totals = write_summary_json(results, lambda data: None)["totals"]
+    table = summary_table(results)
+    assert "100 frames in 50.0 row-seconds · 6.7 frames/s over 15.0 s" in str(table.caption)
+    assert totals["span_seconds"] == 15.0
+    assert totals["aggregate_fps"] == round(100 / 15, 3)
+    assert totals["fps"] == round(100 / 50, 3)  # the mean rate per row-second
+    assert "aggregate_fps" not in write_summary_json(results[2:], lambda data: None)["totals"]
+
+
 def test_write_summary_json_to_path_and_writer(tmp_path: Path) -> None:
     path = tmp_path / "summary.json"
     document = write_summary_json(RESULTS, path, job_name="demo")
@@ -493,6 +511,7 @@ def test_write_summary_json_to_path_and_writer(tmp_path: Path) -> None:
         "output": None,
         "attempts": 2,
         "worker": "",
+        "started_at": None,
     }
     captured: list[bytes] = []
     write_summary_json(RESULTS, captured.append)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from job_helpers import tiny_render_overrides, write_manifest
 from media_factory import click_time, pattern_video, video_with_click
 
 from pipeline.media import probe
@@ -30,33 +30,12 @@ def compose(*overrides: str):
 def render(manifest: Path, out: Path, weights: Path, *extra: str) -> int:
     from jobs.render import run
 
-    cfg = compose(
-        "job=render",
-        f"manifest={manifest}",
-        "model=tiny",
-        f"model.weights_dir={weights}",
-        "model.random_init=false",
-        "model.resolution=64",
-        f"storage.output_root={out}",
-        "job.progress=plain",
-        "video.preset=ultrafast",
-        *extra,
-    )
-    return run(cfg)
+    return run(compose(*tiny_render_overrides(manifest, out, weights, *extra)))
 
 
 def outputs_by_id(job: Path) -> dict[str, Path]:
     summary = json.loads((job / "summary.json").read_text())
     return {row["row_id"]: Path(row["output"]) for row in summary["rows"] if row["output"]}
-
-
-def write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
-    columns = sorted({key for row in rows for key in row})
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def test_example_manifest_renders_with_exact_timing_and_audio(
@@ -152,6 +131,13 @@ def test_eight_rows_on_two_cpu_workers(ray_local, tiny_weights, tmp_path: Path) 
     }  # rows handed out dynamically
     for row in summary["rows"]:
         assert probe(row["output"]).video.num_frames == row["frames"]
+    # the job's aggregate rate: all frames over the first start → last end span of the rows,
+    # which the two workers overlap (so the span is shorter than the rows' summed time)
+    totals, rows = summary["totals"], summary["rows"]
+    span = max(r["started_at"] + r["seconds"] for r in rows) - min(r["started_at"] for r in rows)
+    assert totals["span_seconds"] == pytest.approx(span, abs=0.01)
+    assert totals["span_seconds"] < totals["row_seconds"]
+    assert totals["aggregate_fps"] == pytest.approx(totals["frames"] / span, rel=1e-3)
 
 
 def test_a_failed_row_is_reported_and_sets_the_exit_code(
