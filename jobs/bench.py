@@ -242,7 +242,7 @@ def measure(
     warmup_calls: int,
 ) -> None:
     """Render every synthetic row at once through the worker's path and time the steady state."""
-    batcher = StepBatcher(animator)
+    batcher = StepBatcher(animator, record_stats=True)
     storage = Storage(StorageConfig(output_root=str(scratch / "out")))
     bench_video = VideoConfig(
         **{**asdict(video), "audio": "none", "segment_seconds": 1e9, "preset": "veryfast"}
@@ -273,6 +273,7 @@ def measure(
     busy.stop()
     batcher.close()
     stats = batcher.stats
+    assert stats is not None  # record_stats=True above
     result.rows_done = sum(1 for o in outcomes if o.status == "done")
     for outcome in outcomes:
         if outcome.status != "done":

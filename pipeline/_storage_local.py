@@ -218,7 +218,8 @@ class LocalBackend:
 
     def fingerprint(self, uri: str) -> str:
         path = _local_path(uri)
-        size = self.size(uri)
+        info = self._stat_file(uri)
+        size = info.st_size
         digest = hashlib.sha256()
         try:
             with open(
@@ -228,15 +229,19 @@ class LocalBackend:
                 if size > 65536:
                     handle.seek(max(65536, size - 65536))
                     digest.update(handle.read(65536))
-            mtime = os.stat(path).st_mtime_ns
         except OSError as err:
             raise _os_error("read", path, err) from err
-        return f"file:{size}:{mtime}:{digest.hexdigest()[:16]}"
+        return f"file:{size}:{info.st_mtime_ns}:{digest.hexdigest()[:16]}"
 
     def exists(self, uri: str) -> bool:
         return os.path.isfile(_local_path(uri))
 
     def size(self, uri: str) -> int:
+        return self._stat_file(uri).st_size
+
+    @staticmethod
+    def _stat_file(uri: str) -> os.stat_result:
+        """The file's stat; `NotFound`, or `StorageError` when it is not a regular file."""
         path = _local_path(uri)
         try:
             info = os.stat(path)
@@ -246,7 +251,7 @@ class LocalBackend:
             raise _os_error("stat", path, err) from err
         if not stat.S_ISREG(info.st_mode):
             raise StorageError(f"{path!r} is not a regular file", uri=uri)
-        return info.st_size
+        return info
 
     def open(self, uri: str) -> io.BufferedReader:
         path = _local_path(uri)

@@ -322,8 +322,6 @@ class RenderPool:
     def _dispatch(self, pending: deque, inflight: dict, capacity: int) -> None:
         """Hand pending rows to workers with room: up to ``capacity`` rows each (rendered together),
         an isolated row (a retry after a crash) only to a worker with nothing else to do."""
-        import ray  # noqa: PLC0415, F401 - the actor handles need Ray
-
         now = time.monotonic()
         for task in list(pending):
             slot = next(

@@ -13,7 +13,6 @@ frame, so a row reads only the frames it needs (ranged reads on S3), in constant
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 from collections.abc import Iterator
@@ -135,8 +134,3 @@ class ConditioningReader:
             data = self.source.read(count * width)
             records = np.frombuffer(data, dtype="<f4").reshape(count, self.layout.width)
             yield _unflatten(records, self.layout)
-
-
-def read_all(data: bytes) -> ConditioningReader:
-    """A reader over bytes already in memory (tests, small clips)."""
-    return ConditioningReader(io.BytesIO(data))

@@ -761,7 +761,6 @@ class StatusFile:
         self.now = now
         self.tracker = JobTracker(clock=clock)
         self.writes = 0
-        self._last_write: float | None = None
         self._next_write_at = -math.inf  # monotonic time of the next periodic write
         self._dirty = False
         self._failed_writes = 0  # in a row; only the first is logged as a warning
@@ -791,8 +790,7 @@ class StatusFile:
         if self._failed_writes:
             logger.info("wrote %s again after %d failed attempt(s)", self.path, self._failed_writes)
         self._failed_writes = 0
-        self._last_write = self.clock()
-        self._next_write_at = self._last_write + self.min_interval_seconds
+        self._next_write_at = self.clock() + self.min_interval_seconds
         self._dirty = False
         self.writes += 1
 

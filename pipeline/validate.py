@@ -36,6 +36,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .manifest import Manifest, ManifestError, ManifestProblem, ManifestRow, check_manifest
 from .media import (
+    TRANSPARENT_MODES,
     AudioStreamInfo,
     MediaError,
     MediaInfo,
@@ -43,6 +44,7 @@ from .media import (
     VideoStreamInfo,
     load_image,
     probe,
+    source_name,
 )
 from .storage import NotFound, Storage, StorageError, is_s3
 
@@ -71,7 +73,6 @@ _FIXES: dict[str, str] = {
     "audio": AUDIO_FIX,
 }
 _EXIF_ORIENTATION = 0x0112
-_TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
 @dataclass(frozen=True)
@@ -380,7 +381,7 @@ def _image_header(source: MediaSource, max_pixels: int) -> _ImageHeader | _Probl
                 width=image.width,
                 height=image.height,
                 orientation=_orientation(image),
-                transparent=image.mode in _TRANSPARENT_MODES or "transparency" in image.info,
+                transparent=image.mode in TRANSPARENT_MODES or "transparency" in image.info,
             )
     except Image.DecompressionBombError as err:  # PIL's own limit, far above ours
         pixels = re.search(r"\((\d+) pixels\)", str(err))
@@ -438,9 +439,7 @@ def _not_an_image(source: MediaSource) -> _Problem:
     """PIL cannot tell what the file is: say what it looks like instead."""
     kind = _sniff(source)
     if kind.category == "video":
-        frame = (
-            f"ffmpeg -i {shlex.quote(posixpath.basename(_name(source)))} -frames:v 1 portrait.png"
-        )
+        frame = f"ffmpeg -i {shlex.quote(posixpath.basename(source_name(source)))} -frames:v 1 portrait.png"
         return _Problem(
             f"portrait is {kind.description}, not a still image",
             f"{PORTRAIT_FIX}; to use a frame of the video: {frame}",
@@ -526,7 +525,7 @@ def _restate(err: MediaError, source: MediaSource, noun: str) -> str:
     Media messages start with the source's name (``clip.mp4 is truncated: ...`` or
     ``clip.mp4: video stream #0 ...``); the problem's location already names the file.
     """
-    text, name = str(err), _name(source)
+    text, name = str(err), source_name(source)
     if text.startswith(name + " "):
         return noun + text[len(name) :]
     if text.startswith(name + ":"):
@@ -646,12 +645,6 @@ def _binary(source: MediaSource) -> Iterator[IO[bytes]]:
             yield source
         finally:
             source.seek(0)
-
-
-def _name(source: MediaSource) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    return os.fspath(getattr(source, "name", "input"))
 
 
 def _is_empty(source: MediaSource) -> bool:

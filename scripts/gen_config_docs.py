@@ -107,18 +107,6 @@ def field_comments(cls: type) -> dict[str, str]:
     return found
 
 
-def config_dataclasses() -> list[type]:
-    """Every dataclass defined in pipeline/config.py, in source order."""
-    classes = [
-        value
-        for value in vars(schema).values()
-        if dataclasses.is_dataclass(value)
-        and isinstance(value, type)
-        and value.__module__ == schema.__name__
-    ]
-    return sorted(classes, key=lambda cls: inspect.getsourcelines(cls)[1])
-
-
 def _element_dataclass(type_text: str) -> type | None:
     """``HubRepo`` for ``list[HubRepo]``: the config dataclass a list field holds, if any."""
     match = re.fullmatch(r"list\[(\w+)\]", type_text.replace(" ", ""))

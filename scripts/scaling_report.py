@@ -24,14 +24,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import av
+from pipeline.media import probe
 
 
 def video_frames(path: Path) -> int:
-    """Number of video packets (one per frame for H.264 as we write it), without decoding."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        return sum(1 for packet in container.demux(stream) if packet.size)
+    """The video's frame count, as the container records it."""
+    return probe(path).video.num_frames
 
 
 def sha256(path: Path) -> str:

@@ -1,9 +1,17 @@
-"""Shared by the job tests: manifests written as CSV, and the overrides of a small CPU render."""
+"""Shared by the job tests: manifests written as CSV, the overrides of a small CPU render, and
+running the render job in this process or as the real CLI."""
 
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -32,3 +40,38 @@ def tiny_render_overrides(
         "video.preset=ultrafast",
         *extra,
     ]
+
+
+def run_in_process(args: list[str]) -> int:
+    """``jobs.render.run`` on the Hydra-composed config (the embedded Ray of `ray_local`)."""
+    from hydra import compose, initialize_config_dir
+
+    from jobs.render import run
+    from pipeline.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        return run(compose("config", overrides=args))
+
+
+def start_job(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python run.py`` in a session (process group) of its own, so a test can find and clean up
+    what it leaves (its Ray, a killed driver's workers)."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "run.py", *args], cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+        env=environment, start_new_session=True,
+    )  # fmt: skip
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05
+) -> object:
+    """``predicate()``'s first truthy value; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

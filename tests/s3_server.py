@@ -30,6 +30,28 @@ import pytest
 HOST = "127.0.0.1"
 
 
+def isolate_aws_env(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: os.PathLike[str],
+    *,
+    secret: str = "testing",
+    region: str | None = None,
+) -> None:
+    """Dummy credentials (secret key `secret`) for a test; no real AWS config, profile, proxy or
+    instance metadata can leak in, and loopback traffic bypasses any proxy."""
+    for name in list(os.environ):
+        if name.startswith("AWS_") or name.lower() in ("http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    if region:
+        monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.path.join(tmp_path, "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.path.join(tmp_path, "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
 def free_port(host: str = HOST) -> int:
     """A TCP port nothing listens on right now (also usable as a 'closed port' endpoint)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -7,14 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import boto3
 import numpy as np
 import pytest
-from job_helpers import tiny_render_overrides, write_manifest
+from job_helpers import run_in_process, start_job, tiny_render_overrides, wait_until, write_manifest
 from media_factory import pattern_video, video_with_click
 
 from pipeline.config import S3Config, StorageConfig
@@ -52,42 +51,12 @@ def overrides(
     return tiny_render_overrides(manifest, output_root, weights, *s3, *extra)
 
 
-def run_in_process(args: list[str]) -> int:
-    from hydra import compose, initialize_config_dir
-
-    from jobs.render import run
-    from pipeline.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return run(compose("config", overrides=args))
-
-
-def start_job(args: list[str], log: Path) -> subprocess.Popen:
-    """The real CLI in its own process group (so a test can clean up what a killed driver leaves)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "run.py", *args], cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-        env=env, start_new_session=True,
-    )  # fmt: skip
-
-
 def kill_group(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     process.wait(timeout=30)
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def frames_of(path: str | Path) -> np.ndarray:

@@ -21,7 +21,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from job_helpers import tiny_render_overrides, write_manifest
+from job_helpers import run_in_process, start_job, tiny_render_overrides, wait_until, write_manifest
 from media_factory import pattern_video
 from s3_server import MotoServer, free_port
 
@@ -62,27 +61,6 @@ def job_args(
     return tiny_render_overrides(manifest, output_root, weights, "cluster.cpu_workers=1", *extra)
 
 
-def run_in_process(args: list[str]) -> int:
-    """``jobs.render.run`` on the Hydra-composed config (the embedded Ray of `ray_local`)."""
-    from hydra import compose, initialize_config_dir
-
-    from jobs.render import run
-    from pipeline.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return run(compose("config", overrides=args))
-
-
-def start_job(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``python run.py`` in a session of its own (so the test can find and clean up its Ray)."""
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "run.py", *args], cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-        env=environment, start_new_session=True,
-    )  # fmt: skip
-
-
 def session_processes(sid: int) -> list[psutil.Process]:
     """Live processes of session ``sid`` (the job's driver, its Ray services and workers)."""
     found = []
@@ -100,16 +78,6 @@ def kill_session(job: subprocess.Popen) -> None:
             process.kill()
     with contextlib.suppress(subprocess.TimeoutExpired):
         job.wait(timeout=30)
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def segment_markers(job_folder: Path, row_id: str) -> list[Path]:

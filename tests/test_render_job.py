@@ -8,7 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from job_helpers import tiny_render_overrides, write_manifest
+from job_helpers import run_in_process, tiny_render_overrides, write_manifest
 from media_factory import click_time, pattern_video, video_with_click
 
 from pipeline.media import probe
@@ -28,9 +28,7 @@ def compose(*overrides: str):
 
 
 def render(manifest: Path, out: Path, weights: Path, *extra: str) -> int:
-    from jobs.render import run
-
-    return run(compose(*tiny_render_overrides(manifest, out, weights, *extra)))
+    return run_in_process(tiny_render_overrides(manifest, out, weights, *extra))
 
 
 def outputs_by_id(job: Path) -> dict[str, Path]:

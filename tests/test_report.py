@@ -321,16 +321,10 @@ def test_report_of_an_s3_job_folder(
 ) -> None:
     boto3 = pytest.importorskip("boto3")
     try:
-        from tests.s3_server import MotoServer
+        from tests.s3_server import MotoServer, isolate_aws_env
     except ModuleNotFoundError:
-        from s3_server import MotoServer
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        from s3_server import MotoServer, isolate_aws_env
+    isolate_aws_env(monkeypatch, tmp_path)
     with MotoServer() as server:
         client = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1")
         bucket = f"reports-{uuid.uuid4().hex[:8]}"

@@ -36,9 +36,9 @@ from pipeline.storage import (
 )
 
 try:  # `python -m pytest` from the repo root, or tests/ as a package
-    from tests.s3_server import MotoServer, free_port
+    from tests.s3_server import MotoServer, free_port, isolate_aws_env
 except ModuleNotFoundError:  # bare `pytest` with tests/ on sys.path (rootdir-relative import)
-    from s3_server import MotoServer, free_port
+    from s3_server import MotoServer, free_port, isolate_aws_env
 
 MiB = 1024 * 1024
 SECRET = "sEcReT-k3y-9f3a1c-MUST-NOT-LEAK"
@@ -53,16 +53,7 @@ REGION = "us-east-1"
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Dummy credentials with a recognisable secret; no real AWS config, proxies or IMDS."""
-    for name in list(os.environ):
-        if name.startswith("AWS_") or name.lower() in ("http_proxy", "https_proxy", "all_proxy"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    isolate_aws_env(monkeypatch, tmp_path, secret=SECRET, region=REGION)
 
 
 @pytest.fixture(scope="module")

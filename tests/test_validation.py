@@ -14,7 +14,6 @@ docs/reliability.md lists every case with its verdict and the test that shows it
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import struct
@@ -541,19 +540,11 @@ def test_s3_inputs_get_the_same_verdicts(
     """Probing streams from S3 (ranged reads) gives the verdicts probing local files gives."""
     pytest.importorskip("moto")
     import boto3  # noqa: PLC0415
-    from s3_server import MotoServer  # noqa: PLC0415
+    from s3_server import MotoServer, isolate_aws_env  # noqa: PLC0415
 
     from pipeline.config import S3Config  # noqa: PLC0415
 
-    for name in list(os.environ):
-        if name.startswith("AWS_") or name.lower() in ("http_proxy", "https_proxy", "all_proxy"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    isolate_aws_env(monkeypatch, tmp_path)
     cases = [c for c in CASES if c not in DUPLICATES and not getattr(c, "csv_level", False)]
     with MotoServer() as server:
         client = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1")

@@ -73,8 +73,16 @@ class Observation:
         return int(self.motion.shape[0])
 
     def to(self, device: torch.device, dtype: torch.dtype) -> Observation:
-        fields = {k: v.to(device, dtype) for k, v in vars(self.pose).items()}
-        return Observation(HeadPose(**fields), self.motion.to(device, dtype))
+        """On ``device`` in ``dtype``; host tensors (a cache's) are copied as frames are, without
+        waiting for the GPU's queue (`to_device`)."""
+
+        def move(tensor: torch.Tensor) -> torch.Tensor:
+            if tensor.device.type == "cpu":
+                tensor = to_device(tensor, device)
+            return tensor.to(device, dtype)
+
+        fields = {k: move(v) for k, v in vars(self.pose).items()}
+        return Observation(HeadPose(**fields), move(self.motion))
 
 
 class StreamingAnimator:
@@ -234,28 +242,37 @@ class StreamingAnimator:
 
     # ------------------------------------------------------------------ steps of a call
 
-    def _accept(
-        self, stream: StreamState, chunk: Frames | Observation | None
-    ) -> torch.Tensor | Observation | None:
-        """Validate a stream's input for this call; pixels become signed tensors."""
+    def check_chunk(self, stream: StreamState, chunk: Frames | Observation | None) -> None:
+        """Raise ``ValueError`` if ``stream`` cannot take ``chunk`` now; changes nothing (callers
+        that batch streams check each one first, so a bad chunk fails only its own stream)."""
         if stream.done:
             raise ValueError(f"stream {stream.stream_id!r} is finished; start a new one")
         if chunk is None or len(chunk) == 0:
-            if not stream.ended:
-                if stream.frames_in == 0:
-                    raise ValueError(f"stream {stream.stream_id!r} ended before any driving frame")
-                stream.total_frames = stream.frames_in
-            return None
+            if not stream.ended and stream.frames_in == 0:
+                raise ValueError(f"stream {stream.stream_id!r} ended before any driving frame")
+            return
         if stream.ended:
             raise ValueError(f"stream {stream.stream_id!r} already received its last chunk")
         if isinstance(chunk, Observation):
             if not 1 <= len(chunk) <= self.schedule.chunk_frames:
                 raise ValueError(f"an observation chunk must hold 1..4 frames; got {len(chunk)}")
-            return chunk.to(self.models.device, self.models.dtype)
+            return
         size = self.resolution
         shape = tuple(chunk.shape)
         if not 1 <= shape[0] <= self.schedule.chunk_frames or shape[1:] != (size, size, 3):
             raise ValueError(f"driving chunk must be (1..4, {size}, {size}, 3) uint8; got {shape}")
+
+    def _accept(
+        self, stream: StreamState, chunk: Frames | Observation | None
+    ) -> torch.Tensor | Observation | None:
+        """Validate a stream's input for this call; pixels become signed tensors."""
+        self.check_chunk(stream, chunk)
+        if chunk is None or len(chunk) == 0:
+            if not stream.ended:
+                stream.total_frames = stream.frames_in
+            return None
+        if isinstance(chunk, Observation):
+            return chunk.to(self.models.device, self.models.dtype)
         return frames_to_signed(chunk, self.models.device)
 
     def _observe(self, batches: list[torch.Tensor]) -> list[Observation]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._animator import Observation, StreamingAnimator
+from ._animator import StreamingAnimator
 from ._state import StreamState
 
 logger = logging.getLogger(__name__)
@@ -35,17 +35,18 @@ class _Request:
 
 @dataclass
 class BatchStats:
-    """What the batch thread measured (for the benchmark and logs)."""
+    """What the batch thread measured, one entry per call (for the benchmark)."""
 
-    calls: int = 0
-    frames: int = 0
     streams: list[int] = field(default_factory=list)  # streams per call
-    wall_ms: list[float] = field(default_factory=list)  # host time per call
     events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = field(
         default_factory=list
     )  # GPU only
     finished_at: list[float] = field(default_factory=list)  # monotonic time each call ended
     emitted: list[int] = field(default_factory=list)  # output frames per call
+
+    @property
+    def calls(self) -> int:
+        return len(self.streams)
 
     def device_ms(self) -> list[float]:
         """CUDA-event time of each call (read at the end: recording never waits for the GPU)."""
@@ -62,12 +63,16 @@ class StepBatcher:
     Args:
         animator: the shared animator.
         max_wait_s: how long a handed-in chunk may wait for the other streams' chunks.
+        record_stats: keep `stats` of every call (the benchmark): they grow with every call, so
+            a worker rendering for hours does without them.
     """
 
-    def __init__(self, animator: StreamingAnimator, *, max_wait_s: float = 0.05) -> None:
+    def __init__(
+        self, animator: StreamingAnimator, *, max_wait_s: float = 0.05, record_stats: bool = False
+    ) -> None:
         self.animator = animator
         self.max_wait_s = max_wait_s
-        self.stats = BatchStats()
+        self.stats = BatchStats() if record_stats else None
         self._cond = threading.Condition()
         self._active: set[int] = set()
         self._requests: dict[int, _Request] = {}
@@ -119,22 +124,7 @@ class StepBatcher:
 
     def _check(self, stream: StreamState, frames: torch.Tensor | np.ndarray | None) -> None:
         """Reject a bad chunk here, so it fails its own row and not the whole batch."""
-        if stream.done:
-            raise ValueError(f"stream {stream.stream_id!r} is finished")
-        if frames is None or len(frames) == 0:
-            return
-        if isinstance(frames, Observation):
-            if stream.ended or not 1 <= len(frames) <= 4:
-                raise ValueError(
-                    f"stream {stream.stream_id!r}: bad observation chunk of {len(frames)} frames"
-                )
-            return
-        size = self.animator.resolution
-        shape = tuple(frames.shape)
-        if stream.ended or not 1 <= shape[0] <= 4 or shape[1:] != (size, size, 3):
-            raise ValueError(
-                f"stream {stream.stream_id!r}: bad chunk {shape} (ended={stream.ended})"
-            )
+        self.animator.check_chunk(stream, frames)
 
     def _run(self) -> None:
         while True:
@@ -154,8 +144,8 @@ class StepBatcher:
             self._step(batch)
 
     def _step(self, batch: list[_Request]) -> None:
-        started = time.monotonic()
-        cuda = self.animator.models.device.type == "cuda"
+        stats = self.stats
+        cuda = stats is not None and self.animator.models.device.type == "cuda"
         if cuda:
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             begin.record()
@@ -167,16 +157,13 @@ class StepBatcher:
                 request.error = err
                 request.done.set()
             return
-        emitted = sum(int(o.shape[0]) for o in outputs)
-        if cuda:
-            end.record()
-            self.stats.events.append((begin, end))
-        self.stats.calls += 1
-        self.stats.frames += emitted
-        self.stats.streams.append(len(batch))
-        self.stats.wall_ms.append((time.monotonic() - started) * 1000)
-        self.stats.finished_at.append(time.monotonic())
-        self.stats.emitted.append(emitted)
+        if stats is not None:
+            if cuda:
+                end.record()
+                stats.events.append((begin, end))
+            stats.streams.append(len(batch))
+            stats.finished_at.append(time.monotonic())
+            stats.emitted.append(sum(int(o.shape[0]) for o in outputs))
         for request, output in zip(batch, outputs):
             request.output = output
             request.done.set()

@@ -5,15 +5,16 @@ knows nothing of models, Ray or S3 (sources are paths or seekable binary file ob
 Every input problem a user can fix raises `MediaError` (a `ValueError`) naming the source.
 """
 
-from ._errors import MediaError, MediaSource
+from ._errors import MediaError, MediaSource, source_name
 from ._frames import Fit, FrameChunk
-from ._image import load_image
+from ._image import TRANSPARENT_MODES, load_image
 from ._mux import LengthPolicy, MuxResult, concat_segments, mux_audio
 from ._probe import AudioStreamInfo, MediaInfo, VideoStreamInfo, probe
 from ._reader import VideoReader
 from ._writer import VideoEncoder
 
 __all__ = [
+    "TRANSPARENT_MODES",
     "AudioStreamInfo",
     "Fit",
     "FrameChunk",
@@ -29,4 +30,5 @@ __all__ = [
     "load_image",
     "mux_audio",
     "probe",
+    "source_name",
 ]

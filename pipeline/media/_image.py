@@ -12,6 +12,8 @@ from ._frames import Fit, check_fit, check_size
 
 IMAGE_HINT = "give a PNG, JPEG or WebP image"
 _WHITE = (255, 255, 255)
+# PIL modes with an alpha channel: composited on white when converted to RGB
+TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
 def load_image(source: MediaSource, *, size: int | None = None, fit: Fit = "crop") -> np.ndarray:
@@ -70,7 +72,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return Image.fromarray(_gray_to_8bit(np.asarray(image)), "L").convert("RGB")
     if mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or image.mode == "RGBA":
+    if mode in TRANSPARENT_MODES or image.mode == "RGBA":
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, _WHITE + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
