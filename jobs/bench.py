@@ -48,6 +48,8 @@ DEFAULTS = {
     "output": None,
     "flops": True,
     "rate": 25,
+    "trace": None,
+    "sync_check": False,
 }
 
 
@@ -66,8 +68,10 @@ class BenchResult:
     resolution: int
     frames_per_stream: int
     timed_calls: int = 0
-    output_fps: float = 0.0
-    ms_per_call: float = 0.0  # wall time per batched call (S streams x 4 frames)
+    output_fps: float = 0.0  # GPU: over the CUDA-event span of the timed calls; CPU: wall time
+    wall_fps: float = 0.0  # over the host's wall time of the timed calls
+    ms_per_call: float = 0.0  # time per batched call (S streams x 4 frames), as output_fps
+    sync_sites: dict[str, int] = field(default_factory=dict)  # sync_check: host waits by site
     device_ms_per_call: float | None = None
     peak_memory_gib: float | None = None
     flops_per_frame_t: float | None = None
@@ -112,7 +116,14 @@ def run(cfg: DictConfig) -> int:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         measure(
-            animator, inputs, Path(scratch), settings.video, result, int(options["warmup_calls"])
+            animator,
+            inputs,
+            Path(scratch),
+            settings.video,
+            result,
+            int(options["warmup_calls"]),
+            trace=options["trace"],
+            sync_check=bool(options["sync_check"]),
         )
     if device.type == "cuda":
         result.peak_memory_gib = torch.cuda.max_memory_allocated(device) / 2**30
@@ -240,8 +251,15 @@ def measure(
     video: VideoConfig,
     result: BenchResult,
     warmup_calls: int,
+    *,
+    trace: str | None = None,
+    sync_check: bool = False,
 ) -> None:
-    """Render every synthetic row at once through the worker's path and time the steady state."""
+    """Render every synthetic row at once through the worker's path and time the steady state.
+
+    On a GPU the rate comes from CUDA events at the end of each call (the host may run a call
+    ahead of the GPU, so host times would flatter it); ``trace`` and ``sync_check`` look at the
+    steady state from the inside (see conf/job/bench.yaml)."""
     batcher = StepBatcher(animator, record_stats=True)
     storage = Storage(StorageConfig(output_root=str(scratch / "out")))
     bench_video = VideoConfig(
@@ -268,9 +286,18 @@ def measure(
     for thread in threads:
         thread.start()
     busy.start(after_calls=warmup_calls, stats=batcher.stats)
+    cuda = animator.models.device.type == "cuda"
+    with _SyncSites(enabled=sync_check and cuda) as syncs:
+        if syncs.enabled or trace:
+            _wait_for_calls(batcher, warmup_calls + 1, threads)
+            syncs.start()
+            if trace:
+                _trace_calls(batcher, warmup_calls + 3, threads, Path(trace), cuda)
+            _wait_for_calls(batcher, warmup_calls + 8, threads)
     for thread in threads:
         thread.join()
     busy.stop()
+    result.sync_sites = syncs.counts
     batcher.close()
     stats = batcher.stats
     assert stats is not None  # record_stats=True above
@@ -280,20 +307,102 @@ def measure(
             result.notes.append(f"{outcome.row_id}: {outcome.error}")
     # steady state: after the warm-up calls, while every stream is still in its main loop
     full = [i for i, n in enumerate(stats.streams) if n == max(stats.streams)]
-    window = [i for i in full if i >= warmup_calls][:-1] or full[-1:]
+    # a traced or sync-checked stretch runs slower: time the calls after it
+    first_timed = warmup_calls + (8 if sync_check and cuda else 4 if trace else 0)
+    window = [i for i in full if i >= first_timed][:-1] or full[-1:]
     if not window:
         return
     first, last = window[0], window[-1]
     frames = sum(stats.emitted[first + 1 : last + 1])
     seconds = stats.finished_at[last] - stats.finished_at[first]
     result.timed_calls = len(window) - 1
-    result.output_fps = frames / seconds if seconds > 0 else 0.0
-    result.ms_per_call = 1000 * seconds / max(1, last - first)
+    result.wall_fps = frames / seconds if seconds > 0 else 0.0
     device_ms = stats.device_ms()
     if device_ms:
         result.device_ms_per_call = statistics.median(device_ms[first : last + 1])
+        seconds = stats.events[first][1].elapsed_time(stats.events[last][1]) / 1000
+    result.output_fps = frames / seconds if seconds > 0 else 0.0
+    result.ms_per_call = 1000 * seconds / max(1, last - first)
     result.gpu_busy_percent = busy.percent
     logger.info("bench: %d calls, %.1f s wall in all", stats.calls, time.monotonic() - started)
+
+
+def _wait_for_calls(batcher: StepBatcher, calls: int, threads: list[threading.Thread]) -> None:
+    """Until the batcher has made ``calls`` calls (or every row thread ended)."""
+    stats = batcher.stats
+    assert stats is not None
+    while stats.calls < calls and any(t.is_alive() for t in threads):
+        time.sleep(0.005)
+
+
+def _trace_calls(
+    batcher: StepBatcher, until_calls: int, threads: list[threading.Thread], path: Path, cuda: bool
+) -> None:
+    """A Chrome trace of every thread (and the GPU's kernels) until call ``until_calls``."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    try:  # the row, encoder and batch threads' operators too, not just this (idle) thread's
+        experimental = torch._C._profiler._ExperimentalConfig(profile_all_threads=True)
+    except (AttributeError, TypeError):
+        experimental = None
+    with torch.profiler.profile(
+        activities=activities, experimental_config=experimental
+    ) as profiler:
+        _wait_for_calls(batcher, until_calls, threads)
+        if cuda:
+            torch.cuda.synchronize()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profiler.export_chrome_trace(str(path))
+    logger.info("bench: trace of calls up to %d written to %s", until_calls, path)
+
+
+class _SyncSites:
+    """Counts where the host waits for the GPU (``torch.cuda.set_sync_debug_mode("warn")``), by
+    the innermost project frame of the call, from :meth:`start` until the context ends."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.counts: dict[str, int] = {}
+        self._previous_hook: Any = None
+
+    def __enter__(self) -> _SyncSites:
+        return self
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        import traceback  # noqa: PLC0415
+        import warnings  # noqa: PLC0415
+
+        root = str(Path(__file__).resolve().parent.parent)
+        self._previous_hook = warnings.showwarning
+
+        def record(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+            if "synchronizing" not in str(message):
+                self._previous_hook(message, category, filename, lineno, file, line)
+                return
+            ours = [
+                f"{Path(f.filename).relative_to(root)}:{f.lineno} {f.name}"
+                for f in traceback.extract_stack()[:-1]
+                if f.filename.startswith(root) and "/.venv/" not in f.filename
+            ]
+            site = ours[-1] if ours else "(outside the project)"
+            self.counts[site] = self.counts.get(site, 0) + 1
+
+        warnings.showwarning = record
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous_hook is None:
+            return
+        import warnings  # noqa: PLC0415
+
+        torch.cuda.set_sync_debug_mode("default")
+        warnings.showwarning = self._previous_hook
+        if self.counts:
+            logger.info("bench: host waited for the GPU at: %s", self.counts)
 
 
 class _BusySampler:

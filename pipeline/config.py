@@ -63,7 +63,7 @@ class ModelConfig:
     streams_per_worker: int = (
         1  # rows a worker renders at once, advanced together in one batched denoising call
     )
-    compile: str = "none"  # "none", "regional" (repeated blocks), "default"/"max-autotune" (whole UNet and VAE decoder)
+    compile: str = "none"  # "none", "regional" (ResNet blocks, feed-forwards; ~1 min), "default"/"max-autotune" (whole UNet and VAE decoder)
     channels_last: bool = (
         False  # NHWC memory layout for the convolution-heavy networks (faster on GPUs)
     )

@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .animate import StepBatcher, StreamingAnimator, StreamState, deserialize_state, serialize_state
+from .animate import (
+    HostCopy,
+    StepBatcher,
+    StreamingAnimator,
+    StreamState,
+    deserialize_state,
+    serialize_state,
+)
 from .conditioning_cache import ConditioningReader, ConditioningWriter
 from .config import ModelConfig, StorageConfig, VideoConfig
 from .ledger import Ledger, RowLedger
@@ -476,7 +483,8 @@ class _SegmentSink:
                 stream.state_dict()
             )  # the stream as of this segment's last frame
             self.count = 0
-        self._queue.put((frames, state))
+        # queued now, right behind the decode that made them; the encoder thread waits for it
+        self._queue.put((HostCopy(frames), state))
 
     def close(self, stream: StreamState) -> None:
         """Commit the last (partial) segment, wait for the thread, and raise what it hit."""
@@ -498,7 +506,7 @@ class _SegmentSink:
             frames, state = item
             try:
                 if frames is not None:
-                    self._encode(frames.cpu().numpy())
+                    self._encode(frames.result().numpy())
                 if state is not None and self.encoder is not None:
                     self._commit(state)
             except BaseException as err:  # noqa: BLE001 - re-raised in the row's thread

@@ -14,6 +14,8 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+# compiled kernels are reused by later runs on this machine (compile once, not per run)
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/portrait-render-inductor}
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))" | tee "$OUT/env.txt"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,power.draw --format=csv | tee -a "$OUT/env.txt"
 
@@ -50,6 +52,26 @@ case "${1:-levers}" in
   final2)
     bench fp16-S8-nhwc 110 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64
     bench fp16-S8-nhwc-regional 270 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false
+    ;;
+  pipeline)  # after the host-wait removal, the CLIP shortcut and the whole-block regional compile
+    bench fp16-S8-nhwc-v2 150 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64 job.bench.flops=false job.bench.sync_check=true "job.bench.trace=$OUT/trace-S8-nhwc.json.gz"
+    bench fp16-S1-v2 100 model.dtype=fp16 model.streams_per_worker=1 job.bench.frames=64 job.bench.flops=false
+    bench fp16-S8-nhwc-regional-v2 330 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false "job.bench.trace=$OUT/trace-S8-nhwc-regional.json.gz"
+    ;;
+  layers)  # after the channels-last GroupNorm and the split GEGLU
+    bench fp16-S8-nhwc-v3 170 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64 "job.bench.trace=$OUT/trace-S8-nhwc-v3.json.gz"
+    bench fp16-S1-nhwc-v3 100 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=64 job.bench.flops=false
+    bench fp16-S8-nhwc-regional-v3 240 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false
+    ;;
+  overlap)  # after frames and states go to the host through pinned memory, compiled GroupNorms
+    bench fp16-S8-nhwc-v4 170 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64
+    bench fp16-S8-nhwc-regional-v4 240 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false
+    bench fp16-S1-nhwc-v4 100 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=64 job.bench.flops=false
+    ;;
+  final3)  # regional compile without compiled GroupNorms; memory flat over length
+    bench fp16-S8-nhwc-regional-v5 230 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false
+    bench fp16-S1-nhwc-200f 70 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=200 job.bench.flops=false
+    bench fp16-S1-nhwc-2000f 190 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=2000 job.bench.flops=false
     ;;
   compile)
     bench fp16-S1-compile 300 model.dtype=fp16 model.streams_per_worker=1 model.compile=default job.bench.frames=96

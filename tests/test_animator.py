@@ -154,6 +154,29 @@ def test_save_and_restore_gives_the_uninterrupted_frames(animator, stop_after_ca
     assert torch.equal(torch.cat(produced), reference)
 
 
+def test_restore_keeps_a_keyframe_decided_after_the_save(tiny_models) -> None:
+    """A state saved while a keyframe candidate is still undecided (it is read at the next call,
+    so the host never waits for the GPU) resumes to the uninterrupted frames and keyframes."""
+    animator = StreamingAnimator(
+        tiny_models, AnimatorConfig(keyframe_threshold=0.0), resolution=SIZE
+    )
+    frames = driving(60)
+    reference_stream = animator.fuse_reference(portrait(2), seed=3)
+    reference = torch.cat(
+        [animator.push(reference_stream, frames[i : i + 4]) for i in range(0, 60, 4)]
+        + [animator.finish(reference_stream)]
+    )
+    stream = animator.fuse_reference(portrait(2), seed=3)
+    produced = [animator.push(stream, frames[i : i + 4]) for i in range(0, 40, 4)]
+    assert stream.pending_keyframe is not None and stream.num_keyframes == 0
+    saved = serialize_state(stream.state_dict())
+    resumed = animator.restore(portrait(2), deserialize_state(saved))
+    produced += [animator.push(resumed, frames[i : i + 4]) for i in range(40, 60, 4)]
+    produced.append(animator.finish(resumed))
+    assert resumed.num_keyframes == reference_stream.num_keyframes == 3
+    assert torch.equal(torch.cat(produced), reference)
+
+
 def test_restore_refuses_another_portrait(animator) -> None:
     stream = animator.fuse_reference(portrait(0), seed=1)
     animator.push(stream, driving(4))

@@ -33,3 +33,42 @@ def test_bench_reports_throughput_flops_and_completes_every_row(tmp_path: Path) 
     assert (
         result["device"] == "cpu" and result["peak_memory_gib"] is None
     )  # GPU-only figures stay empty
+
+
+def test_bench_trace_records_every_thread_and_is_left_out_of_the_timing(tmp_path: Path) -> None:
+    """job.bench.trace: a Chrome trace with the batch thread's operators (the denoising UNet's
+    convolutions) and the row threads'; the traced calls are not timed."""
+    import gzip
+
+    from hydra import compose, initialize_config_dir
+
+    from jobs.bench import run
+    from pipeline.config import register_configs
+
+    register_configs()
+    output, trace = tmp_path / "bench.json", tmp_path / "trace.json.gz"
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose(
+            "config",
+            overrides=[
+                "job=bench", "model=tiny", "model.resolution=64", "job.bench.frames=48", "job.bench.streams=2",
+                "job.bench.warmup_calls=2", f"job.bench.output={output}", f"job.bench.trace={trace}",
+                "job.bench.flops=false", "job.progress=plain", "model.channels_last=true",
+            ],
+        )  # fmt: skip
+        assert run(cfg) == 0
+    (result,) = json.loads(output.read_text())
+    events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
+    ops = [e for e in events if e.get("ph") == "X" and e.get("cat") == "cpu_op"]
+    threads_with_convolutions = {e["tid"] for e in ops if e["name"] == "aten::conv2d"}
+    assert threads_with_convolutions, "the batch thread's operators are in the trace"
+    assert len({e["tid"] for e in ops}) > len(threads_with_convolutions)  # row threads too
+    # 48 frames = 12 calls + 3 flush calls; 2 warm-up and 4 traced calls are not timed
+    assert 0 < result["timed_calls"] <= 15 - 2 - 4
+
+    from scripts.trace_summary import summarize
+
+    summary = summarize(trace)
+    assert "GPU: no kernels in this trace (a CPU run)" in summary
+    busiest = summary.splitlines()[3]  # the thread with the most operators: the batch thread
+    assert busiest.startswith("  thread ") and "aten::conv2d" in busiest

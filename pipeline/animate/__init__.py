@@ -2,11 +2,13 @@
 
 from ._animator import Observation, StreamingAnimator
 from ._batcher import BatchStats, StepBatcher
+from ._preprocess import HostCopy
 from ._schedule import StaggeredSchedule
 from ._state import StreamState, deserialize_state, serialize_state
 
 __all__ = [
     "BatchStats",
+    "HostCopy",
     "Observation",
     "StaggeredSchedule",
     "StepBatcher",

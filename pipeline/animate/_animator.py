@@ -37,6 +37,7 @@ from ..models import (
     warmup_poses,
 )
 from ._preprocess import (
+    HostScalar,
     as_rgb_array,
     clip_pixels,
     frames_to_signed,
@@ -46,7 +47,7 @@ from ._preprocess import (
     to_signed_tensor,
 )
 from ._schedule import StaggeredSchedule
-from ._state import Chunk, StreamState, deserialize_state
+from ._state import Chunk, PendingKeyframe, StreamState, deserialize_state
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +237,8 @@ class StreamingAnimator:
             observed = computed.pop(0) if isinstance(given, torch.Tensor) else given
             stream.last_observation = observed
             new_chunks.append(self._enter_chunk(stream, observed))
+        for stream in streams:  # the previous call's candidate joins the bank before this one
+            self._settle_keyframe(stream)
         distances = [self._keyframe_distance(stream) for stream in streams]
         emitted = self._denoise(streams, new_chunks, distances)
         return self._decode(emitted)
@@ -368,13 +371,14 @@ class StreamingAnimator:
         canvas = draw_keypoint_canvas(keypoints, self.resolution, models.canvas_radius)
         return models.pose_guider(canvas.to(models.dtype))
 
-    def _keyframe_distance(self, stream: StreamState) -> torch.Tensor | None:
-        """Distance of the window's oldest frame's motion to the bank (a device scalar), or None
-        when this call cannot add a keyframe (too early, or the cap is reached).
+    def _keyframe_distance(self, stream: StreamState) -> HostScalar | None:
+        """Distance of the window's oldest frame's motion to the bank, on its way to the host, or
+        None when this call cannot add a keyframe (too early, or the cap is reached).
 
         From call ``keyframe_min_chunks`` on, the oldest frame of the window joins the bank when
-        its motion is farther than ``keyframe_threshold`` (L2) from every motion in the bank.
-        The value is read only after the denoising call is queued, so the GPU never waits for it.
+        its motion is farther than ``keyframe_threshold`` (L2) from every motion in the bank. The
+        value is read at the start of the stream's next call (:meth:`_settle_keyframe`), before
+        that call's denoising, so the host never waits for a denoising call to finish.
         """
         config = self.config
         if (
@@ -384,21 +388,21 @@ class StreamingAnimator:
             return None
         candidate = stream.chunks[0].motion[0].float().flatten()
         bank = stream.motion_bank.float().flatten(1)
-        return (bank - candidate).pow(2).sum(dim=1).sqrt().min()
+        return HostScalar((bank - candidate).pow(2).sum(dim=1).sqrt().min())
 
-    def _take_keyframe(
-        self, stream: StreamState, distance: torch.Tensor | None, oldest: Chunk
-    ) -> bool:
-        if distance is None or distance.item() <= self.config.keyframe_threshold:
-            return False
-        stream.motion_bank = torch.cat([stream.motion_bank, oldest.motion[:1]])
-        return True
+    def _settle_keyframe(self, stream: StreamState) -> None:
+        """Add the previous call's candidate to the bank if it was far enough from it."""
+        pending, stream.pending_keyframe = stream.pending_keyframe, None
+        if pending is None or pending.distance.item() <= self.config.keyframe_threshold:
+            return
+        stream.motion_bank = torch.cat([stream.motion_bank, pending.motion])
+        self._add_keyframe(stream, pending.latent)
 
     def _denoise(
         self,
         streams: Sequence[StreamState],
         new_chunks: list[Chunk],
-        keyframe_distances: list[torch.Tensor | None],
+        keyframe_distances: list[HostScalar | None],
     ) -> list[tuple[StreamState, Chunk, torch.Tensor]]:
         """The batched denoising call and DDIM step; returns what each stream emits (latents)."""
         models, schedule = self.models, self.schedule
@@ -435,8 +439,10 @@ class StreamingAnimator:
             stream.latents = window[i, chunk_frames:]
             stream.chunks.append(chunk)
             finished = stream.chunks.popleft()
-            if self._take_keyframe(stream, keyframe_distances[i], finished):
-                self._add_keyframe(stream, x0[i, 0:1].to(dtype))
+            if keyframe_distances[i] is not None:
+                stream.pending_keyframe = PendingKeyframe(
+                    keyframe_distances[i], x0[i, 0:1].to(dtype), finished.motion[:1]
+                )
             stream.calls += 1
             emitted.append((stream, finished, window[i, :chunk_frames]))
         return emitted
@@ -512,6 +518,13 @@ class StreamingAnimator:
         stream.motion_bank = saved["motion_bank"].to(device)
         for latent in saved["keyframe_latents"]:
             self._add_keyframe(stream, latent.to(device, dtype)[None])
+        pending = saved.get("pending_keyframe")  # absent in states saved before it existed
+        if pending is not None:
+            stream.pending_keyframe = PendingKeyframe(
+                HostScalar(torch.tensor(pending["distance"])),
+                pending["latent"].to(device, dtype),
+                pending["motion"].to(device),
+            )
         stream.history = deque(
             ((i, k.to(device), m.to(device)) for i, k, m in saved["history"]),
             maxlen=stream.history.maxlen,

@@ -83,6 +83,36 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
+class HostCopy:
+    """A device tensor on its way to host memory: the copy is queued now (into pinned memory, so
+    it never holds up other threads' GPU work the way a copy to ordinary memory does), and
+    :meth:`result` waits only for the work queued before it."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        self._event = None
+        if value.is_cuda:
+            self._value = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+            self._value.copy_(value, non_blocking=True)
+            self._event = torch.cuda.Event(blocking=True)  # waiters sleep instead of spinning
+            self._event.record()
+        else:
+            self._value = value.detach().clone()
+
+    def result(self) -> torch.Tensor:
+        if self._event is not None:
+            self._event.synchronize()
+            self._event = None
+        return self._value
+
+
+class HostScalar(HostCopy):
+    """A device scalar on its way to the host (``tensor.item()`` would wait for everything queued
+    since, e.g. a whole denoising call)."""
+
+    def item(self) -> float:
+        return float(self.result())
+
+
 def signed_to_output(images: torch.Tensor, output_dtype: str) -> torch.Tensor:
     """Decoded ``(k, 3, H, W)`` in [-1, 1] → ``(k, H, W, 3)`` uint8 (0..255) or float ([0, 1])."""
     unit = (images.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)

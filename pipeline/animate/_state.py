@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..models import HeadPose
+from ._preprocess import HostCopy
 
 STATE_VERSION = 1
 
@@ -33,6 +34,22 @@ class Chunk:
     keypoints: torch.Tensor
     motion: torch.Tensor
     pose_features: torch.Tensor | None = None
+
+
+@dataclass
+class PendingKeyframe:
+    """A keyframe candidate whose distance is still on its way from the GPU.
+
+    Attributes:
+        distance: L2 distance of ``motion`` to the nearest motion in the bank (``.item()``
+            reads it; see :class:`~pipeline.animate._preprocess.HostScalar`).
+        latent: ``(1, 4, h, w)`` the candidate frame's clean latent.
+        motion: ``(1, T, C)`` its motion tokens.
+    """
+
+    distance: Any
+    latent: torch.Tensor
+    motion: torch.Tensor
 
 
 @dataclass
@@ -69,6 +86,9 @@ class StreamState:
         default_factory=lambda: deque(maxlen=16)
     )
     last_observation: Any = None  # the Observation of the frames the last call took (not saved)
+    # the last call's keyframe candidate, decided at the start of the next call so the host
+    # never waits for a denoising call: (distance to the bank, its x0 latent, its motion)
+    pending_keyframe: PendingKeyframe | None = None
 
     @property
     def ended(self) -> bool:
@@ -96,7 +116,8 @@ class StreamState:
         """A dict of tensors and plain values (loadable with ``torch.load(weights_only=True)``)."""
 
         def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.detach().to("cpu").clone()
+            # through pinned memory: a plain copy to host memory can stall other threads' launches
+            return None if t is None else HostCopy(t.detach()).result()
 
         return {
             "version": STATE_VERSION,
@@ -124,6 +145,13 @@ class StreamState:
             "motion_bank": cpu(self.motion_bank),
             "keyframe_latents": [cpu(t) for t in self.keyframe_latents],
             "history": [(i, cpu(k), cpu(m)) for i, k, m in self.history],
+            "pending_keyframe": None
+            if self.pending_keyframe is None
+            else {
+                "distance": float(self.pending_keyframe.distance.item()),
+                "latent": cpu(self.pending_keyframe.latent),
+                "motion": cpu(self.pending_keyframe.motion),
+            },
         }
 
 

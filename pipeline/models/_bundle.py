@@ -17,6 +17,7 @@ from ._attention import (
     set_attention_backend,
     set_vae_attention_backend,
 )
+from ._fast_layers import use_fast_layers
 from ._keypoints import KeypointExtractor
 from ._motion_encoder import MotionEncoder
 from ._pose_guider import PoseGuider
@@ -114,35 +115,41 @@ class PersonaLiveModels:
             return self.tiny_decoder.decode(latents).sample
         return self.vae.decode(latents * (1 / self.vae.config.scaling_factor)).sample
 
-    def optimize(self, *, channels_last: bool = False, compile_mode: str = "none") -> None:
-        """Speed levers for GPUs: NHWC layout for the convolution-heavy networks, and
+    def optimize(
+        self, *, channels_last: bool = False, compile_mode: str = "none", backend: str = "inductor"
+    ) -> None:
+        """Speed levers for GPUs: NHWC layout for the convolution-heavy networks (with a GroupNorm
+        that keeps it), contiguous GEGLU halves (:mod:`._fast_layers`), and
         ``torch.compile`` of the per-call hot path (denoising UNet, VAE decoder): whole networks
         (``"default"``/``"max-autotune"``; minutes of compiling) or their repeated blocks
-        (``"regional"``)."""
+        (``"regional"``). ``backend`` is torch.compile's (tests use a cheap one)."""
         if channels_last:
             for network in (self.denoising_unet, self.vae, self.pose_guider, self.tiny_decoder):
                 if network is not None:
                     nn.Module.to(network, memory_format=torch.channels_last)
+        for network in self.networks().values():
+            use_fast_layers(network, group_norm=channels_last)
+        if compile_mode == "none":
+            return
         if compile_mode == "regional":
-            self._compile_regions()
-        elif compile_mode != "none":
-            from torch import _dynamo  # noqa: PLC0415 - `import torch._dynamo` would shadow torch here
+            self._compile_regions(backend)
+            return
+        _allow_recompiles()
+        mode = None if compile_mode == "default" else compile_mode
+        self.denoising_unet.forward = torch.compile(
+            self.denoising_unet.forward, mode=mode, backend=backend
+        )
+        decoder = self.tiny_decoder.decoder if self.tiny_decoder is not None else self.vae.decoder
+        decoder.forward = torch.compile(decoder.forward, mode=mode, backend=backend)
 
-            # one graph per stream count and bank length (keyframes 0..3): allow the recompiles
-            config = _dynamo.config
-            config.cache_size_limit = max(config.cache_size_limit, 64)
-            config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 512)
-            mode = None if compile_mode == "default" else compile_mode
-            self.denoising_unet.forward = torch.compile(self.denoising_unet.forward, mode=mode)
-            decoder = (
-                self.tiny_decoder.decoder if self.tiny_decoder is not None else self.vae.decoder
-            )
-            decoder.forward = torch.compile(decoder.forward, mode=mode)
-
-    def _compile_regions(self) -> None:
-        """Compile the repeated blocks (ResNet blocks, GEGLU feed-forwards) with dynamic shapes:
-        a handful of compiles instead of one huge graph, fusing their norms, activations and
-        residual adds — most of the memory-bound work — while attention runs as is."""
+    def _compile_regions(self, backend: str) -> None:
+        """Compile repeated blocks with dynamic shapes instead of whole networks: the ResNet
+        blocks and GEGLU feed-forwards, fusing their norms, activations and residual adds.
+        torch.compile's default of 8 graphs per block type bounds the compile time to about a
+        minute (further shapes run eagerly). Measured on the H100 (docs/benchmarks.md): compiling
+        the whole spatial transformers and motion/temporal modules as well took over 5 minutes
+        (~30 graphs), and a compiled GroupNorm kernel for every norm was slower than
+        :class:`._fast_layers.ChannelsLastGroupNorm` eagerly — neither is offered."""
         from diffusers.models.attention import FeedForward  # noqa: PLC0415
         from diffusers.models.resnet import ResnetBlock2D  # noqa: PLC0415
 
@@ -150,7 +157,7 @@ class PersonaLiveModels:
         for network in (self.denoising_unet, decoder):
             for module in network.modules():
                 if isinstance(module, (ResnetBlock2D, FeedForward)):
-                    module.compile(dynamic=True)
+                    module.compile(dynamic=True, backend=backend)
 
     def parameter_counts(self) -> dict[str, int]:
         counts = {
@@ -164,6 +171,15 @@ class PersonaLiveModels:
             p.numel() for n, p in unet.named_parameters() if ".motion_modules." in n
         )
         return counts
+
+
+def _allow_recompiles() -> None:
+    """One graph per block shape, stream count and bank length: raise torch.compile's caps."""
+    from torch import _dynamo  # noqa: PLC0415 - `import torch._dynamo` would shadow torch here
+
+    config = _dynamo.config
+    config.cache_size_limit = max(config.cache_size_limit, 64)
+    config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 512)
 
 
 def build_models(

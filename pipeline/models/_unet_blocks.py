@@ -82,19 +82,29 @@ class SpatialTransformerBlock(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        ctx: UNetContext,
+        clip_context: torch.Tensor,
         bank_kv: tuple[torch.Tensor, torch.Tensor] | None,
         bank_mask: torch.Tensor | None,
+        bank_out: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         normed = self.norm1(x)
-        if ctx.bank_out is not None:
-            ctx.bank_out.append(normed)
+        if bank_out is not None:
+            bank_out.append(normed)
         extra_kv, extra_mask = None, None
         if bank_kv is not None:
             extra_kv, extra_mask = _broadcast_bank(bank_kv, bank_mask, x.shape[0])
         x = self.attn1.processor(self.attn1, normed, extra_kv=extra_kv, extra_mask=extra_mask) + x
-        x = self.attn2.processor(self.attn2, self.norm2(x), context=ctx.clip_context) + x
+        x = self._cross_attention(x, clip_context) + x
         return self.ff(self.norm3(x)) + x
+
+    def _cross_attention(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Attention to the CLIP context. PersonaLive's context is one token, and softmax over a
+        single key is exactly 1: every query receives that token's value, so the query path
+        (``norm2``, ``to_q``, ``to_k``, the scores) changes nothing and is skipped."""
+        if context.shape[1] == 1:
+            attn = self.attn2
+            return attn.to_out[1](attn.to_out[0](attn.to_v(context)))  # (B, 1, C), broadcast
+        return self.attn2.processor(self.attn2, self.norm2(x), context=context)
 
 
 def _broadcast_bank(
@@ -127,15 +137,22 @@ class SpatialTransformer(nn.Module):
         )
         self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        clip_context: torch.Tensor,
+        bank_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        bank_mask: torch.Tensor | None = None,
+        bank_out: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Tensors in, tensors out (this layer's bank entries picked by the caller), so
+        ``torch.compile`` sees one graph for every layer of a width."""
         batch, channels, height, width = x.shape
         residual = x
         x = self.proj_in(self.norm(x))
         x = x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
-        bank_kv = ctx.bank_kv[self.layer_index] if ctx.bank_kv is not None else None
-        bank_mask = ctx.bank_mask[self.layer_index] if ctx.bank_mask is not None else None
         for block in self.transformer_blocks:
-            x = block(x, ctx, bank_kv, bank_mask)
+            x = block(x, clip_context, bank_kv, bank_mask, bank_out)
         # no .contiguous(): in channels-last layout this permute is free and proj_out reads it as is
         x = x.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return self.proj_out(x) + residual
@@ -246,7 +263,11 @@ class FrameModule(nn.Module):
             groups=groups,
         )
 
-    def forward(self, x: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, frames: int, motion_tokens: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x`` ``(S*F, C, H, W)`` with ``frames`` = F; ``motion_tokens`` ``(S*F, T, C_m)`` for
+        the motion kind."""
         module = self.temporal_transformer
         batch, channels, height, width = x.shape
         residual = x
@@ -254,18 +275,21 @@ class FrameModule(nn.Module):
         tokens = module.proj_in(tokens)
         for block in module.transformer_blocks:
             for attn, norm in zip(block.attention_blocks, block.norms):
-                tokens = self._attend(attn, norm(tokens), ctx) + tokens
+                tokens = self._attend(attn, norm(tokens), frames, motion_tokens) + tokens
             tokens = block.ff(block.ff_norm(tokens)) + tokens
         tokens = module.proj_out(tokens)
         out = tokens.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return out + residual
 
     def _attend(
-        self, attn: _FrameAttention, normed: torch.Tensor, ctx: UNetContext
+        self,
+        attn: _FrameAttention,
+        normed: torch.Tensor,
+        frames: int,
+        motion_tokens: torch.Tensor | None,
     ) -> torch.Tensor:
         if self.kind == "motion":
-            return attn.processor(attn, normed, context=ctx.motion_tokens)
-        frames = ctx.frames
+            return attn.processor(attn, normed, context=motion_tokens)
         batch, positions, channels = normed.shape
         streams = batch // frames
         # (S*F, P, C) -> (S*P, F, C): attend along the frame axis at every position
@@ -358,10 +382,18 @@ class _Level(nn.Module):
 
 def _after_resnet(level: nn.Module, i: int, x: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
     if hasattr(level, "attentions"):
-        x = level.attentions[i](x, ctx)
+        attention = level.attentions[i]
+        index = attention.layer_index
+        x = attention(
+            x,
+            ctx.clip_context,
+            ctx.bank_kv[index] if ctx.bank_kv is not None else None,
+            ctx.bank_mask[index] if ctx.bank_mask is not None else None,
+            ctx.bank_out,
+        )
     if hasattr(level, "motion_modules"):
-        x = level.motion_modules[i](x, ctx)
-        x = level.temporal_modules[i](x, ctx)
+        x = level.motion_modules[i](x, ctx.frames, ctx.motion_tokens)
+        x = level.temporal_modules[i](x, ctx.frames)
     return x
 
 

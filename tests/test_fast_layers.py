@@ -1,0 +1,88 @@
+"""The drop-in layers compute what the stock layers compute (pipeline/models/_fast_layers.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers.models.activations import GEGLU
+from torch import nn
+
+from pipeline.models._fast_layers import ChannelsLastGroupNorm, SplitGEGLU, use_fast_layers
+
+
+@pytest.mark.parametrize("offset", [0.0, 20.0])
+def test_channels_last_group_norm_equals_group_norm_and_keeps_the_layout(offset: float) -> None:
+    torch.manual_seed(0)
+    norm = nn.GroupNorm(4, 32, eps=1e-6)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    x = (torch.randn(3, 32, 7, 5) * 3 + offset).to(memory_format=torch.channels_last)
+    expected = norm(x.contiguous())
+    norm.__class__ = ChannelsLastGroupNorm
+    with torch.no_grad():
+        got = norm(x)
+    assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
+    # fp32 statistics; the variance as E[x²] − E[x]² loses ~1e-5 (relative) to cancellation at
+    # a mean 7x the spread, far below fp16's output rounding (5e-4) where this layer runs
+    assert (got - expected).abs().max() < (2e-5 if offset == 0 else 5e-4)
+    assert torch.equal(norm(x.contiguous()), expected)  # NCHW input: the stock kernel
+    assert (norm(x) - expected).abs().max() < 5e-4  # with gradients: the stock (CPU NHWC) kernel
+
+
+def test_channels_last_group_norm_in_half_precision_is_within_rounding() -> None:
+    torch.manual_seed(1)
+    norm = ChannelsLastGroupNorm(8, 64)
+    x = (torch.randn(2, 64, 6, 6) * 4 + 10).to(memory_format=torch.channels_last)
+    expected = F.group_norm(x.contiguous(), 8, norm.weight, norm.bias, norm.eps)
+    with torch.no_grad():
+        got = norm.half()(x.half()).float()
+    assert (got - expected).abs().max() < 1e-2  # fp16 output rounding (|y| up to ~4)
+
+
+def test_split_geglu_equals_geglu() -> None:
+    torch.manual_seed(2)
+    layer = GEGLU(16, 24)
+    x = torch.randn(2, 5, 16)
+    expected = layer(x)
+    layer.__class__ = SplitGEGLU
+    assert torch.allclose(layer(x), expected, atol=1e-6)
+
+
+def test_use_fast_layers_swaps_classes_and_keeps_the_state_dict() -> None:
+    network = nn.Sequential(nn.GroupNorm(2, 8), GEGLU(8, 4))
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    use_fast_layers(network)
+    assert isinstance(network[0], ChannelsLastGroupNorm) and isinstance(network[1], SplitGEGLU)
+    assert network.state_dict().keys() == before.keys()
+    use_fast_layers(nn.Sequential(network), group_norm=False)  # idempotent, GN optional
+    assert isinstance(network[0], ChannelsLastGroupNorm)
+
+
+def test_channels_last_animation_equals_the_default_layout(tiny_weights) -> None:
+    """model.channels_last=true (NHWC networks, ChannelsLastGroupNorm, SplitGEGLU) animates the
+    same frames as the default layout, keyframes and two batched streams included."""
+    import numpy as np
+
+    from pipeline.animate import StreamingAnimator
+    from pipeline.config import AnimatorConfig
+    from pipeline.models import load_personalive
+
+    def animate(channels_last: bool) -> torch.Tensor:
+        models = load_personalive(tiny_weights, "fp32", "cpu", architecture="tiny")
+        models.optimize(channels_last=channels_last)
+        config = AnimatorConfig(keyframe_threshold=0.0, output_dtype="float")
+        animator = StreamingAnimator(models, config, resolution=64)
+        rng = np.random.default_rng(0)
+        streams = [
+            animator.fuse_reference(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), seed=i)
+            for i in range(2)
+        ]
+        frames = rng.integers(0, 255, (60, 64, 64, 3), dtype=np.uint8)
+        outputs = [animator.advance(streams, [frames[i : i + 4]] * 2) for i in range(0, 60, 4)]
+        assert all(s.num_keyframes == 3 for s in streams)
+        return torch.cat([torch.cat(pair) for pair in outputs])
+
+    default, channels_last = animate(False), animate(True)
+    assert default.shape == channels_last.shape and default.shape[0] > 0
+    assert (default - channels_last).abs().max() < 1e-4  # fp32 rounding (measured 1.2e-6)
