@@ -365,6 +365,7 @@ class _SyncSites:
         self.enabled = enabled
         self.counts: dict[str, int] = {}
         self._previous_hook: Any = None
+        self._previous_filters: list[Any] = []
 
     def __enter__(self) -> _SyncSites:
         return self
@@ -376,7 +377,7 @@ class _SyncSites:
         import warnings  # noqa: PLC0415
 
         root = str(Path(__file__).resolve().parent.parent)
-        self._previous_hook = warnings.showwarning
+        self._previous_hook, self._previous_filters = warnings.showwarning, warnings.filters[:]
 
         def record(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
             if "synchronizing" not in str(message):
@@ -401,6 +402,7 @@ class _SyncSites:
 
         torch.cuda.set_sync_debug_mode("default")
         warnings.showwarning = self._previous_hook
+        warnings.filters[:] = self._previous_filters
         if self.counts:
             logger.info("bench: host waited for the GPU at: %s", self.counts)
 

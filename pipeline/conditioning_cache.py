@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from .animate import Observation
+from .animate import HostCopy, Observation
 from .models import HeadPose
 
 MAGIC = b"PRCOND01"
@@ -43,7 +44,8 @@ class Layout:
         return self.keypoints * 3 + 3 + 3 + 1 + self.tokens * self.channels
 
 
-def _flatten(observation: Observation) -> np.ndarray:
+def _flatten(observation: Observation) -> torch.Tensor:
+    """One float32 record per frame, on the observation's device."""
     pose = observation.pose
     parts = [
         pose.canonical.flatten(1),
@@ -54,7 +56,7 @@ def _flatten(observation: Observation) -> np.ndarray:
         pose.scale.reshape(-1, 1),
         observation.motion.flatten(1),
     ]
-    return torch.cat([p.float() for p in parts], dim=1).cpu().numpy()
+    return torch.cat([p.float() for p in parts], dim=1)
 
 
 def _unflatten(records: np.ndarray, layout: Layout) -> Observation:
@@ -75,26 +77,38 @@ def _unflatten(records: np.ndarray, layout: Layout) -> Observation:
 class ConditioningWriter:
     """Append observations to a local file as they are computed; :meth:`close` adds the header.
 
-    Records go straight to disk: memory stays flat however long the video.
+    Records go to disk a few chunks late: each chunk's copy to the host is queued at once and
+    written once the GPU has long finished it, so the row's thread never waits for a denoising
+    call (it would miss the next batched call). Memory stays flat however long the video.
     """
+
+    lag = 2  # chunks whose copy to the host may still be in flight
 
     def __init__(self, path: str | Path, meta: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.meta = meta or {}
         self.frames = 0
         self.layout: Layout | None = None
+        self._pending: deque[HostCopy] = deque()
         self._body = open(self.path.with_suffix(".records"), "wb")  # noqa: SIM115 - closed in close()
 
     def add(self, observation: Observation) -> None:
-        records = _flatten(observation)
         if self.layout is None:
             canonical, motion = observation.pose.canonical, observation.motion
             self.layout = Layout(canonical.shape[1], motion.shape[1], motion.shape[2])
-        self._body.write(records.astype("<f4").tobytes())
-        self.frames += records.shape[0]
+        self._pending.append(HostCopy(_flatten(observation)))
+        while len(self._pending) > self.lag:
+            self._write(self._pending.popleft())
+
+    def _write(self, records: HostCopy) -> None:
+        values = records.result().numpy()
+        self._body.write(values.astype("<f4").tobytes())
+        self.frames += values.shape[0]
 
     def close(self) -> Path:
         """Write the final file (header + records) and return its path."""
+        while self._pending:
+            self._write(self._pending.popleft())
         self._body.close()
         body = self.path.with_suffix(".records")
         header = json.dumps(
@@ -109,6 +123,7 @@ class ConditioningWriter:
         return self.path
 
     def discard(self) -> None:
+        self._pending.clear()
         self._body.close()
         self.path.with_suffix(".records").unlink(missing_ok=True)
 

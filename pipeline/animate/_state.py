@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..models import HeadPose
-from ._preprocess import HostCopy
+from ._preprocess import HostCopy, HostScalar
 
 STATE_VERSION = 1
 
@@ -42,12 +42,12 @@ class PendingKeyframe:
 
     Attributes:
         distance: L2 distance of ``motion`` to the nearest motion in the bank (``.item()``
-            reads it; see :class:`~pipeline.animate._preprocess.HostScalar`).
+            reads it, waiting only for the work queued before it).
         latent: ``(1, 4, h, w)`` the candidate frame's clean latent.
         motion: ``(1, T, C)`` its motion tokens.
     """
 
-    distance: Any
+    distance: HostScalar
     latent: torch.Tensor
     motion: torch.Tensor
 

@@ -145,8 +145,8 @@ class SpatialTransformer(nn.Module):
         bank_mask: torch.Tensor | None = None,
         bank_out: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Tensors in, tensors out (this layer's bank entries picked by the caller), so
-        ``torch.compile`` sees one graph for every layer of a width."""
+        """Tensors in, tensors out: the caller picks this layer's bank entries (a module that
+        looked them up by its own index would give ``torch.compile`` one graph per layer)."""
         batch, channels, height, width = x.shape
         residual = x
         x = self.proj_in(self.norm(x))
