@@ -232,10 +232,9 @@ def profile_calls(
     """Where the time of ``calls`` steady-state calls goes: the top operators by device time."""
 
     states, chunks = _steady_streams(animator, inputs, streams)
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if animator.models.device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as profiler:
+    with torch.profiler.profile(
+        activities=_profiled_activities(animator.models.device.type == "cuda")
+    ) as profiler:
         for _ in range(calls):
             animator.advance(states, chunks)
         if animator.models.device.type == "cuda":
@@ -287,13 +286,17 @@ def measure(
         thread.start()
     busy.start(after_calls=warmup_calls, stats=batcher.stats)
     cuda = animator.models.device.type == "cuda"
+    # the diagnostics watch the calls after the warm-up; they slow those calls, so the timed
+    # window starts after them
+    trace_until, check_until = warmup_calls + 3, warmup_calls + 8
     with _SyncSites(enabled=sync_check and cuda) as syncs:
         if syncs.enabled or trace:
             _wait_for_calls(batcher, warmup_calls + 1, threads)
             syncs.start()
             if trace:
-                _trace_calls(batcher, warmup_calls + 3, threads, Path(trace), cuda)
-            _wait_for_calls(batcher, warmup_calls + 8, threads)
+                _trace_calls(batcher, trace_until, threads, Path(trace), cuda)
+            if syncs.enabled:
+                _wait_for_calls(batcher, check_until, threads)
     for thread in threads:
         thread.join()
     busy.stop()
@@ -307,8 +310,7 @@ def measure(
             result.notes.append(f"{outcome.row_id}: {outcome.error}")
     # steady state: after the warm-up calls, while every stream is still in its main loop
     full = [i for i, n in enumerate(stats.streams) if n == max(stats.streams)]
-    # a traced or sync-checked stretch runs slower: time the calls after it
-    first_timed = warmup_calls + (8 if sync_check and cuda else 4 if trace else 0)
+    first_timed = check_until if syncs.enabled else trace_until + 1 if trace else warmup_calls
     window = [i for i in full if i >= first_timed][:-1] or full[-1:]
     if not window:
         return
@@ -335,19 +337,23 @@ def _wait_for_calls(batcher: StepBatcher, calls: int, threads: list[threading.Th
         time.sleep(0.005)
 
 
+def _profiled_activities(cuda: bool) -> list[torch.profiler.ProfilerActivity]:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    return activities
+
+
 def _trace_calls(
     batcher: StepBatcher, until_calls: int, threads: list[threading.Thread], path: Path, cuda: bool
 ) -> None:
     """A Chrome trace of every thread (and the GPU's kernels) until call ``until_calls``."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if cuda:
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
     try:  # the row, encoder and batch threads' operators too, not just this (idle) thread's
         experimental = torch._C._profiler._ExperimentalConfig(profile_all_threads=True)
     except (AttributeError, TypeError):
         experimental = None
     with torch.profiler.profile(
-        activities=activities, experimental_config=experimental
+        activities=_profiled_activities(cuda), experimental_config=experimental
     ) as profiler:
         _wait_for_calls(batcher, until_calls, threads)
         if cuda:

@@ -2,7 +2,11 @@
 # Run a matrix of job=bench configurations on a GPU machine in one go; results append to
 # $OUT/bench.json (or ./bench.json) and each run's log to $OUT/<label>.log.
 #
-#   scripts/bench_gpu.sh <set>      sets: levers (default), compile, memory, final
+#   scripts/bench_gpu.sh <set>      sets: levers (default), profile-compile, final, final2,
+#                                   pipeline, layers, overlap, final3, compile, memory
+#
+# Each set runs today's code: the docs/benchmarks.md rows a set produced were measured on the
+# code of that day (rows 13-21 on intermediate states of the same stop).
 #
 # Wheels the GPU image lacks can be unpacked from .whl/ (see docs/benchmarks.md).
 set -uo pipefail
@@ -53,22 +57,22 @@ case "${1:-levers}" in
     bench fp16-S8-nhwc 110 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64
     bench fp16-S8-nhwc-regional 270 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false
     ;;
-  pipeline)  # after the host-wait removal, the CLIP shortcut and the whole-block regional compile
+  pipeline)  # rows 13-14 (traced, sync-checked S=8; single stream)
     bench fp16-S8-nhwc-v2 150 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64 job.bench.flops=false job.bench.sync_check=true "job.bench.trace=$OUT/trace-S8-nhwc.json.gz"
     bench fp16-S1-v2 100 model.dtype=fp16 model.streams_per_worker=1 job.bench.frames=64 job.bench.flops=false
     bench fp16-S8-nhwc-regional-v2 330 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false "job.bench.trace=$OUT/trace-S8-nhwc-regional.json.gz"
     ;;
-  layers)  # after the channels-last GroupNorm and the split GEGLU
+  layers)  # rows 15-17 (S=8 traced, S=1, S=8 regional)
     bench fp16-S8-nhwc-v3 170 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64 "job.bench.trace=$OUT/trace-S8-nhwc-v3.json.gz"
     bench fp16-S1-nhwc-v3 100 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=64 job.bench.flops=false
     bench fp16-S8-nhwc-regional-v3 240 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false
     ;;
-  overlap)  # after frames and states go to the host through pinned memory, compiled GroupNorms
+  overlap)  # rows 18-20 (row 19's compiled GroupNorms are gone: that run is now plain regional)
     bench fp16-S8-nhwc-v4 170 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64
     bench fp16-S8-nhwc-regional-v4 240 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false
     bench fp16-S1-nhwc-v4 100 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=64 job.bench.flops=false
     ;;
-  final3)  # regional compile without compiled GroupNorms; memory flat over length
+  final3)  # rows 21-23: the best setting; single-stream memory over 200 and 2,000 frames
     bench fp16-S8-nhwc-regional-v5 230 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false
     bench fp16-S1-nhwc-200f 70 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=200 job.bench.flops=false
     bench fp16-S1-nhwc-2000f 190 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=2000 job.bench.flops=false
