@@ -78,6 +78,9 @@ class BenchResult:
     matrix_peak_tflops: float | None = None
     fraction_of_peak: float | None = None
     gpu_busy_percent: float | None = None
+    # share of the timed window the GPU spent between calls (no call's work queued): the host
+    # was late; idle inside calls (launch gaps) shows only in a trace
+    gpu_idle_between_calls_percent: float | None = None
     rows_done: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -323,6 +326,10 @@ def measure(
     if device_ms:
         result.device_ms_per_call = statistics.median(device_ms[first : last + 1])
         seconds = stats.events[first][1].elapsed_time(stats.events[last][1]) / 1000
+        # each call's span starts where the previous one ended unless the GPU had run dry
+        in_calls = sum(device_ms[first + 1 : last + 1]) / 1000
+        if seconds > 0:
+            result.gpu_idle_between_calls_percent = max(0.0, 100 * (1 - in_calls / seconds))
     result.output_fps = frames / seconds if seconds > 0 else 0.0
     result.ms_per_call = 1000 * seconds / max(1, last - first)
     result.gpu_busy_percent = busy.percent
@@ -470,6 +477,7 @@ def result_table(results: list[BenchResult]) -> Table:
         "TF/frame",
         "of peak",
         "GPU busy",
+        "idle between",
     )
     for column in columns:
         table.add_column(
@@ -489,6 +497,7 @@ def result_table(results: list[BenchResult]) -> Table:
             _fmt(r.flops_per_frame_t, "{:.2f}"),
             _fmt(r.fraction_of_peak, "{:.1%}"),
             _fmt(r.gpu_busy_percent, "{:.0f}%"),
+            _fmt(r.gpu_idle_between_calls_percent, "{:.1f}%"),
         )
     return table
 

@@ -3,7 +3,8 @@
 # $OUT/bench.json (or ./bench.json) and each run's log to $OUT/<label>.log.
 #
 #   scripts/bench_gpu.sh <set>      sets: levers (default), profile-compile, final, final2,
-#                                   pipeline, layers, overlap, final3, compile, memory
+#                                   pipeline, layers, overlap, final3, fused, fused2,
+#                                   final4, final5, compile, memory
 #
 # Each set runs today's code: the docs/benchmarks.md rows a set produced were measured on the
 # code of that day (rows 13-21 on intermediate states of the same stop).
@@ -15,6 +16,9 @@ OUT=${OUT:-$PWD/bench-out}
 mkdir -p "$OUT"
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+elif [ -f .gpu/site.tar.xz ]; then  # the packed site of scripts/bench_scaling.sh (Ray included)
+  [ -d /tmp/site ] || { mkdir -p /tmp/site && tar -xJf .gpu/site.tar.xz -C /tmp/site; }
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -76,6 +80,30 @@ case "${1:-levers}" in
     bench fp16-S8-nhwc-regional-v5 230 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false
     bench fp16-S1-nhwc-200f 70 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=200 job.bench.flops=false
     bench fp16-S1-nhwc-2000f 190 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=2000 job.bench.flops=false
+    ;;
+  fused)  # Triton NHWC kernels: checked and timed per shape, then S=8 (traced) and S=1 eager
+    python3 scripts/check_nhwc_kernels.py --out "$OUT/nhwc-kernels.json" 2>&1 | tee "$OUT/nhwc-kernels.log"
+    bench fp16-S8-nhwc-v6 170 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64 "job.bench.trace=$OUT/trace-S8-nhwc-v6.json.gz"
+    bench fp16-S1-nhwc-v6 100 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=64 job.bench.flops=false
+    ;;
+  fused2)  # (the second run, compiling only the feed-forwards, was measured with a local patch)
+    bench fp16-S8-nhwc-v7 120 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64 job.bench.flops=false
+    bench fp16-S16-nhwc-v7 150 model.dtype=fp16 model.streams_per_worker=16 model.channels_last=true job.bench.frames=48 job.bench.flops=false
+    bench fp16-S8-nhwc-regional-v7 110 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false
+    ;;
+  final4)  # S=8 traced (GPU idle from the trace), single-stream memory over 200 and 2,000 frames
+    bench fp16-S8-nhwc-v8 170 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64 "job.bench.trace=$OUT/trace-S8-nhwc-v8.json.gz"
+    bench fp16-S1-nhwc-200f-v8 70 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=200 job.bench.flops=false
+    bench fp16-S1-nhwc-2000f-v8 170 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=2000 job.bench.flops=false
+    python3 scripts/trace_summary.py "$OUT/trace-S8-nhwc-v8.json.gz" >"$OUT/trace-S8-nhwc-v8.txt"
+    ;;
+  final5)  # + fused residual adds and LayerNorms; S=8 eager, regional, single stream, S=8 traced
+    python3 scripts/check_nhwc_kernels.py --out "$OUT/nhwc-kernels.json" 2>&1 | tee "$OUT/nhwc-kernels.log"
+    bench fp16-S8-nhwc-v9 110 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64
+    bench fp16-S8-nhwc-regional-v9 150 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.compile=regional job.bench.frames=64 job.bench.flops=false
+    bench fp16-S1-nhwc-v9 60 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=64 job.bench.flops=false
+    bench fp16-S8-nhwc-traced-v9 150 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=48 job.bench.flops=false "job.bench.trace=$OUT/trace-S8-nhwc-v9.json.gz"
+    python3 scripts/trace_summary.py "$OUT/trace-S8-nhwc-v9.json.gz" >"$OUT/trace-S8-nhwc-v9.txt"
     ;;
   compile)
     bench fp16-S1-compile 300 model.dtype=fp16 model.streams_per_worker=1 model.compile=default job.bench.frames=96

@@ -16,6 +16,11 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# without a GPU, Triton kernels run through Triton's interpreter on CPU tensors (the tests of
+# pipeline/models/_nhwc_kernels.py); read when the kernels are defined, so before any import of them
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 from s3_server import moto_s3_server  # noqa: E402, F401 - session fixture: moto's S3 server on 127.0.0.1
 
 TINY_RESOLUTION = 64

@@ -6,9 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diffusers.models.activations import GEGLU
+from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
-from pipeline.models._fast_layers import ChannelsLastGroupNorm, SplitGEGLU, use_fast_layers
+from pipeline.models._fast_layers import (
+    ChannelsLastConv2d,
+    ChannelsLastGroupNorm,
+    FusedResnetBlock2D,
+    SplitGEGLU,
+    use_fast_layers,
+)
 
 
 @pytest.mark.parametrize("offset", [0.0, 20.0])
@@ -50,12 +57,19 @@ def test_split_geglu_equals_geglu() -> None:
 
 
 def test_use_fast_layers_swaps_classes_and_keeps_the_state_dict() -> None:
-    network = nn.Sequential(nn.GroupNorm(2, 8), GEGLU(8, 4))
+    network = nn.Sequential(
+        nn.GroupNorm(2, 8), GEGLU(8, 4), ResnetBlock2D(in_channels=8, groups=2), nn.Conv2d(8, 8, 1)
+    )
     before = {k: v.clone() for k, v in network.state_dict().items()}
     use_fast_layers(network)
     assert isinstance(network[0], ChannelsLastGroupNorm) and isinstance(network[1], SplitGEGLU)
+    assert isinstance(network[2], FusedResnetBlock2D)
+    assert isinstance(network[2].norm1, ChannelsLastGroupNorm)
+    assert isinstance(network[3], ChannelsLastConv2d) and isinstance(
+        network[2].conv1, ChannelsLastConv2d
+    )
     assert network.state_dict().keys() == before.keys()
-    use_fast_layers(nn.Sequential(network), group_norm=False)  # idempotent, GN optional
+    use_fast_layers(nn.Sequential(network), channels_last=False)  # idempotent, GN optional
     assert isinstance(network[0], ChannelsLastGroupNorm)
 
 
@@ -86,3 +100,27 @@ def test_channels_last_animation_equals_the_default_layout(tiny_weights) -> None
     default, channels_last = animate(False), animate(True)
     assert default.shape == channels_last.shape and default.shape[0] > 0
     assert (default - channels_last).abs().max() < 1e-4  # fp32 rounding (measured 1.2e-6)
+
+
+@pytest.mark.parametrize(("channels_in", "temb"), [(16, True), (24, True), (16, False)])
+def test_fused_resnet_block_equals_diffusers_and_keeps_the_layout(
+    channels_in: int, temb: bool
+) -> None:
+    """The folded ResNet block (conv1's bias and the time embedding inside norm2, conv2's and the
+    shortcut's biases with the skip connection) computes diffusers' block, in PyTorch ops (what
+    CPUs and torch.compile run)."""
+    torch.manual_seed(3)
+    block = ResnetBlock2D(
+        in_channels=channels_in, out_channels=16, temb_channels=12 if temb else None, groups=4
+    ).eval()
+    for p in block.parameters():
+        nn.init.normal_(p, std=0.2)
+    x = torch.randn(2, channels_in, 6, 5)
+    embedding = torch.randn(2, 12) if temb else None
+    with torch.no_grad():
+        expected = block(x, embedding)
+        block.__class__ = FusedResnetBlock2D
+        got = block(x.to(memory_format=torch.channels_last), embedding)
+        assert torch.equal(block(x, embedding), expected)  # NCHW input: the stock forward
+    assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
+    assert (got - expected).abs().max() < 1e-5

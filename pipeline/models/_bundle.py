@@ -17,7 +17,7 @@ from ._attention import (
     set_attention_backend,
     set_vae_attention_backend,
 )
-from ._fast_layers import use_fast_layers
+from ._fast_layers import check_kernels, use_fast_layers
 from ._keypoints import KeypointExtractor
 from ._motion_encoder import MotionEncoder
 from ._pose_guider import PoseGuider
@@ -118,8 +118,9 @@ class PersonaLiveModels:
     def optimize(
         self, *, channels_last: bool = False, compile_mode: str = "none", backend: str = "inductor"
     ) -> None:
-        """Speed levers for GPUs: NHWC layout for the convolution-heavy networks (with a GroupNorm
-        that keeps it), contiguous GEGLU halves (:mod:`._fast_layers`), and
+        """Speed levers for GPUs: NHWC layout for the convolution-heavy networks (with layers that
+        keep it and fold norms, biases and residual adds together, on Triton kernels on CUDA),
+        contiguous GEGLU halves (:mod:`._fast_layers`), and
         ``torch.compile`` of the per-call hot path (denoising UNet, VAE decoder): whole networks
         (``"default"``/``"max-autotune"``; minutes of compiling) or their repeated blocks
         (``"regional"``). ``backend`` is torch.compile's (tests use a cheap one)."""
@@ -128,7 +129,9 @@ class PersonaLiveModels:
                 if network is not None:
                     nn.Module.to(network, memory_format=torch.channels_last)
         for network in self.networks().values():
-            use_fast_layers(network, group_norm=channels_last)
+            use_fast_layers(network, channels_last=channels_last)
+        if channels_last and self.device.type == "cuda":
+            check_kernels(self.device, self.dtype)
         if compile_mode == "none":
             return
         if compile_mode == "regional":
@@ -144,7 +147,9 @@ class PersonaLiveModels:
 
     def _compile_regions(self, backend: str) -> None:
         """Compile repeated blocks with dynamic shapes instead of whole networks: the ResNet
-        blocks and GEGLU feed-forwards, fusing their norms, activations and residual adds.
+        blocks and GEGLU feed-forwards, fusing their norms, activations and residual adds (inside
+        a compiled block the channels-last layers take their PyTorch path; the compiler
+        generates its own kernels).
         torch.compile's default of 8 graphs per block type bounds the compile time to about a
         minute (further shapes run eagerly). Measured on the H100 (docs/benchmarks.md): compiling
         the whole spatial transformers and motion/temporal modules as well took over 5 minutes

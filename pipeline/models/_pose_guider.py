@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+
+from ._fast_layers import conv_silu
 
 
 class PoseGuider(ModelMixin, ConfigMixin):
@@ -43,7 +44,7 @@ class PoseGuider(ModelMixin, ConfigMixin):
 
     def forward(self, canvas: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` canvas in [0, 1] → ``(N, embedding_channels, H/8, W/8)``."""
-        x = F.silu(self.conv_in(canvas))
+        x = conv_silu(self.conv_in, canvas)
         for block in self.blocks:
-            x = F.silu(block(x))
+            x = conv_silu(block, x)
         return self.conv_out_modify(x)

@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from torch import nn
 
 from ._attention import AttentionProcessor
+from ._fast_layers import add_layer_norm, is_channels_last
 
 
 @dataclass
@@ -93,17 +95,25 @@ class SpatialTransformerBlock(nn.Module):
         extra_kv, extra_mask = None, None
         if bank_kv is not None:
             extra_kv, extra_mask = _broadcast_bank(bank_kv, bank_mask, x.shape[0])
-        x = self.attn1.processor(self.attn1, normed, extra_kv=extra_kv, extra_mask=extra_mask) + x
-        x = self._cross_attention(x, clip_context) + x
-        return self.ff(self.norm3(x)) + x
+        attended = self.attn1.processor(
+            self.attn1, normed, extra_kv=extra_kv, extra_mask=extra_mask
+        )
+        if clip_context.shape[1] == 1:  # residual, CLIP value and norm3 in one pass (see below)
+            x, normed = add_layer_norm(x, attended, self.norm3, self._clip_value(clip_context))
+        else:
+            x = attended + x
+            x, normed = add_layer_norm(x, self._cross_attention(x, clip_context), self.norm3)
+        return self.ff(normed) + x
+
+    def _clip_value(self, context: torch.Tensor) -> torch.Tensor:
+        """Attention to a single CLIP token: softmax over one key is exactly 1, so every query
+        receives that token's value (``norm2``, ``to_q``, ``to_k`` and the scores change
+        nothing). Returns ``(B, C)``, one vector per frame."""
+        attn = self.attn2
+        return attn.to_out[1](attn.to_out[0](attn.to_v(context[:, 0])))
 
     def _cross_attention(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """Attention to the CLIP context. PersonaLive's context is one token, and softmax over a
-        single key is exactly 1: every query receives that token's value, so the query path
-        (``norm2``, ``to_q``, ``to_k``, the scores) changes nothing and is skipped."""
-        if context.shape[1] == 1:
-            attn = self.attn2
-            return attn.to_out[1](attn.to_out[0](attn.to_v(context)))  # (B, 1, C), broadcast
+        """Attention to a CLIP context of several tokens (PersonaLive's has one: ``_clip_value``)."""
         return self.attn2.processor(self.attn2, self.norm2(x), context=context)
 
 
@@ -148,14 +158,35 @@ class SpatialTransformer(nn.Module):
         """Tensors in, tensors out: the caller picks this layer's bank entries (a module that
         looked them up by its own index would give ``torch.compile`` one graph per layer)."""
         batch, channels, height, width = x.shape
+        if is_channels_last(x):
+            return self._forward_tokens(x, clip_context, bank_kv, bank_mask, bank_out)
         residual = x
         x = self.proj_in(self.norm(x))
         x = x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
         for block in self.transformer_blocks:
             x = block(x, clip_context, bank_kv, bank_mask, bank_out)
-        # no .contiguous(): in channels-last layout this permute is free and proj_out reads it as is
         x = x.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return self.proj_out(x) + residual
+
+    def _forward_tokens(self, x, clip_context, bank_kv, bank_mask, bank_out) -> torch.Tensor:
+        """Channels-last input is already a token matrix ``(B·H·W, C)`` in memory: the 1×1
+        convolutions run as linear layers on it (bias inside the matrix multiply, where a
+        convolution adds it in a separate broadcasting pass) and the permutes are free."""
+        batch, channels, height, width = x.shape
+
+        def tokens(t: torch.Tensor) -> torch.Tensor:
+            return t.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+
+        hidden = F.linear(tokens(self.norm(x)), _as_matrix(self.proj_in), self.proj_in.bias)
+        for block in self.transformer_blocks:
+            hidden = block(hidden, clip_context, bank_kv, bank_mask, bank_out)
+        out = F.linear(hidden, _as_matrix(self.proj_out), self.proj_out.bias).add_(tokens(x))
+        return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+
+def _as_matrix(conv: nn.Conv2d) -> torch.Tensor:
+    """A 1×1 convolution's weight ``(C_out, C_in, 1, 1)`` as a linear layer's ``(C_out, C_in)``."""
+    return conv.weight.view(conv.weight.shape[0], -1)
 
 
 class SinusoidalPositions(nn.Module):
@@ -274,9 +305,13 @@ class FrameModule(nn.Module):
         tokens = module.norm(x).permute(0, 2, 3, 1).reshape(batch, height * width, channels)
         tokens = module.proj_in(tokens)
         for block in module.transformer_blocks:
-            for attn, norm in zip(block.attention_blocks, block.norms):
-                tokens = self._attend(attn, norm(tokens), frames, motion_tokens) + tokens
-            tokens = block.ff(block.ff_norm(tokens)) + tokens
+            # each residual add runs together with the norm that follows it
+            next_norms = [*block.norms[1:], block.ff_norm]
+            normed = block.norms[0](tokens)
+            for attn, next_norm in zip(block.attention_blocks, next_norms):
+                attended = self._attend(attn, normed, frames, motion_tokens)
+                tokens, normed = add_layer_norm(tokens, attended, next_norm)
+            tokens = block.ff(normed) + tokens
         tokens = module.proj_out(tokens)
         out = tokens.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return out + residual

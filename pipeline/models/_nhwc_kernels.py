@@ -1,0 +1,407 @@
+"""Triton kernels for the memory-bound steps between the convolutions, on channels-last memory.
+
+In eager PyTorch these steps run on its generic broadcasting kernels (a per-channel vector against
+an NHWC tensor cannot take the vectorised path): on the H100 GroupNorm's apply pass, its two
+statistics reductions and the convolution bias adds took a quarter of a denoising call's GPU time
+(``docs/benchmarks.md``). The kernels here move each activation as few times as
+their step allows, at full width:
+
+* :func:`group_norm` — GroupNorm (+ SiLU) with an optional per-sample, per-channel addend applied
+  *before* normalising, so a ResNet block's convolution bias and time embedding never get a pass
+  of their own. Statistics in fp32: per-chunk means and centred sums of squares, merged with Chan's
+  formula (no ``E[x²] − E[x]²`` cancellation).
+* :func:`add_bias_residual` — ``(x + bias + residual) * scale`` (+ SiLU) in place (a
+  convolution's bias and its block's skip connection, or its activation, in one pass).
+* :func:`add_layer_norm` — a transformer's residual add (plus a per-sample vector: the CLIP
+  cross-attention's value) and the next LayerNorm in one pass over token rows ``(B, L, C)``.
+
+An activation ``(N, C, H, W)`` in channels-last memory is a row-major ``(N·H·W, C)`` matrix: every
+kernel tiles that matrix. Triton is optional (CPU installs may lack it); callers check
+:func:`available`. With ``TRITON_INTERPRET=1`` the kernels also run on CPU tensors (the tests).
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - CPU-only installs
+    triton = None
+
+_ROWS = 64  # rows of the (N·H·W, C) matrix per tile
+_TARGET_PROGRAMS = 1024  # enough statistics programs to fill an H100's 132 SMs several times
+
+
+def available() -> bool:
+    return triton is not None
+
+
+def _channel_block(channels: int) -> int:
+    return min(64, triton.next_power_of_2(channels))
+
+
+if triton is not None:
+
+    @triton.jit
+    def _row_tile(total_rows, channels, column_block, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        """This program's tile of the ``(rows, channels)`` matrix: row and column indices, the
+        in-bounds masks, and element offsets (64-bit: activations pass 2³¹ elements)."""
+        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = column_block * BLOCK_C + tl.arange(0, BLOCK_C)
+        col_ok = cols < channels
+        ok = (r < total_rows)[:, None] & col_ok[None, :]
+        offsets = r[:, None].to(tl.int64) * channels + cols[None, :]
+        return r, cols, col_ok, ok, offsets
+
+    @triton.jit
+    def _chunk_stats_kernel(
+        x_ptr,
+        mean_ptr,
+        m2_ptr,
+        rows,
+        channels,
+        chunks,
+        chunk_rows,
+        BLOCK_R: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        """Per (sample, chunk of rows, channel): mean and centred sum of squares."""
+        pid = tl.program_id(0)
+        sample = pid // chunks
+        start = (pid % chunks) * chunk_rows
+        stop = tl.minimum(start + chunk_rows, rows)
+        cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        col_ok = cols < channels
+        base = x_ptr + sample.to(tl.int64) * rows * channels
+        mean = tl.zeros([BLOCK_C], dtype=tl.float32)
+        m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+        for first in range(start, stop, BLOCK_R):
+            count = (first - start).to(tl.float32)  # rows merged so far
+            r = first + tl.arange(0, BLOCK_R)
+            ok = (r < stop)[:, None] & col_ok[None, :]
+            offsets = r[:, None].to(tl.int64) * channels + cols[None, :]
+            tile = tl.load(base + offsets, mask=ok, other=0.0).to(tl.float32)
+            n_tile = tl.minimum(stop - first, BLOCK_R).to(tl.float32)
+            tile_mean = tl.sum(tile, axis=0) / n_tile
+            centred = tl.where(ok, tile - tile_mean[None, :], 0.0)
+            tile_m2 = tl.sum(centred * centred, axis=0)
+            merged = count + n_tile
+            delta = tile_mean - mean
+            mean += delta * (n_tile / merged)
+            m2 += tile_m2 + delta * delta * (count * n_tile / merged)
+        out = pid.to(tl.int64) * channels + cols
+        tl.store(mean_ptr + out, mean, mask=col_ok)
+        tl.store(m2_ptr + out, m2, mask=col_ok)
+
+    @triton.jit
+    def _group_affine_kernel(
+        mean_ptr,
+        m2_ptr,
+        addend_ptr,
+        weight_ptr,
+        bias_ptr,
+        scale_ptr,
+        shift_ptr,
+        rows,
+        channels,
+        chunks,
+        chunk_rows,
+        group_size,
+        eps,
+        HAS_ADDEND: tl.constexpr,
+        HAS_WEIGHT: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        BLOCK_G: tl.constexpr,
+    ):
+        """Per (sample, group): merge the chunks' statistics; write each channel's
+        ``scale``/``shift`` so that ``y = x · scale + shift``."""
+        sample = tl.program_id(0)
+        lane = tl.arange(0, BLOCK_G)
+        cols = tl.program_id(1) * group_size + lane
+        col_ok = lane < group_size
+        addend = tl.zeros([BLOCK_G], dtype=tl.float32)
+        if HAS_ADDEND:
+            addend = tl.load(addend_ptr + sample * channels + cols, mask=col_ok, other=0.0)
+        stats = (sample * chunks).to(tl.int64) * channels
+        total = (rows * group_size).to(tl.float32)
+        weighted = tl.zeros([BLOCK_G], dtype=tl.float32)
+        for first in range(0, chunks, BLOCK_K):
+            k = first + tl.arange(0, BLOCK_K)
+            ok = (k < chunks)[:, None] & col_ok[None, :]
+            count = tl.minimum(rows - k * chunk_rows, chunk_rows).to(tl.float32)
+            mean = tl.load(mean_ptr + stats + k[:, None] * channels + cols[None, :], mask=ok)
+            weighted += tl.sum(tl.where(ok, (mean + addend[None, :]) * count[:, None], 0.0), axis=0)
+        group_mean = tl.sum(weighted, axis=0) / total
+        spread = tl.zeros([BLOCK_G], dtype=tl.float32)
+        for first in range(0, chunks, BLOCK_K):
+            k = first + tl.arange(0, BLOCK_K)
+            ok = (k < chunks)[:, None] & col_ok[None, :]
+            count = tl.minimum(rows - k * chunk_rows, chunk_rows).to(tl.float32)
+            offsets = stats + k[:, None] * channels + cols[None, :]
+            mean = tl.load(mean_ptr + offsets, mask=ok)
+            m2 = tl.load(m2_ptr + offsets, mask=ok)
+            delta = mean + addend[None, :] - group_mean
+            spread += tl.sum(tl.where(ok, m2 + delta * delta * count[:, None], 0.0), axis=0)
+        rstd = 1.0 / tl.sqrt(tl.sum(spread, axis=0) / total + eps)
+        scale = tl.zeros([BLOCK_G], dtype=tl.float32) + rstd
+        if HAS_WEIGHT:
+            scale *= tl.load(weight_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+        shift = (addend - group_mean) * scale
+        if HAS_BIAS:
+            shift += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+        out = sample * channels + cols
+        tl.store(scale_ptr + out, scale, mask=col_ok)
+        tl.store(shift_ptr + out, shift, mask=col_ok)
+
+    @triton.jit
+    def _scale_shift_kernel(
+        x_ptr,
+        out_ptr,
+        scale_ptr,
+        shift_ptr,
+        total_rows,
+        rows,
+        channels,
+        SILU: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        """``out = x · scale[sample, c] + shift[sample, c]``, then SiLU if asked."""
+        r, cols, _, ok, offsets = _row_tile(
+            total_rows, channels, tl.program_id(1), BLOCK_R, BLOCK_C
+        )
+        per_sample = (r // rows)[:, None] * channels + cols[None, :]
+        x = tl.load(x_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+        y = x * tl.load(scale_ptr + per_sample, mask=ok, other=0.0) + tl.load(
+            shift_ptr + per_sample, mask=ok, other=0.0
+        )
+        if SILU:
+            y = y * tl.sigmoid(y)
+        tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _bias_residual_kernel(
+        x_ptr,
+        bias_ptr,
+        residual_ptr,
+        total_rows,
+        channels,
+        scale,
+        HAS_BIAS: tl.constexpr,
+        HAS_RESIDUAL: tl.constexpr,
+        SILU: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        """In place: ``x = (x + bias[c] + residual) · scale``, then SiLU if asked."""
+        _, cols, col_ok, ok, offsets = _row_tile(
+            total_rows, channels, tl.program_id(1), BLOCK_R, BLOCK_C
+        )
+        y = tl.load(x_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            y += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        if HAS_RESIDUAL:
+            y += tl.load(residual_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+        y = y * scale
+        if SILU:
+            y = y * tl.sigmoid(y)
+        tl.store(x_ptr + offsets, y.to(x_ptr.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _add_layer_norm_kernel(
+        x_ptr,
+        delta_ptr,
+        row_addend_ptr,
+        weight_ptr,
+        bias_ptr,
+        sum_ptr,
+        out_ptr,
+        total_rows,
+        channels,
+        rows_per_sample,
+        eps,
+        HAS_ROW_ADDEND: tl.constexpr,
+        HAS_WEIGHT: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        """``sum = x + delta (+ row_addend[sample])``; ``out = layer_norm(sum)`` over channels."""
+        r, cols, col_ok, ok, offsets = _row_tile(total_rows, channels, 0, BLOCK_R, BLOCK_C)
+        total = tl.load(x_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+        total += tl.load(delta_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+        if HAS_ROW_ADDEND:
+            per_sample = (r // rows_per_sample)[:, None] * channels + cols[None, :]
+            total += tl.load(row_addend_ptr + per_sample, mask=ok, other=0.0).to(tl.float32)
+        rounded = total.to(sum_ptr.dtype.element_ty)  # normalise the sum as stored
+        tl.store(sum_ptr + offsets, rounded, mask=ok)
+        total = rounded.to(tl.float32)
+        mean = tl.sum(total, axis=1) / channels
+        centred = tl.where(ok, total - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / channels + eps)
+        y = centred * rstd[:, None]
+        if HAS_WEIGHT:
+            y *= tl.load(weight_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        if HAS_BIAS:
+            y += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def _check_nhwc(name: str, tensor: torch.Tensor) -> None:
+    if tensor.dim() != 4 or not tensor.is_contiguous(memory_format=torch.channels_last):
+        raise ValueError(
+            f"{name} must be a 4-D channels-last tensor, got strides {tensor.stride()}"
+        )
+
+
+def group_norm(
+    x: torch.Tensor,
+    groups: int,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    *,
+    addend: torch.Tensor | None = None,
+    silu: bool = False,
+) -> torch.Tensor:
+    """``silu?(group_norm(x + addend[:, :, None, None]))`` for ``x`` ``(N, C, H, W)`` in
+    channels-last memory; ``addend`` is ``(N, C)`` (any float dtype). Returns channels-last, in
+    ``x``'s dtype; arithmetic in fp32."""
+    _check_nhwc("x", x)
+    samples, channels, height, width = x.shape
+    if channels % groups:
+        raise ValueError(f"{channels} channels do not split into {groups} groups")
+    rows = height * width
+    block_c = _channel_block(channels)
+    column_blocks = triton.cdiv(channels, block_c)
+    chunks = max(1, min(triton.cdiv(rows, _ROWS), _TARGET_PROGRAMS // (samples * column_blocks)))
+    chunk_rows = triton.cdiv(triton.cdiv(rows, chunks), _ROWS) * _ROWS
+    chunks = triton.cdiv(rows, chunk_rows)
+
+    stats = torch.empty(2, samples * chunks, channels, device=x.device, dtype=torch.float32)
+    _chunk_stats_kernel[(samples * chunks, column_blocks)](
+        x, stats[0], stats[1], rows, channels, chunks, chunk_rows, BLOCK_R=_ROWS, BLOCK_C=block_c
+    )
+    affine = torch.empty(2, samples, channels, device=x.device, dtype=torch.float32)
+    if addend is not None:
+        addend = addend.to(torch.float32).expand(samples, channels).contiguous()
+    group_size = channels // groups
+    _group_affine_kernel[(samples, groups)](
+        stats[0],
+        stats[1],
+        addend if addend is not None else affine,
+        weight if weight is not None else affine,
+        bias if bias is not None else affine,
+        affine[0],
+        affine[1],
+        rows,
+        channels,
+        chunks,
+        chunk_rows,
+        group_size,
+        eps,
+        HAS_ADDEND=addend is not None,
+        HAS_WEIGHT=weight is not None,
+        HAS_BIAS=bias is not None,
+        BLOCK_K=min(64, triton.next_power_of_2(chunks)),
+        BLOCK_G=triton.next_power_of_2(group_size),
+    )
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    _scale_shift_kernel[(triton.cdiv(samples * rows, _ROWS), column_blocks)](
+        x,
+        out,
+        affine[0],
+        affine[1],
+        samples * rows,
+        rows,
+        channels,
+        SILU=silu,
+        BLOCK_R=_ROWS,
+        BLOCK_C=block_c,
+    )
+    return out
+
+
+def add_bias_residual(
+    x: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    scale: float = 1.0,
+    *,
+    silu: bool = False,
+) -> torch.Tensor:
+    """In place: ``x = silu?((x + bias[None, :, None, None] + residual) * scale)``; ``x`` and
+    ``residual`` ``(N, C, H, W)`` channels-last. Returns ``x``."""
+    _check_nhwc("x", x)
+    if residual is not None:
+        _check_nhwc("residual", residual)
+        if residual.shape != x.shape:
+            raise ValueError(f"residual {tuple(residual.shape)} does not match {tuple(x.shape)}")
+    total_rows = x.shape[0] * x.shape[2] * x.shape[3]
+    channels = x.shape[1]
+    block_c = _channel_block(channels)
+    _bias_residual_kernel[(triton.cdiv(total_rows, _ROWS), triton.cdiv(channels, block_c))](
+        x,
+        bias if bias is not None else x,
+        residual if residual is not None else x,
+        total_rows,
+        channels,
+        float(scale),
+        HAS_BIAS=bias is not None,
+        HAS_RESIDUAL=residual is not None,
+        SILU=silu,
+        BLOCK_R=_ROWS,
+        BLOCK_C=block_c,
+    )
+    return x
+
+
+def add_layer_norm(
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    *,
+    row_addend: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``total = x + delta (+ row_addend[:, None, :])`` and ``layer_norm(total)`` over the last
+    dimension, in one pass: a transformer's residual add and the next norm. ``x``/``delta``
+    contiguous ``(B, L, C)``; ``row_addend`` ``(B, C)``. Returns ``(total, normed)``."""
+    if not (
+        x.dim() == 3 and x.shape == delta.shape and x.is_contiguous() and delta.is_contiguous()
+    ):
+        raise ValueError(
+            f"x {tuple(x.shape)} and delta {tuple(delta.shape)} must be contiguous (B, L, C) alike"
+        )
+    samples, rows_per_sample, channels = x.shape
+    total_rows = samples * rows_per_sample
+    if row_addend is not None:  # one vector per sample (or one for all), as broadcasting would
+        row_addend = row_addend.reshape(-1, channels).expand(samples, channels).contiguous()
+    block_c = triton.next_power_of_2(channels)
+    block_r = max(1, min(64, 4096 // block_c))
+    total = torch.empty_like(x)
+    normed = torch.empty_like(x)
+    _add_layer_norm_kernel[(triton.cdiv(total_rows, block_r),)](
+        x,
+        delta,
+        row_addend if row_addend is not None else x,
+        weight if weight is not None else x,
+        bias if bias is not None else x,
+        total,
+        normed,
+        total_rows,
+        channels,
+        rows_per_sample,
+        eps,
+        HAS_ROW_ADDEND=row_addend is not None,
+        HAS_WEIGHT=weight is not None,
+        HAS_BIAS=bias is not None,
+        BLOCK_R=block_r,
+        BLOCK_C=block_c,
+        num_warps=4 if block_c <= 1024 else 8,
+    )
+    return total, normed

@@ -1,0 +1,213 @@
+"""The Triton kernels compute what PyTorch computes (pipeline/models/_nhwc_kernels.py).
+
+Without a GPU they run through Triton's interpreter on CPU tensors (conftest sets
+``TRITON_INTERPRET``): the same kernel code, indexing and masking included, that runs on CUDA.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers.models.resnet import ResnetBlock2D
+
+from pipeline.models import _fast_layers, _nhwc_kernels
+from pipeline.models._fast_layers import FusedResnetBlock2D
+
+pytestmark = pytest.mark.skipif(not _nhwc_kernels.available(), reason="needs triton")
+
+
+def nhwc(t: torch.Tensor) -> torch.Tensor:
+    return t.to(memory_format=torch.channels_last)
+
+
+# shapes: group sizes 10 (not a power of two) and 8, rows in several statistics chunks with a
+# ragged last one (81, 130), more channels than one 64-wide tile (96), one pixel (1×1)
+@pytest.mark.parametrize(
+    ("shape", "groups", "offset"),
+    [
+        ((2, 40, 9, 9), 4, 0.0),
+        ((3, 96, 10, 13), 12, 0.0),
+        ((2, 32, 9, 9), 4, 20.0),
+        ((4, 16, 1, 1), 2, 0.0),
+    ],
+)
+def test_group_norm_equals_pytorch(shape, groups, offset) -> None:
+    torch.manual_seed(0)
+    x = nhwc(torch.randn(shape) * 3 + offset)
+    weight, bias = torch.randn(shape[1]), torch.randn(shape[1])
+    got = _nhwc_kernels.group_norm(x, groups, weight, bias, 1e-6)
+    expected = F.group_norm(x.double(), groups, weight.double(), bias.double(), 1e-6)
+    assert got.is_contiguous(memory_format=torch.channels_last) and got.dtype == x.dtype
+    # merged per-chunk centred statistics: no E[x²] − E[x]² cancellation even at a mean 7x the spread
+    assert (got.double() - expected).abs().max() < 2e-5
+    plain = _nhwc_kernels.group_norm(x, groups, None, None, 1e-6)
+    assert (plain.double() - F.group_norm(x.double(), groups, eps=1e-6)).abs().max() < 2e-5
+
+
+def test_group_norm_adds_the_addend_before_normalising_and_applies_silu() -> None:
+    torch.manual_seed(1)
+    x = nhwc(torch.randn(3, 40, 11, 7))
+    addend = torch.randn(3, 40) * 4  # per sample and channel: a conv bias plus a time embedding
+    weight, bias = torch.randn(40), torch.randn(40)
+    got = _nhwc_kernels.group_norm(x, 4, weight, bias, 1e-5, addend=addend, silu=True)
+    expected = F.silu(F.group_norm(x + addend[:, :, None, None], 4, weight, bias, 1e-5))
+    assert (got - expected).abs().max() < 2e-5
+    # the addend shifts whole channels: it changes the statistics, not just the output
+    assert (got - F.silu(F.group_norm(x, 4, weight, bias, 1e-5))).abs().max() > 0.1
+
+
+def test_group_norm_in_half_precision_is_within_rounding() -> None:
+    torch.manual_seed(2)
+    x = nhwc(torch.randn(2, 64, 16, 16) * 4 + 10).half()
+    weight, bias = torch.randn(64).half(), torch.randn(64).half()
+    got = _nhwc_kernels.group_norm(x, 32, weight, bias, 1e-6, silu=True)
+    expected = F.silu(F.group_norm(x.float(), 32, weight.float(), bias.float(), 1e-6))
+    assert got.dtype == torch.float16
+    assert (got.float() - expected).abs().max() < 1e-2  # fp16 output rounding (|y| up to ~6)
+
+
+def test_group_norm_rejects_what_it_cannot_read() -> None:
+    with pytest.raises(ValueError, match="channels-last"):
+        _nhwc_kernels.group_norm(torch.randn(2, 8, 3, 3), 2, None, None, 1e-6)
+    with pytest.raises(ValueError, match="6 channels do not split into 4 groups"):
+        _nhwc_kernels.group_norm(nhwc(torch.randn(2, 6, 3, 3)), 4, None, None, 1e-6)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_add_bias_residual_in_place(with_bias: bool) -> None:
+    torch.manual_seed(3)
+    x, residual = nhwc(torch.randn(2, 72, 5, 9)), nhwc(torch.randn(2, 72, 5, 9))
+    bias = torch.randn(72) if with_bias else None
+    expected = (x + (bias[:, None, None] if with_bias else 0) + residual) * 0.5
+    out = _nhwc_kernels.add_bias_residual(x, bias, residual, 0.5)
+    assert out is x and torch.allclose(out, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="does not match"):
+        _nhwc_kernels.add_bias_residual(x, bias, nhwc(torch.randn(2, 72, 5, 8)), 1.0)
+
+
+@pytest.mark.parametrize(("channels_in", "temb"), [(32, True), (48, True), (32, False)])
+def test_fused_resnet_block_through_the_kernels_equals_diffusers(
+    monkeypatch, channels_in: int, temb: bool
+) -> None:
+    """What runs on a GPU: the ResNet block's norms, biases, time embedding and skip connection
+    through the Triton kernels (here interpreted), against diffusers' block."""
+    torch.manual_seed(4)
+    block = ResnetBlock2D(
+        in_channels=channels_in, out_channels=32, temb_channels=24 if temb else None, groups=8
+    ).eval()
+    for p in block.parameters():  # away from init values, so every bias and scale matters
+        torch.nn.init.normal_(p, std=0.2)
+    x = nhwc(torch.randn(3, channels_in, 9, 7))
+    embedding = torch.randn(3, 24) if temb else None
+    with torch.no_grad():
+        expected = block(x.contiguous(), embedding)
+        block.__class__ = FusedResnetBlock2D
+        used = []
+        monkeypatch.setattr(_fast_layers, "_use_kernels", lambda t: used.append(t) or True)
+        got = block(x, embedding)
+    assert len(used) == 3  # both norms and the bias + skip connection went to the kernels
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert (got - expected).abs().max() < 5e-5
+
+
+@pytest.mark.parametrize("silu", [False, True])
+def test_channels_last_conv_adds_its_bias_in_the_kernel(monkeypatch, silu: bool) -> None:
+    torch.manual_seed(5)
+    conv = torch.nn.Conv2d(8, 24, kernel_size=3, padding=1, stride=2)
+    torch.nn.init.normal_(conv.bias)
+    x = nhwc(torch.randn(2, 8, 9, 10))
+    with torch.no_grad():
+        expected = conv(x.contiguous())
+        expected = F.silu(expected) if silu else expected
+        conv.__class__ = _fast_layers.ChannelsLastConv2d
+        monkeypatch.setattr(_fast_layers, "_use_kernels", lambda t: True)
+        got = _fast_layers.conv_silu(conv, x) if silu else conv(x)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert (got - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("row_addend", [False, True])
+def test_add_layer_norm_equals_an_add_then_layer_norm(row_addend: bool) -> None:
+    torch.manual_seed(6)
+    x, delta = torch.randn(3, 37, 40), torch.randn(3, 37, 40)
+    addend = torch.randn(3, 40) if row_addend else None
+    weight, bias = torch.randn(40), torch.randn(40)
+    total, normed = _nhwc_kernels.add_layer_norm(x, delta, weight, bias, 1e-5, row_addend=addend)
+    expected = x + delta + (addend[:, None, :] if row_addend else 0)
+    assert torch.allclose(total, expected, atol=1e-6)
+    assert (normed - F.layer_norm(expected, (40,), weight, bias, 1e-5)).abs().max() < 1e-5
+    half, half_normed = _nhwc_kernels.add_layer_norm(x.half(), delta.half(), None, None, 1e-5)
+    assert half.dtype == half_normed.dtype == torch.float16
+    # the norm is of the sum as stored (fp16), as an add followed by LayerNorm computes it
+    assert (half_normed.float() - F.layer_norm(half.float(), (40,), eps=1e-5)).abs().max() < 4e-3
+    with pytest.raises(ValueError, match="contiguous"):
+        _nhwc_kernels.add_layer_norm(x, delta.transpose(0, 1), None, None, 1e-5)
+
+
+@pytest.mark.parametrize("kind", ["spatial", "motion", "temporal"])
+def test_transformers_through_the_kernels_equal_their_pytorch_path(monkeypatch, kind: str) -> None:
+    """A spatial transformer (channels-last: GroupNorm kernel, 1×1 convolutions as linear layers,
+    residual + CLIP value + norm3 in one pass) and the motion/temporal modules (residual adds
+    with the following norms) against the same modules on NCHW input in PyTorch ops."""
+    from pipeline.models._unet_blocks import FrameModule, SpatialTransformer
+
+    torch.manual_seed(7)
+    frames, channels = 4, 32
+    if kind == "spatial":
+        module = SpatialTransformer(channels, heads=2, context_dim=24, groups=8, layer_index=0)
+    else:
+        module = FrameModule(kind, channels, heads=2, motion_token_dim=8, groups=8)
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    module.eval()
+    x = torch.randn(2 * frames, channels, 5, 6)
+    clip = torch.randn(2 * frames, 1, 24)
+    motion = torch.randn(2 * frames, 3, 8)
+
+    def run(inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            if kind == "spatial":
+                return module(inputs, clip)
+            return module(inputs, frames, motion if kind == "motion" else None)
+
+    expected = run(x)
+    _fast_layers.use_fast_layers(module)
+    calls = []
+    monkeypatch.setattr(_fast_layers, "_use_kernels", lambda t: calls.append(t) or True)
+    got = run(nhwc(x))
+    assert len(calls) >= 2  # the GroupNorm and at least one fused add + LayerNorm
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert (got - expected).abs().max() < 5e-5
+
+
+def test_kernel_check_passes_where_triton_runs(monkeypatch) -> None:
+    monkeypatch.setattr(_fast_layers, "_kernels_work", True)
+    assert _fast_layers.check_kernels("cpu", torch.float32)  # interpreted here; compiled on CUDA
+    assert _fast_layers._kernels_work
+
+
+@pytest.mark.parametrize("failure", ["raises", "wrong"])
+def test_kernels_that_cannot_run_fall_back_to_pytorch_with_a_warning(
+    monkeypatch, caplog, failure: str
+) -> None:
+    """A GPU machine where Triton cannot build its launcher (no C compiler) or computes wrong
+    results must still render: the check switches the layers to their PyTorch ops and says why."""
+    monkeypatch.setattr(_fast_layers, "_kernels_work", True)
+
+    def broken(*args, **kwargs):
+        if failure == "raises":
+            raise RuntimeError(
+                "Failed to find C compiler. Please specify via CC environment variable."
+            )
+        return torch.zeros_like(args[0])
+
+    monkeypatch.setattr(_nhwc_kernels, "group_norm", broken)
+    with caplog.at_level("WARNING"):
+        assert not _fast_layers.check_kernels("cpu", torch.float32)
+    assert not _fast_layers._kernels_work
+    message = caplog.text
+    assert "Triton kernels unusable on cpu" in message and "PyTorch ops instead" in message
+    assert ("C compiler" if failure == "raises" else "differ from PyTorch") in message
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    assert not _fast_layers._use_kernels(torch.zeros(1))  # every layer now takes PyTorch's path
