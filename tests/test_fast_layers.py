@@ -102,16 +102,22 @@ def test_channels_last_animation_equals_the_default_layout(tiny_weights) -> None
     assert (default - channels_last).abs().max() < 1e-4  # fp32 rounding (measured 1.2e-6)
 
 
-@pytest.mark.parametrize(("channels_in", "temb"), [(16, True), (24, True), (16, False)])
+@pytest.mark.parametrize(
+    ("channels_in", "temb", "scale"), [(16, True, 1.0), (24, True, 1.0), (16, False, 2.0)]
+)
 def test_fused_resnet_block_equals_diffusers_and_keeps_the_layout(
-    channels_in: int, temb: bool
+    channels_in: int, temb: bool, scale: float
 ) -> None:
     """The folded ResNet block (conv1's bias and the time embedding inside norm2, conv2's and the
     shortcut's biases with the skip connection) computes diffusers' block, in PyTorch ops (what
     CPUs and torch.compile run)."""
     torch.manual_seed(3)
     block = ResnetBlock2D(
-        in_channels=channels_in, out_channels=16, temb_channels=12 if temb else None, groups=4
+        in_channels=channels_in,
+        out_channels=16,
+        temb_channels=12 if temb else None,
+        groups=4,
+        output_scale_factor=scale,
     ).eval()
     for p in block.parameters():
         nn.init.normal_(p, std=0.2)

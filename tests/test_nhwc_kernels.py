@@ -86,15 +86,21 @@ def test_add_bias_residual_in_place(with_bias: bool) -> None:
         _nhwc_kernels.add_bias_residual(x, bias, nhwc(torch.randn(2, 72, 5, 8)), 1.0)
 
 
-@pytest.mark.parametrize(("channels_in", "temb"), [(32, True), (48, True), (32, False)])
+@pytest.mark.parametrize(
+    ("channels_in", "temb", "scale"), [(32, True, 1.0), (48, True, 1.0), (32, False, 2.0)]
+)
 def test_fused_resnet_block_through_the_kernels_equals_diffusers(
-    monkeypatch, channels_in: int, temb: bool
+    monkeypatch, channels_in: int, temb: bool, scale: float
 ) -> None:
     """What runs on a GPU: the ResNet block's norms, biases, time embedding and skip connection
     through the Triton kernels (here interpreted), against diffusers' block."""
     torch.manual_seed(4)
     block = ResnetBlock2D(
-        in_channels=channels_in, out_channels=32, temb_channels=24 if temb else None, groups=8
+        in_channels=channels_in,
+        out_channels=32,
+        temb_channels=24 if temb else None,
+        groups=8,
+        output_scale_factor=scale,
     ).eval()
     for p in block.parameters():  # away from init values, so every bias and scale matters
         torch.nn.init.normal_(p, std=0.2)

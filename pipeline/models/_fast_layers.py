@@ -81,19 +81,15 @@ def check_kernels(device: torch.device | str, dtype: torch.dtype = torch.float16
         tokens = x.permute(0, 2, 3, 1).reshape(2, 35, 64)
         total, normed = _nhwc_kernels.add_layer_norm(tokens, tokens, weight, None, 1e-5)
         summed = _nhwc_kernels.add_bias_residual(x.clone(), weight, x, 0.5, silu=False)
-        errors = [
-            (got.float() - reference).abs().max().item(),
-            (normed.float() - F.layer_norm(total.float(), (64,), weight.float()))
-            .abs()
-            .max()
-            .item(),
-            (summed.float() - (2 * x.float() + weight.float()[:, None, None]) / 2)
-            .abs()
-            .max()
-            .item(),
+        pairs = [
+            (got, reference),
+            (normed, F.layer_norm(total.float(), (64,), weight.float())),
+            (summed, (2 * x.float() + weight.float()[:, None, None]) / 2),
         ]
-        if max(errors) > 0.05:
-            raise RuntimeError(f"results differ from PyTorch's by up to {max(errors):.3g}")
+        # relative to the largest value: fp16/bf16 output rounding is 0.05 % / 0.4 %
+        error = max(((a.float() - b).abs().max() / b.abs().max()).item() for a, b in pairs)
+        if not error < 0.02:
+            raise RuntimeError(f"results differ from PyTorch's by up to {error:.1%}")
     except Exception as err:  # noqa: BLE001 - any failure means: run the PyTorch ops
         logger.warning(
             "Triton kernels unusable on %s (%s: %s); the channels-last layers use PyTorch ops "
