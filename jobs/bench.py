@@ -81,6 +81,9 @@ class BenchResult:
     # share of the timed window the GPU spent between calls (no call's work queued): the host
     # was late; idle inside calls (launch gaps) shows only in a trace
     gpu_idle_between_calls_percent: float | None = None
+    # history keyframes per stream in the bank at the timed window's first and last call: the
+    # window's fps holds for renders whose banks look alike
+    keyframes_per_stream: list[float] = field(default_factory=list)
     rows_done: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -321,6 +324,9 @@ def measure(
     frames = sum(stats.emitted[first + 1 : last + 1])
     seconds = stats.finished_at[last] - stats.finished_at[first]
     result.timed_calls = len(window) - 1
+    result.keyframes_per_stream = [
+        stats.keyframes[i] / stats.streams[i] for i in (min(first + 1, last), last)
+    ]
     result.wall_fps = frames / seconds if seconds > 0 else 0.0
     device_ms = stats.device_ms()
     if device_ms:

@@ -30,9 +30,37 @@ def test_bench_reports_throughput_flops_and_completes_every_row(tmp_path: Path) 
     assert result["label"] == "cpu-test" and result["streams"] == 2 and result["rows_done"] == 2
     assert result["timed_calls"] >= 2 and result["output_fps"] > 0 and result["ms_per_call"] > 0
     assert result["flops_per_frame_t"] > 0  # counted with torch.utils.flop_counter
+    start, end = result["keyframes_per_stream"]
+    assert 0 <= start <= end <= 3  # the bank only grows, up to model.animator.max_keyframes
     assert (
         result["device"] == "cpu" and result["peak_memory_gib"] is None
     )  # GPU-only figures stay empty
+
+
+def test_bench_reports_the_keyframes_its_window_attended_to(tmp_path: Path) -> None:
+    """Banks that fill during the timed window make later calls longer: the result says how many
+    history keyframes each stream's bank held at the window's first and last call."""
+    from hydra import compose, initialize_config_dir
+
+    from jobs.bench import run
+    from pipeline.config import register_configs
+
+    register_configs()
+    output = tmp_path / "bench.json"
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose(
+            "config",
+            overrides=[
+                "job=bench", "model=tiny", "model.resolution=64", "job.bench.frames=40", "job.bench.streams=2",
+                "job.bench.warmup_calls=1", "job.bench.flops=false", f"job.bench.output={output}", "job.progress=plain",
+                # every candidate joins the bank, from the second call on
+                "model.animator.keyframe_threshold=0", "model.animator.keyframe_min_chunks=1",
+            ],
+        )  # fmt: skip
+        assert run(cfg) == 0
+    (result,) = json.loads(output.read_text())
+    start, end = result["keyframes_per_stream"]
+    assert start < end == 3  # filled up to model.animator.max_keyframes inside the window
 
 
 def test_bench_trace_records_every_thread_and_is_left_out_of_the_timing(tmp_path: Path) -> None:

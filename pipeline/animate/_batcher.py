@@ -43,6 +43,9 @@ class BatchStats:
     )  # GPU only
     finished_at: list[float] = field(default_factory=list)  # monotonic time each call ended
     emitted: list[int] = field(default_factory=list)  # output frames per call
+    # history keyframes in the banks the call attended to, summed over its streams (a longer bank
+    # makes every reference attention of that stream longer)
+    keyframes: list[int] = field(default_factory=list)
 
     @property
     def calls(self) -> int:
@@ -164,6 +167,7 @@ class StepBatcher:
             stats.streams.append(len(batch))
             stats.finished_at.append(time.monotonic())
             stats.emitted.append(sum(int(o.shape[0]) for o in outputs))
+            stats.keyframes.append(sum(r.stream.num_keyframes for r in batch))
         for request, output in zip(batch, outputs):
             request.output = output
             request.done.set()
