@@ -9,7 +9,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_bench_reports_throughput_flops_and_completes_every_row(tmp_path: Path) -> None:
+def run_bench(tmp_path: Path, *overrides: str) -> dict:
+    """``python run.py job=bench model=tiny model.resolution=64 job.bench.streams=2 ...`` in this
+    process; returns the one result it wrote."""
     from hydra import compose, initialize_config_dir
 
     from jobs.bench import run
@@ -17,16 +19,24 @@ def test_bench_reports_throughput_flops_and_completes_every_row(tmp_path: Path) 
 
     register_configs()
     output = tmp_path / "bench.json"
+    common = [
+        "job=bench",
+        "model=tiny",
+        "model.resolution=64",
+        "job.bench.streams=2",
+        "job.progress=plain",
+    ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose(
-            "config",
-            overrides=[
-                "job=bench", "model=tiny", "model.resolution=64", "job.bench.frames=28", "job.bench.streams=2",
-                "job.bench.warmup_calls=2", f"job.bench.output={output}", "job.bench.label=cpu-test", "job.progress=plain",
-            ],
-        )  # fmt: skip
+        cfg = compose("config", overrides=[*common, f"job.bench.output={output}", *overrides])
         assert run(cfg) == 0
     (result,) = json.loads(output.read_text())
+    return result
+
+
+def test_bench_reports_throughput_flops_and_completes_every_row(tmp_path: Path) -> None:
+    result = run_bench(
+        tmp_path, "job.bench.frames=28", "job.bench.warmup_calls=2", "job.bench.label=cpu-test"
+    )
     assert result["label"] == "cpu-test" and result["streams"] == 2 and result["rows_done"] == 2
     assert result["timed_calls"] >= 2 and result["output_fps"] > 0 and result["ms_per_call"] > 0
     assert result["flops_per_frame_t"] > 0  # counted with torch.utils.flop_counter
@@ -40,25 +50,15 @@ def test_bench_reports_throughput_flops_and_completes_every_row(tmp_path: Path) 
 def test_bench_reports_the_keyframes_its_window_attended_to(tmp_path: Path) -> None:
     """Banks that fill during the timed window make later calls longer: the result says how many
     history keyframes each stream's bank held at the window's first and last call."""
-    from hydra import compose, initialize_config_dir
-
-    from jobs.bench import run
-    from pipeline.config import register_configs
-
-    register_configs()
-    output = tmp_path / "bench.json"
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose(
-            "config",
-            overrides=[
-                "job=bench", "model=tiny", "model.resolution=64", "job.bench.frames=40", "job.bench.streams=2",
-                "job.bench.warmup_calls=1", "job.bench.flops=false", f"job.bench.output={output}", "job.progress=plain",
-                # every candidate joins the bank, from the second call on
-                "model.animator.keyframe_threshold=0", "model.animator.keyframe_min_chunks=1",
-            ],
-        )  # fmt: skip
-        assert run(cfg) == 0
-    (result,) = json.loads(output.read_text())
+    result = run_bench(
+        tmp_path,
+        "job.bench.frames=40",
+        "job.bench.warmup_calls=1",
+        "job.bench.flops=false",
+        # every candidate joins the bank, from the second call on
+        "model.animator.keyframe_threshold=0",
+        "model.animator.keyframe_min_chunks=1",
+    )
     start, end = result["keyframes_per_stream"]
     assert start < end == 3  # filled up to model.animator.max_keyframes inside the window
 
@@ -68,24 +68,15 @@ def test_bench_trace_records_every_thread_and_is_left_out_of_the_timing(tmp_path
     convolutions) and the row threads'; the traced calls are not timed."""
     import gzip
 
-    from hydra import compose, initialize_config_dir
-
-    from jobs.bench import run
-    from pipeline.config import register_configs
-
-    register_configs()
-    output, trace = tmp_path / "bench.json", tmp_path / "trace.json.gz"
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose(
-            "config",
-            overrides=[
-                "job=bench", "model=tiny", "model.resolution=64", "job.bench.frames=48", "job.bench.streams=2",
-                "job.bench.warmup_calls=2", f"job.bench.output={output}", f"job.bench.trace={trace}",
-                "job.bench.flops=false", "job.progress=plain", "model.channels_last=true",
-            ],
-        )  # fmt: skip
-        assert run(cfg) == 0
-    (result,) = json.loads(output.read_text())
+    trace = tmp_path / "trace.json.gz"
+    result = run_bench(
+        tmp_path,
+        "job.bench.frames=48",
+        "job.bench.warmup_calls=2",
+        f"job.bench.trace={trace}",
+        "job.bench.flops=false",
+        "model.channels_last=true",
+    )
     events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
     ops = [e for e in events if e.get("ph") == "X" and e.get("cat") == "cpu_op"]
     threads_with_convolutions = {e["tid"] for e in ops if e["name"] == "aten::conv2d"}
