@@ -9,6 +9,7 @@ from diffusers.models.activations import GEGLU
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
+from pipeline.models import _fast_layers, _nhwc_kernels
 from pipeline.models._fast_layers import (
     ChannelsLastConv2d,
     ChannelsLastGroupNorm,
@@ -103,14 +104,24 @@ def test_channels_last_animation_equals_the_default_layout(tiny_weights) -> None
 
 
 @pytest.mark.parametrize(
+    "kernels",
+    [
+        False,
+        pytest.param(
+            True, marks=pytest.mark.skipif(not _nhwc_kernels.available(), reason="needs triton")
+        ),
+    ],
+)
+@pytest.mark.parametrize(
     ("channels_in", "temb", "scale"), [(16, True, 1.0), (24, True, 1.0), (16, False, 2.0)]
 )
 def test_fused_resnet_block_equals_diffusers_and_keeps_the_layout(
-    channels_in: int, temb: bool, scale: float
+    monkeypatch, channels_in: int, temb: bool, scale: float, kernels: bool
 ) -> None:
     """The folded ResNet block (conv1's bias and the time embedding inside norm2, conv2's and the
-    shortcut's biases with the skip connection) computes diffusers' block, in PyTorch ops (what
-    CPUs and torch.compile run)."""
+    shortcut's biases with the skip connection) computes diffusers' block: in PyTorch ops (what
+    CPUs and torch.compile run) and through the Triton kernels (what runs on a GPU; here
+    interpreted)."""
     torch.manual_seed(3)
     block = ResnetBlock2D(
         in_channels=channels_in,
@@ -119,14 +130,19 @@ def test_fused_resnet_block_equals_diffusers_and_keeps_the_layout(
         groups=4,
         output_scale_factor=scale,
     ).eval()
-    for p in block.parameters():
+    for p in block.parameters():  # away from init values, so every bias and scale matters
         nn.init.normal_(p, std=0.2)
     x = torch.randn(2, channels_in, 6, 5)
     embedding = torch.randn(2, 12) if temb else None
+    used = []
+    if kernels:
+        monkeypatch.setattr(_fast_layers, "_use_kernels", lambda t: used.append(t) or True)
     with torch.no_grad():
         expected = block(x, embedding)
         block.__class__ = FusedResnetBlock2D
         got = block(x.to(memory_format=torch.channels_last), embedding)
+        # both norms and the bias + skip connection went to the kernels
+        assert len(used) == (3 if kernels else 0)
         assert torch.equal(block(x, embedding), expected)  # NCHW input: the stock forward
     assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
-    assert (got - expected).abs().max() < 1e-5
+    assert (got - expected).abs().max() < (5e-5 if kernels else 1e-5)

@@ -194,13 +194,13 @@ class ChannelsLastConv2d(nn.Conv2d):
     channels-last outputs; elsewhere the stock layer."""
 
     def forward(self, x: torch.Tensor, *, silu: bool = False) -> torch.Tensor:
-        if self.bias is not None and _use_kernels(x) and not torch.is_grad_enabled():
+        if self.bias is None or not _use_kernels(x) or torch.is_grad_enabled():
+            out = super().forward(x)
+        else:
             out = self._conv_forward(x, self.weight, None)
             if is_channels_last(out):
                 return _nhwc_kernels.add_bias_residual(out, self.bias, None, silu=silu)
             out = out + self.bias[:, None, None]
-            return F.silu(out) if silu else out
-        out = super().forward(x)
         return F.silu(out) if silu else out
 
 
