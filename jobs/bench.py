@@ -67,6 +67,7 @@ class BenchResult:
     vae_decoder: str
     resolution: int
     frames_per_stream: int
+    cuda_graphs: bool = False
     timed_calls: int = 0
     output_fps: float = 0.0  # GPU: over the CUDA-event span of the timed calls; CPU: wall time
     wall_fps: float = 0.0  # over the host's wall time of the timed calls
@@ -103,6 +104,7 @@ def run(cfg: DictConfig) -> int:
         streams=streams,
         compile=model.compile,
         channels_last=model.channels_last,
+        cuda_graphs=model.cuda_graphs,
         vae_decoder=model.vae_decoder,
         resolution=model.resolution,
         frames_per_stream=int(options["frames"]),
@@ -118,7 +120,11 @@ def run(cfg: DictConfig) -> int:
         )
         if options["flops"]:
             result.flops_per_frame_t = count_flops(animator, inputs, streams) / 1e12
-        models.optimize(channels_last=model.channels_last, compile_mode=model.compile)
+        models.optimize(
+            channels_last=model.channels_last,
+            compile_mode=model.compile,
+            cuda_graphs=model.cuda_graphs,
+        )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         measure(
@@ -366,7 +372,9 @@ def _trace_calls(
     except (AttributeError, TypeError):
         experimental = None
     with torch.profiler.profile(
-        activities=_profiled_activities(cuda), experimental_config=experimental
+        activities=_profiled_activities(cuda),
+        experimental_config=experimental,
+        record_shapes=True,  # trace_summary's kernel table names the shapes behind each kernel
     ) as profiler:
         _wait_for_calls(batcher, until_calls, threads)
         if cuda:
@@ -495,7 +503,7 @@ def result_table(results: list[BenchResult]) -> Table:
             r.device,
             r.dtype,
             str(r.streams),
-            r.compile,
+            r.compile + (" +graphs" if r.cuda_graphs else ""),
             f"{r.output_fps:.2f}",
             f"{r.ms_per_call:.0f}",
             _fmt(r.device_ms_per_call, "{:.0f}"),

@@ -64,6 +64,7 @@ class ModelConfig:
         1  # rows a worker renders at once, advanced together in one batched denoising call
     )
     compile: str = "none"  # "none", "regional" (ResNet blocks, feed-forwards; ~1 min), "default"/"max-autotune" (whole UNet and VAE decoder)
+    cuda_graphs: bool = False  # replay the denoising UNet and the decoder as captured CUDA graphs (one per stream count and bank length; GPU only): no launch gaps inside a call
     channels_last: bool = False  # NHWC layout for the convolution-heavy networks, with Triton kernels for their norms and bias adds on CUDA (the layout of the H100 figures in docs/benchmarks.md); model=personalive turns it on
     vae_decoder: str = "full"  # "full" (sd-vae-ft-mse) or "tiny" (TAESD in weights_dir/taesd: faster, lower quality)
     cache_conditioning: bool = (
@@ -168,7 +169,7 @@ class JobConfig:
     progress: str = (
         "auto"  # "auto" (rich bars on a terminal, log lines otherwise), "rich", "plain", "none"
     )
-    estimate_fps: float = 24.0  # job=validate: output frames/s per GPU assumed for the work estimate (a real render on an H100, docs/benchmarks.md)
+    estimate_fps: float = 30.0  # job=validate: output frames/s per GPU assumed for the work estimate (a real render on an H100, docs/benchmarks.md)
     bench: dict[str, Any] = field(
         default_factory=dict
     )  # job=bench settings (see conf/job/bench.yaml)

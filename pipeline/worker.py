@@ -577,7 +577,11 @@ def build_animator(model: ModelConfig) -> StreamingAnimator:
         attention=model.attention,
         vae_decoder=model.vae_decoder,
     )
-    models.optimize(channels_last=model.channels_last, compile_mode=model.compile)
+    models.optimize(
+        channels_last=model.channels_last,
+        compile_mode=model.compile,
+        cuda_graphs=model.cuda_graphs,
+    )
     return StreamingAnimator(models, model.animator, resolution=model.resolution)
 
 

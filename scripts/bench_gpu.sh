@@ -4,7 +4,8 @@
 #
 #   scripts/bench_gpu.sh <set>      sets: levers (default), profile-compile, final, final2,
 #                                   pipeline, layers, overlap, final3, fused, fused2,
-#                                   final4, final5, compile, memory
+#                                   final4, final5, graphs, graphs2, final6,
+#                                   compile, memory
 #
 # Each set runs today's code: the docs/benchmarks.md rows a set produced were measured on the
 # code of that day (rows 13-21 on intermediate states of the same stop).
@@ -105,6 +106,35 @@ case "${1:-levers}" in
     bench fp16-S8-nhwc-traced-v9 150 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=48 job.bench.flops=false "job.bench.trace=$OUT/trace-S8-nhwc-v9.json.gz"
     python3 scripts/trace_summary.py "$OUT/trace-S8-nhwc-v9.json.gz" >"$OUT/trace-S8-nhwc-v9.txt"
     ;;
+  graphs)  # CUDA graphs (GPU tests first), GEGLU kernel, reused batched banks; a traced S=8 call
+    python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_cuda_graphs.py 2>&1 | tail -4
+    bench fp16-S8-graphs-v10 120 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.cuda_graphs=true job.bench.frames=64 job.bench.flops=false
+    bench fp16-S8-nhwc-v10 100 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64 job.bench.flops=false
+    bench fp16-S1-graphs-v10 60 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true model.cuda_graphs=true job.bench.frames=64 job.bench.flops=false
+    bench fp16-S8-nhwc-traced-v10 130 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=48 job.bench.flops=false "job.bench.trace=$OUT/trace-S8-nhwc-v10.json.gz"
+    timeout 60 python3 scripts/trace_summary.py "$OUT/trace-S8-nhwc-v10.json.gz" --top 25 >"$OUT/trace-S8-nhwc-v10.txt"
+    rm -f "$OUT/trace-S8-nhwc-v10.json.gz"
+    timeout 60 python3 scripts/check_nhwc_kernels.py --out "$OUT/nhwc-kernels.json" >"$OUT/nhwc-kernels.txt" 2>&1
+    ;;
+  graphs2)  # + frame-attention kernel, fused VAE blocks; full keyframe banks; traced S=8 call
+    python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_cuda_graphs.py 2>&1 | tail -4
+    bench fp16-S8-graphs-v11 120 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.cuda_graphs=true job.bench.frames=64 job.bench.flops=false
+    bench fp16-S8-nhwc-v11 100 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64 job.bench.flops=false
+    bench fp16-S1-graphs-v11 60 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true model.cuda_graphs=true job.bench.frames=64 job.bench.flops=false
+    bench fp16-S8-graphs-banks-v11 150 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.cuda_graphs=true job.bench.frames=160 job.bench.flops=false model.animator.keyframe_threshold=0.0
+    bench fp16-S8-nhwc-traced-v11 130 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=48 job.bench.flops=false "job.bench.trace=$OUT/trace-S8-nhwc-v11.json.gz"
+    timeout 60 python3 scripts/trace_summary.py "$OUT/trace-S8-nhwc-v11.json.gz" --top 25 >"$OUT/trace-S8-nhwc-v11.txt"
+    rm -f "$OUT/trace-S8-nhwc-v11.json.gz"
+    ;;
+  final6)  # + upsampling kernel, frame attention over head groups: eager and graphs, S=8 and S=1,
+    # S=8 with full keyframe banks (3 per stream, every stream)
+    bench fp16-S8-nhwc-v12 100 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64
+    bench fp16-S8-graphs-v12 120 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.cuda_graphs=true job.bench.frames=64 job.bench.flops=false
+    bench fp16-S1-nhwc-v12 60 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true job.bench.frames=64 job.bench.flops=false
+    bench fp16-S1-graphs-v12 60 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true model.cuda_graphs=true job.bench.frames=64 job.bench.flops=false
+    bench fp16-S8-banks-v12 130 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=160 job.bench.flops=false model.animator.keyframe_threshold=0.0
+    bench fp16-S4-banks-v12 100 model.dtype=fp16 model.streams_per_worker=4 model.channels_last=true job.bench.frames=160 job.bench.flops=false model.animator.keyframe_threshold=0.0
+    ;;
   compile)
     bench fp16-S1-compile 300 model.dtype=fp16 model.streams_per_worker=1 model.compile=default job.bench.frames=96
     bench fp16-S8-compile 420 model.dtype=fp16 model.streams_per_worker=8 model.compile=default job.bench.frames=96
@@ -117,4 +147,5 @@ case "${1:-levers}" in
     bench "$@"
     ;;
 esac
+tar -czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.log 2>/dev/null) && rm -f "$OUT"/*.log
 ls -la "$OUT"

@@ -146,6 +146,23 @@ def main() -> None:
 
         fused_ms = triton.testing.do_bench(fused, warmup=25, rep=100, return_mode="median")
         torch_ms = triton.testing.do_bench(separate, warmup=25, rep=100, return_mode="median")
+        # the feed-forward's GEGLU after its projection to 2 × 4C: kernel vs the contiguous
+        # halves' GELU and in-place product (SplitGEGLU's PyTorch path)
+        projected = torch.randn(b, length, 8 * c, device="cuda").half()
+        value, gate = projected.chunk(2, dim=-1)
+        geglu_error = relative_error(
+            _nhwc_kernels.geglu(projected), value.float() * F.gelu(gate.float())
+        )
+        value, gate = value.contiguous(), gate.contiguous()
+        geglu_ms = triton.testing.do_bench(
+            lambda p=projected: _nhwc_kernels.geglu(p), warmup=25, rep=100, return_mode="median"
+        )
+        geglu_torch_ms = triton.testing.do_bench(
+            lambda v=value, g=gate: v.clone().mul_(F.gelu(g)),
+            warmup=25,
+            rep=100,
+            return_mode="median",
+        )
         nbytes = x.numel() * x.element_size()
         row = {
             "shape": label,
@@ -154,14 +171,19 @@ def main() -> None:
             "add_ln_kernel_ms": fused_ms,
             "add_ln_torch_ms": torch_ms,
             "add_ln_kernel_GBps": 4 * nbytes / fused_ms / 1e6,
+            "geglu_rel_error": geglu_error,
+            "geglu_kernel_ms": geglu_ms,
+            "geglu_torch_ms": geglu_torch_ms,  # includes one clone (value is reused)
+            "geglu_kernel_GBps": 12 * nbytes / geglu_ms / 1e6,
         }
         rows.append(row)
         print(
-            f"{label:12s} err {error:.1e}  add+LayerNorm kernel {fused_ms:.3f} ms "
-            f"({row['add_ln_kernel_GBps']:.0f} GB/s), torch {torch_ms:.3f}",
+            f"{label:12s} err {error:.1e}/{geglu_error:.1e}  add+LayerNorm kernel {fused_ms:.3f} ms "
+            f"({row['add_ln_kernel_GBps']:.0f} GB/s), torch {torch_ms:.3f}  |  GEGLU kernel "
+            f"{geglu_ms:.3f} ms ({row['geglu_kernel_GBps']:.0f} GB/s), torch {geglu_torch_ms:.3f}",
             flush=True,
         )
-        del x, delta, total, normed
+        del x, delta, total, normed, projected, value, gate
     copy = torch.empty(2**28, device="cuda", dtype=torch.float16)
     copy_ms = triton.testing.do_bench(
         lambda: copy.clone(), warmup=25, rep=100, return_mode="median"

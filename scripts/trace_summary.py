@@ -9,8 +9,10 @@ and prints:
   100 µs: the host launches kernels more slowly than the GPU runs them; a few long gaps: the
   host waited for something);
 * the longest idle gaps and the operator each host thread was in at that moment;
-* kernel time by kernel name, and by the host operators that launched them (the chain of the
-  innermost four), which is how the NCHW copies around GroupNorm were found;
+* kernel time by kernel name, by the animator stage (``stage:observe``/``keyframes``/``denoise``/
+  ``decode`` ranges) and by the host operators that launched them (the chain of the innermost
+  four), which is how the NCHW copies around GroupNorm were found, and by kernel, operator and
+  input shapes (traces recorded with ``record_shapes``, as ``job.bench.trace`` does);
 * per host thread: operator time and the longest single operator (a thread stuck in one
   `aten::to` for hundreds of ms was waiting for the GPU).
 """
@@ -106,29 +108,51 @@ def thread_summary(ops: list[dict[str, Any]]) -> dict[str, Any]:
 
 def kernel_owners(
     events: list[dict[str, Any]], threads: dict[int, list[dict[str, Any]]]
-) -> Counter:
-    """Kernel time by the chain of host operators around the launch that queued it."""
+) -> tuple[Counter, Counter, Counter]:
+    """Kernel time by the chain of host operators around the launch that queued it, by the
+    animator stage (``stage:*`` ranges) it was launched in, and by kernel name plus the innermost
+    operator's input shapes (traces recorded with ``record_shapes``)."""
     launches = {
         e["args"].get("correlation"): e
         for e in events
         if e.get("cat") in ("cuda_runtime", "cuda_driver") and "args" in e
     }
+    ranges: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") == "user_annotation":
+            if e.get("name", "").startswith("stage:"):
+                ranges[e["tid"]].append(e)
     owners: Counter[str] = Counter()
+    stages: Counter[str] = Counter()
+    shapes: Counter[str] = Counter()
     for kernel in events:
         if kernel.get("cat") != "kernel":
             continue
         launch = launches.get(kernel.get("args", {}).get("correlation"))
         if launch is None:
             owners["(launch not traced)"] += kernel["dur"]
+            stages["(launch not traced)"] += kernel["dur"]
             continue
+        at = launch["ts"]
+        stage = next(
+            (
+                r["name"]
+                for r in ranges.get(launch["tid"], [])
+                if r["ts"] <= at <= r["ts"] + r["dur"]
+            ),
+            "(outside the stages)",
+        )
+        stages[stage] += kernel["dur"]
         around = [
-            op
-            for op in threads.get(launch["tid"], [])
-            if op["ts"] <= launch["ts"] <= op["ts"] + op["dur"]
+            op for op in threads.get(launch["tid"], []) if op["ts"] <= at <= op["ts"] + op["dur"]
         ]
         around.sort(key=lambda op: -op["dur"])
         owners[" > ".join(op["name"] for op in around[-4:]) or "(no operator)"] += kernel["dur"]
-    return owners
+        inner = around[-1] if around else None
+        dims = inner.get("args", {}).get("Input Dims") if inner else None
+        label = f"{kernel['name'][:60]} | {inner['name'] if inner else '(no operator)'}"
+        shapes[f"{label} {dims}" if dims else label] += kernel["dur"]
+    return owners, stages, shapes
 
 
 def summarize(path: Path, top: int = 15) -> str:
@@ -164,9 +188,13 @@ def summarize(path: Path, top: int = 15) -> str:
                 kernels[e["name"][:90]] += e["dur"]
         lines.append("GPU time by kernel (ms):")
         lines += [f"  {us / 1e3:9.1f}  {name}" for name, us in kernels.most_common(top)]
+        owners, stages, shapes = kernel_owners(events, threads)
+        lines.append("GPU time by animator stage (ms):")
+        lines += [f"  {us / 1e3:9.1f}  {stage}" for stage, us in stages.most_common()]
         lines.append("GPU time by launching host operators (ms):")
-        owners = kernel_owners(events, threads)
         lines += [f"  {us / 1e3:9.1f}  {chain}" for chain, us in owners.most_common(top)]
+        lines.append("GPU time by kernel, operator and input shapes (ms):")
+        lines += [f"  {us / 1e3:9.1f}  {label}" for label, us in shapes.most_common(3 * top)]
     else:
         lines.append("GPU: no kernels in this trace (a CPU run)")
     lines.append("host threads (by operator count):")

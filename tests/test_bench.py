@@ -82,6 +82,8 @@ def test_bench_trace_records_every_thread_and_is_left_out_of_the_timing(tmp_path
     threads_with_convolutions = {e["tid"] for e in ops if e["name"] == "aten::conv2d"}
     assert threads_with_convolutions, "the batch thread's operators are in the trace"
     assert len({e["tid"] for e in ops}) > len(threads_with_convolutions)  # row threads too
+    stages = {e["name"] for e in events if e.get("cat") == "user_annotation"}
+    assert {"stage:observe", "stage:denoise", "stage:decode"} <= stages
     # 48 frames = 12 calls + 3 flush calls; 2 warm-up and 4 traced calls are not timed
     assert 0 < result["timed_calls"] <= 15 - 2 - 4
 
@@ -91,3 +93,87 @@ def test_bench_trace_records_every_thread_and_is_left_out_of_the_timing(tmp_path
     assert "GPU: no kernels in this trace (a CPU run)" in summary
     busiest = summary.splitlines()[3]  # the thread with the most operators: the batch thread
     assert busiest.startswith("  thread ") and "aten::conv2d" in busiest
+
+
+def test_trace_summary_attributes_kernel_time_to_stages_and_shapes(tmp_path: Path) -> None:
+    """A GPU trace's kernels are summed by the animator stage and by operator + input shapes that
+    launched them (the links a CUDA trace carries: launch correlation ids, host op intervals)."""
+    import gzip
+
+    from scripts.trace_summary import summarize
+
+    def op(name, ts, dur, **args):
+        return {
+            "ph": "X",
+            "cat": "cpu_op",
+            "name": name,
+            "ts": ts,
+            "dur": dur,
+            "tid": 1,
+            "args": args,
+        }
+
+    events = [
+        {
+            "ph": "X",
+            "cat": "user_annotation",
+            "name": "stage:denoise",
+            "ts": 0,
+            "dur": 100,
+            "tid": 1,
+        },
+        {
+            "ph": "X",
+            "cat": "user_annotation",
+            "name": "stage:decode",
+            "ts": 100,
+            "dur": 100,
+            "tid": 1,
+        },
+        op("aten::mul", 10, 5, **{"Input Dims": [[8, 320], [8, 320]]}),
+        op("aten::conv2d", 110, 20, **{"Input Dims": [[4, 128, 64, 64]]}),
+        {
+            "ph": "X",
+            "cat": "cuda_runtime",
+            "name": "cudaLaunchKernel",
+            "ts": 12,
+            "dur": 1,
+            "tid": 1,
+            "args": {"correlation": 7},
+        },
+        {
+            "ph": "X",
+            "cat": "cuda_runtime",
+            "name": "cudaLaunchKernel",
+            "ts": 115,
+            "dur": 1,
+            "tid": 1,
+            "args": {"correlation": 8},
+        },
+        {
+            "ph": "X",
+            "cat": "kernel",
+            "name": "mul_kernel",
+            "ts": 20,
+            "dur": 3000,
+            "tid": 9,
+            "args": {"correlation": 7},
+        },
+        {
+            "ph": "X",
+            "cat": "kernel",
+            "name": "conv_kernel",
+            "ts": 3100,
+            "dur": 9000,
+            "tid": 9,
+            "args": {"correlation": 8},
+        },
+    ]
+    path = tmp_path / "trace.json.gz"
+    path.write_bytes(gzip.compress(json.dumps({"traceEvents": events}).encode()))
+    summary = summarize(path)
+    assert "GPU: 2 kernels/copies over 12.1 ms, busy 12.0 ms" in summary
+    stages = summary.split("GPU time by animator stage (ms):\n")[1]
+    assert stages.startswith("        9.0  stage:decode\n        3.0  stage:denoise")
+    assert "9.0  conv_kernel | aten::conv2d [[4, 128, 64, 64]]" in summary
+    assert "3.0  mul_kernel | aten::mul [[8, 320], [8, 320]]" in summary

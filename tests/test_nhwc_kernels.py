@@ -118,6 +118,84 @@ def test_add_layer_norm_equals_an_add_then_layer_norm(row_addend: bool) -> None:
         _nhwc_kernels.add_layer_norm(x, delta.transpose(0, 1), None, None, 1e-5)
 
 
+def test_geglu_equals_value_times_gelu_of_gate() -> None:
+    torch.manual_seed(8)
+    # 200 features: more than one 128-wide column tile, a ragged last one; 3·37 rows: ragged too
+    projected = torch.randn(3, 37, 400) * 3
+    value, gate = projected.chunk(2, dim=-1)
+    got = _nhwc_kernels.geglu(projected)
+    assert got.shape == (3, 37, 200)
+    assert (got - value * F.gelu(gate)).abs().max() < 1e-5
+    half = _nhwc_kernels.geglu(projected.half())
+    expected = value.half().float() * F.gelu(gate.half().float())
+    assert half.dtype == torch.float16 and (half.float() - expected).abs().max() < 2e-2
+    with pytest.raises(ValueError, match="contiguous"):
+        _nhwc_kernels.geglu(projected.transpose(0, 1))
+
+
+@pytest.mark.parametrize(("frames", "heads", "head_dim"), [(16, 2, 40), (5, 3, 8)])
+def test_frame_attention_equals_softmax_attention_over_frames(frames, heads, head_dim) -> None:
+    """Frame-major rows, a per-frame bias on q/k/v, head dims and frame counts that are not
+    powers of two (padded tiles), two streams: against the attention written out in PyTorch."""
+    torch.manual_seed(9)
+    streams, positions, channels = 2, 3, heads * head_dim
+    qkv = torch.randn(streams * frames, positions, 3 * channels)
+    bias = torch.randn(frames, 3 * channels)
+    got = _nhwc_kernels.frame_attention(qkv, bias, frames, heads, head_dim**-0.5)
+    # reference: (S, F, P, 3C) + bias[f] → per (s, p, head) attention along F
+    tokens = qkv.view(streams, frames, positions, 3 * channels) + bias[None, :, None, :]
+    q, k, v = (
+        t.permute(0, 2, 1, 3).reshape(streams, positions, frames, heads, head_dim).transpose(2, 3)
+        for t in tokens.chunk(3, dim=-1)
+    )
+    weights = (q @ k.transpose(-1, -2) * head_dim**-0.5).softmax(dim=-1)
+    expected = (weights @ v).transpose(2, 3).reshape(streams, positions, frames, channels)
+    expected = expected.permute(0, 2, 1, 3).reshape(streams * frames, positions, channels)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="float32"):
+        _nhwc_kernels.frame_attention(qkv, bias.half(), frames, heads, 1.0)
+
+
+def test_upsample_nearest_2x_equals_interpolate() -> None:
+    x = nhwc(torch.randn(2, 96, 3, 5))  # two channel tiles, the second ragged
+    got = _nhwc_kernels.upsample_nearest_2x(x)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def test_vae_decoder_through_the_kernels_equals_the_stock_decoder(monkeypatch) -> None:
+    """The VAE's ResNet blocks (time_embedding_norm "group", no time embedding) take the fused
+    path, and its final GroupNorm carries the SiLU: same images as diffusers' decoder."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(10)
+    vae = AutoencoderKL(
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=8,
+        layers_per_block=1,
+    ).eval()
+    latents = torch.randn(2, 4, 4, 4)
+    with torch.no_grad():
+        expected = vae.decode(latents).sample
+        _fast_layers.use_fast_layers(vae)
+        vae.to(memory_format=torch.channels_last)
+        calls = []
+        monkeypatch.setattr(_fast_layers, "_use_kernels", lambda t: calls.append(t) or True)
+        got = vae.decode(nhwc(latents)).sample
+        blocks = [
+            m for m in vae.decoder.modules() if isinstance(m, _fast_layers.FusedResnetBlock2D)
+        ]
+        assert blocks and all(b._fusable(nhwc(torch.randn(1, b.in_channels, 2, 2))) for b in blocks)
+    assert isinstance(vae.decoder.conv_norm_out, _fast_layers.ChannelsLastGroupNormSiLU)
+    assert isinstance(vae.decoder.conv_act, torch.nn.Identity) and calls
+    assert isinstance(vae.decoder.up_blocks[0].upsamplers[0], _fast_layers.ChannelsLastUpsample2D)
+    assert (got - expected).abs().max() < 1e-4
+
+
 @pytest.mark.parametrize("kind", ["spatial", "motion", "temporal"])
 def test_transformers_through_the_kernels_equal_their_pytorch_path(monkeypatch, kind: str) -> None:
     """A spatial transformer (channels-last: GroupNorm kernel, 1×1 convolutions as linear layers,

@@ -17,11 +17,12 @@ from ._attention import (
     set_attention_backend,
     set_vae_attention_backend,
 )
+from ._cuda_graphs import GraphedCall
 from ._fast_layers import check_kernels, use_fast_layers
 from ._keypoints import KeypointExtractor
 from ._motion_encoder import MotionEncoder
 from ._pose_guider import PoseGuider
-from ._unet import DenoisingUNet, ReferenceUNet, unet_kwargs_from_config
+from ._unet import DenoisingOutput, DenoisingUNet, ReferenceUNet, unet_kwargs_from_config
 from .architecture import NetworkSizes
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,12 @@ class PersonaLiveModels:
         return self.vae.decode(latents * (1 / self.vae.config.scaling_factor)).sample
 
     def optimize(
-        self, *, channels_last: bool = False, compile_mode: str = "none", backend: str = "inductor"
+        self,
+        *,
+        channels_last: bool = False,
+        compile_mode: str = "none",
+        cuda_graphs: bool = False,
+        backend: str = "inductor",
     ) -> None:
         """Speed levers for GPUs: NHWC layout for the convolution-heavy networks (with layers that
         keep it and fold norms, biases and residual adds together, on Triton kernels on CUDA),
@@ -132,11 +138,14 @@ class PersonaLiveModels:
             use_fast_layers(network, channels_last=channels_last)
         if channels_last and self.device.type == "cuda":
             check_kernels(self.device, self.dtype)
-        if compile_mode == "none":
-            return
         if compile_mode == "regional":
             self._compile_regions(backend)
-            return
+        elif compile_mode != "none":
+            self._compile_whole(compile_mode, backend)
+        if cuda_graphs and self.device.type == "cuda":
+            self._graph_hot_calls()
+
+    def _compile_whole(self, compile_mode: str, backend: str) -> None:
         _allow_recompiles()
         mode = None if compile_mode == "default" else compile_mode
         self.denoising_unet.forward = torch.compile(
@@ -144,6 +153,14 @@ class PersonaLiveModels:
         )
         decoder = self.tiny_decoder.decoder if self.tiny_decoder is not None else self.vae.decoder
         decoder.forward = torch.compile(decoder.forward, mode=mode, backend=backend)
+
+    def _graph_hot_calls(self) -> None:
+        """The denoising UNet and the decoder through :class:`GraphedCall` (instance attributes,
+        like torch.compile's wrapping; the networks' parameters are untouched)."""
+        forward = self.denoising_unet.forward
+        unet = GraphedCall(lambda *a, **k: forward(*a, **k).sample, name="denoising UNet")
+        self.denoising_unet.forward = lambda *a, **k: DenoisingOutput(unet(*a, **k))
+        self.decode = GraphedCall(self.decode, name="decoder")  # type: ignore[method-assign]
 
     def _compile_regions(self, backend: str) -> None:
         """Compile repeated blocks with dynamic shapes instead of whole networks: the ResNet

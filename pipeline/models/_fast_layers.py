@@ -12,6 +12,7 @@ loading (:func:`use_fast_layers`) and compute the same function:
   memory-bound steps folded together: the first convolution's bias and the time embedding are
   added inside the second GroupNorm (never as passes of their own), SiLU inside both norms, the
   second convolution's bias (plus the shortcut convolution's) with the skip connection.
+* :class:`ChannelsLastUpsample2D` — nearest 2× upsampling that stays channels-last.
 * :class:`ChannelsLastConv2d` — a convolution whose bias (and, through :func:`conv_silu`, the
   following SiLU) is added by one Triton pass instead of PyTorch's broadcasting kernel.
 * :func:`add_layer_norm` — the spatial and frame transformers' residual adds together with the
@@ -20,8 +21,9 @@ loading (:func:`use_fast_layers`) and compute the same function:
   statistics, one read and write to apply them); elsewhere, and inside ``torch.compile``, the same
   arithmetic in PyTorch ops.
 * :class:`SplitGEGLU` — diffusers' GEGLU projects to twice the width and splits the result, so
-  GELU and the product run on strided halves (a slow generic kernel); projecting each half with
-  its half of the weights gives contiguous tensors.
+  GELU and the product run on strided halves (a slow generic kernel): on CUDA one Triton pass
+  reads both halves and writes the product; elsewhere each half is projected with its half of the
+  weights (contiguous tensors).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.activations import GEGLU
 from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
 from . import _nhwc_kernels
@@ -81,10 +84,20 @@ def check_kernels(device: torch.device | str, dtype: torch.dtype = torch.float16
         tokens = x.permute(0, 2, 3, 1).reshape(2, 35, 64)
         total, normed = _nhwc_kernels.add_layer_norm(tokens, tokens, weight, None, 1e-5)
         summed = _nhwc_kernels.add_bias_residual(x.clone(), weight, x, 0.5, silu=False)
+        value, gate = tokens.float().chunk(2, dim=-1)
+        # frame attention: 2 streams × 16 frames at one position, one head of 32
+        qkv = torch.randn(32, 1, 96, generator=generator).to(device, dtype)
+        zero = torch.zeros(16, 96, device=device)
+        attended = _nhwc_kernels.frame_attention(qkv, zero, 16, 1, 32**-0.5)
+        q, k, v = qkv.float().view(2, 16, 96).chunk(3, dim=-1)
+        expected = F.scaled_dot_product_attention(q, k, v).reshape(32, 1, 32)
         pairs = [
             (got, reference),
             (normed, F.layer_norm(total.float(), (64,), weight.float())),
             (summed, (2 * x.float() + weight.float()[:, None, None]) / 2),
+            (_nhwc_kernels.geglu(tokens.contiguous()), value * F.gelu(gate)),
+            (attended, expected),
+            (_nhwc_kernels.upsample_nearest_2x(x), F.interpolate(x.float(), scale_factor=2.0)),
         ]
         # relative to the largest value: fp16/bf16 output rounding is 0.05 % / 0.4 %
         error = max(((a.float() - b).abs().max() / b.abs().max()).item() for a, b in pairs)
@@ -189,6 +202,18 @@ class ChannelsLastGroupNorm(nn.GroupNorm):
         return super().forward(x)
 
 
+class ChannelsLastGroupNormSiLU(ChannelsLastGroupNorm):
+    """:class:`ChannelsLastGroupNorm` followed by SiLU, applied in the kernel's output pass (the
+    VAE decoder's ``conv_norm_out`` → ``conv_act`` on its largest activation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_channels_last(x) and not torch.is_grad_enabled():
+            return group_norm_channels_last(
+                x, self.num_groups, self.weight, self.bias, self.eps, silu=True
+            )
+        return F.silu(nn.GroupNorm.forward(self, x))
+
+
 class ChannelsLastConv2d(nn.Conv2d):
     """``nn.Conv2d`` that adds its bias (and optionally SiLU) in one Triton pass on CUDA
     channels-last outputs; elsewhere the stock layer."""
@@ -222,7 +247,9 @@ class FusedResnetBlock2D(ResnetBlock2D):
             and not torch.is_grad_enabled()
             and self.upsample is None
             and self.downsample is None
-            and self.time_embedding_norm == "default"
+            and not self.training  # dropout
+            # "group" (the VAE's blocks, no time embedding) runs like "default"
+            and self.time_embedding_norm in ("default", "group")
             and isinstance(self.nonlinearity, nn.SiLU)
             and isinstance(self.norm1, nn.GroupNorm)
             and isinstance(self.norm2, nn.GroupNorm)
@@ -263,12 +290,80 @@ def _norm_silu(
     )
 
 
+def frame_attention_usable(attn: nn.Module, normed: torch.Tensor) -> bool:
+    """Whether :func:`frame_attention` serves this temporal attention: CUDA kernels in eager
+    mode, and not the ``eager`` backend (which asks for the reference arithmetic)."""
+    return _use_kernels(normed) and getattr(attn.processor, "backend", None) != "eager"
+
+
+def frame_attention(attn: nn.Module, normed: torch.Tensor, frames: int) -> torch.Tensor:
+    """A temporal module's self-attention (diffusers ``Attention`` ``attn`` with an optional
+    ``pos_encoder``) over the frame axis of frame-major tokens ``normed`` ``(S·F, P, C)``: one
+    projection to ``[q | k | v]``, the position table folded into a per-frame bias (adding it to
+    the input and projecting is the same as adding its projection), the Triton kernel, the
+    output projection. Returns ``(S·F, P, C)`` like the transposing PyTorch path."""
+    weight, frame_bias = _qkv_projection(attn, frames)
+    qkv = F.linear(normed, weight)
+    out = _nhwc_kernels.frame_attention(qkv, frame_bias, frames, attn.heads, attn.scale)
+    return attn.to_out[1](attn.to_out[0](out))
+
+
+def _qkv_projection(attn: nn.Module, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stacked q/k/v weights and the ``(frames, 3C)`` float32 bias (position table through
+    them, plus their biases), cached on ``attn`` until its weights change."""
+    projections = (attn.to_q, attn.to_k, attn.to_v)
+    key = tuple((p.weight.data_ptr(), p.weight._version) for p in projections) + (frames,)
+    cached = getattr(attn, "_qkv_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    weight = torch.cat([p.weight for p in projections])
+    width = weight.shape[0]
+    positions = torch.zeros(frames, weight.shape[1], device=weight.device)
+    if getattr(attn, "pos_encoder", None) is not None:
+        positions = attn.pos_encoder.pe[0, :frames].float()
+    biases = [
+        p.bias.float() if p.bias is not None else weight.new_zeros(width // 3, dtype=torch.float32)
+        for p in projections
+    ]
+    frame_bias = F.linear(positions, weight.float(), torch.cat(biases))
+    attn._qkv_cache = (key, weight, frame_bias)
+    return weight, frame_bias
+
+
+class ChannelsLastUpsample2D(Upsample2D):
+    """diffusers ``Upsample2D`` (nearest 2×, then its convolution) that upsamples channels-last
+    CUDA activations with :func:`._nhwc_kernels.upsample_nearest_2x`; other cases run the stock
+    forward (which turns batches of 64+ to NCHW first, a copy each way around the convolution)."""
+
+    def forward(self, hidden_states: torch.Tensor, output_size=None, *args, **kwargs):
+        doubled = tuple(2 * s for s in hidden_states.shape[-2:])
+        if (
+            args
+            or kwargs
+            or not (self.interpolate and self.norm is None and not self.use_conv_transpose)
+            or (output_size is not None and tuple(output_size) != doubled)
+            or not is_channels_last(hidden_states)
+            or not _use_kernels(hidden_states)
+            or torch.is_grad_enabled()
+        ):
+            return super().forward(hidden_states, output_size, *args, **kwargs)
+        hidden_states = _nhwc_kernels.upsample_nearest_2x(hidden_states)
+        if self.use_conv:
+            conv = self.conv if self.name == "conv" else self.Conv2d_0
+            hidden_states = conv(hidden_states)
+        return hidden_states
+
+
 class SplitGEGLU(GEGLU):
-    """diffusers ``GEGLU`` (``proj`` → value, gate halves → value · GELU(gate)) with contiguous
-    halves: each is projected with its own rows of ``proj.weight``."""
+    """diffusers ``GEGLU`` (``proj`` → value, gate halves → value · GELU(gate)) without its slow
+    passes over strided halves: on CUDA one projection and :func:`._nhwc_kernels.geglu` (one read
+    of each half, one write); elsewhere each half projected with its own rows of
+    ``proj.weight`` (contiguous halves), then GELU and the product."""
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         weight, bias = self.proj.weight, self.proj.bias
+        if _use_kernels(hidden_states) and hidden_states.is_contiguous():
+            return _nhwc_kernels.geglu(F.linear(hidden_states, weight, bias))
         half = weight.shape[0] // 2
         value = F.linear(hidden_states, weight[:half], None if bias is None else bias[:half])
         gate = F.linear(hidden_states, weight[half:], None if bias is None else bias[half:])
@@ -277,14 +372,24 @@ class SplitGEGLU(GEGLU):
 
 def use_fast_layers(network: nn.Module, *, channels_last: bool = True) -> None:
     """Swap :class:`SplitGEGLU` and, for channels-last networks, :class:`ChannelsLastGroupNorm`,
-    :class:`ChannelsLastConv2d` and :class:`FusedResnetBlock2D` into ``network`` in place (same
-    parameters; the class changes)."""
-    for module in network.modules():
+    :class:`ChannelsLastConv2d`, :class:`FusedResnetBlock2D` and :class:`ChannelsLastUpsample2D`
+    into ``network`` in place (same parameters; the class changes), and fold a decoder's ``conv_act`` SiLU into its
+    ``conv_norm_out`` (:class:`ChannelsLastGroupNormSiLU`; ``conv_act`` becomes ``Identity``)."""
+    for module in list(network.modules()):
+        if (
+            channels_last
+            and type(getattr(module, "conv_norm_out", None)) is nn.GroupNorm
+            and type(getattr(module, "conv_act", None)) is nn.SiLU
+        ):  # diffusers' VAE decoder: its final norm and activation in one pass
+            module.conv_norm_out.__class__ = ChannelsLastGroupNormSiLU
+            module.conv_act = nn.Identity()
         if channels_last and type(module) is nn.GroupNorm:
             module.__class__ = ChannelsLastGroupNorm
         elif channels_last and type(module) is nn.Conv2d:
             module.__class__ = ChannelsLastConv2d
         elif channels_last and type(module) is ResnetBlock2D:
             module.__class__ = FusedResnetBlock2D
+        elif channels_last and type(module) is Upsample2D:
+            module.__class__ = ChannelsLastUpsample2D
         elif type(module) is GEGLU:
             module.__class__ = SplitGEGLU

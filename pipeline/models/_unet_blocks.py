@@ -27,7 +27,12 @@ from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from torch import nn
 
 from ._attention import AttentionProcessor
-from ._fast_layers import add_layer_norm, is_channels_last
+from ._fast_layers import (
+    add_layer_norm,
+    frame_attention,
+    frame_attention_usable,
+    is_channels_last,
+)
 
 
 @dataclass
@@ -325,6 +330,8 @@ class FrameModule(nn.Module):
     ) -> torch.Tensor:
         if self.kind == "motion":
             return attn.processor(attn, normed, context=motion_tokens)
+        if frame_attention_usable(attn, normed):  # one Triton pass on the frame-major tokens
+            return frame_attention(attn, normed, frames)
         batch, positions, channels = normed.shape
         streams = batch // frames
         # (S*F, P, C) -> (S*P, F, C): attend along the frame axis at every position

@@ -1,0 +1,103 @@
+"""CUDA graph replay of the hot calls (pipeline/models/_cuda_graphs.py) and the batched banks.
+
+The graph tests need a GPU (they run on the lent H100 with the benchmark); on CPU the wrapper
+must step aside and change nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.animate._animator import _batch_banks, _LastBatchedBanks
+from pipeline.models._cuda_graphs import GraphedCall
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+
+
+def _network(device: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(4, 16, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(16, 4, 3, padding=1)
+    ).to(device)
+
+
+def _call(network: torch.nn.Module):
+    def fn(x: torch.Tensor, extras: list[tuple[torch.Tensor, torch.Tensor]], scale: float):
+        out = network(x) * scale
+        for a, b in extras:
+            out = out + (a * b).mean()
+        return out
+
+    return fn
+
+
+def test_on_cpu_the_call_runs_as_it_is() -> None:
+    network = _network("cpu")
+    graphed = GraphedCall(_call(network))
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        for _ in range(3):
+            assert torch.equal(graphed(x, [], 2.0), _call(network)(x, [], 2.0))
+    assert graphed.captures == graphed.replays == 0
+
+
+@cuda
+def test_replays_equal_eager_calls_for_every_signature() -> None:
+    network = _network("cuda")
+    eager = _call(network)
+    graphed = GraphedCall(eager, max_graphs=2)
+    banks = [(torch.randn(3, 5, device="cuda"), torch.randn(3, 5, device="cuda"))]
+    results = []
+    with torch.no_grad():
+        for _ in range(6):
+            x = torch.randn(2, 4, 8, 8, device="cuda")
+            results.append((graphed(x, banks, 0.5), eager(x, banks, 0.5)))
+        # every result still holds its own call's values: replays did not overwrite them
+        assert all(torch.allclose(got, expected, atol=1e-5) for got, expected in results)
+        # seen once (eager), captured on the second call, replayed from then on
+        assert graphed.captures == 1 and graphed.replays == 4
+        # a changed bank (same object, modified in place) is copied in again
+        banks[0][0].mul_(3)
+        x = torch.randn(2, 4, 8, 8, device="cuda")
+        assert torch.allclose(graphed(x, banks, 0.5), eager(x, banks, 0.5), atol=1e-5)
+        # a new batch size and a new scalar are new signatures: each gets its own graph
+        for _ in range(2):
+            y = torch.randn(3, 4, 8, 8, device="cuda")
+            assert torch.allclose(graphed(y, banks, 0.5), eager(y, banks, 0.5), atol=1e-5)
+            assert torch.allclose(graphed(x, banks, 2.0), eager(x, banks, 2.0), atol=1e-5)
+        assert graphed.captures == 3 and len(graphed._graphs) == 2  # the oldest was dropped
+
+
+@cuda
+def test_a_call_that_cannot_be_captured_runs_eagerly_from_then_on(caplog) -> None:
+    def syncs(x: torch.Tensor) -> torch.Tensor:
+        return x * float(x.sum())  # reads a value back to the host: not capturable
+
+    graphed = GraphedCall(syncs, name="syncing call")
+    x = torch.ones(4, device="cuda")
+    with caplog.at_level("WARNING"):
+        results = [graphed(x) for _ in range(3)]
+    assert all(torch.equal(r, x * 4) for r in results)
+    assert not graphed.enabled and graphed.captures == 0
+    assert "syncing call: CUDA graph capture failed" in caplog.text
+
+
+def test_batched_banks_are_reused_until_a_bank_changes() -> None:
+    torch.manual_seed(0)
+
+    def bank(length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(torch.randn(1, 2, length, 4), torch.randn(1, 2, length, 4))]
+
+    first, second = bank(3), bank(5)
+    batch = _LastBatchedBanks()
+    batched = batch([first, second])
+    assert batch([first, second]) is batched  # same streams, same banks: no new concatenation
+    grown = bank(7)  # a keyframe joined the second stream: its bank is a new list
+    rebatched = batch([first, grown])
+    assert rebatched is not batched
+    expected = _batch_banks([first, grown])
+    assert all(torch.equal(a, b) for a, b in zip(rebatched[0][0], expected[0][0]))
+    assert torch.equal(rebatched[1][0], expected[1][0])  # the shorter bank's padding mask
+    swapped = batch([grown, first])  # the order of the streams in the batch matters
+    assert torch.equal(swapped[0][0][0][0], grown[0][0][0])
