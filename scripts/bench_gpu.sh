@@ -4,7 +4,7 @@
 #
 #   scripts/bench_gpu.sh <set>      sets: levers (default), profile-compile, final, final2,
 #                                   pipeline, layers, overlap, final3, fused, fused2,
-#                                   final4, final5, graphs, graphs2, final6,
+#                                   final4, final5, graphs, graphs2, final6, final7,
 #                                   compile, memory
 #
 # Each set runs today's code: the docs/benchmarks.md rows a set produced were measured on the
@@ -134,6 +134,15 @@ case "${1:-levers}" in
     bench fp16-S1-graphs-v12 60 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true model.cuda_graphs=true job.bench.frames=64 job.bench.flops=false
     bench fp16-S8-banks-v12 130 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=160 job.bench.flops=false model.animator.keyframe_threshold=0.0
     bench fp16-S4-banks-v12 100 model.dtype=fp16 model.streams_per_worker=4 model.channels_last=true job.bench.frames=160 job.bench.flops=false model.animator.keyframe_threshold=0.0
+    ;;
+  final7)  # + bank attention merged by log-sum-exp (GPU tests first); full banks; TAESD decoder
+    python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_gpu_kernels.py tests/test_cuda_graphs.py 2>&1 | tail -4
+    bench fp16-S8-nhwc-v13 100 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=64
+    bench fp16-S8-banks-v13 130 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true job.bench.frames=160 job.bench.flops=false model.animator.keyframe_threshold=0.0
+    bench fp16-S4-banks-v13 100 model.dtype=fp16 model.streams_per_worker=4 model.channels_last=true job.bench.frames=160 job.bench.flops=false model.animator.keyframe_threshold=0.0
+    bench fp16-S1-graphs-v13 60 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true model.cuda_graphs=true job.bench.frames=64 job.bench.flops=false
+    bench fp16-S1-graphs-banks-v13 90 model.dtype=fp16 model.streams_per_worker=1 model.channels_last=true model.cuda_graphs=true job.bench.frames=160 job.bench.flops=false model.animator.keyframe_threshold=0.0
+    bench fp16-S8-taesd-v13 100 model.dtype=fp16 model.streams_per_worker=8 model.channels_last=true model.vae_decoder=tiny job.bench.frames=64
     ;;
   compile)
     bench fp16-S1-compile 300 model.dtype=fp16 model.streams_per_worker=1 model.compile=default job.bench.frames=96

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from attention_reference import attention_over_concatenated_bank
 
 from pipeline.models import _fast_layers, _nhwc_kernels
 
@@ -196,7 +197,52 @@ def test_vae_decoder_through_the_kernels_equals_the_stock_decoder(monkeypatch) -
     assert (got - expected).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("kind", ["spatial", "motion", "temporal"])
+def test_bank_attention_merges_to_attention_over_the_concatenated_keys() -> None:
+    """Each frame's own keys and its stream's bank attended separately (the bank once per stream,
+    all its frames' queries as one sequence) and merged by log-sum-exp: equal to attention over
+    the concatenation, for 2 streams × 3 frames with a bank longer than the frame's tokens."""
+    torch.manual_seed(11)
+    streams, frames, heads, tokens, head_dim, bank_length = 2, 3, 2, 10, 8, 26
+    batch = streams * frames
+    query = torch.randn(batch, tokens, heads * head_dim).view(batch, tokens, heads, head_dim)
+    query = query.transpose(1, 2)  # as the processor's split_heads leaves it
+    key, value = (
+        torch.randn(batch, heads, tokens, head_dim),
+        torch.randn(batch, heads, tokens, head_dim),
+    )
+    bank_key = torch.randn(streams, heads, bank_length, head_dim)
+    bank_value = torch.randn(streams, heads, bank_length, head_dim)
+    got = _fast_layers.bank_attention(query, key, value, bank_key, bank_value, head_dim**-0.5)
+    expected = attention_over_concatenated_bank(query, key, value, bank_key, bank_value)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() < 1e-5
+    # a query laid out otherwise (heads outermost) gives the same result
+    packed = query.contiguous()
+    again = _fast_layers.bank_attention(packed, key, value, bank_key, bank_value, head_dim**-0.5)
+    assert (again - expected).abs().max() < 1e-5
+
+
+def test_a_log_sum_exp_op_that_disagrees_is_not_chosen(monkeypatch) -> None:
+    """PyTorch's private attention ops are checked, not trusted: one whose log-sum-exp is in
+    another base (here: cudnn's, made base 2) loses to the next; none left → concatenation."""
+    real = _fast_layers.attention_with_lse
+
+    def log2_for_cudnn(query, key, value, scale, op):
+        out, lse = real(query, key, value, scale, op)
+        return out, lse / 0.6931471805599453 if op == "cudnn" else lse
+
+    monkeypatch.setattr(_fast_layers, "attention_with_lse", log2_for_cudnn)
+    assert _fast_layers._choose_lse_attention("cpu", torch.float32) == "flash"
+
+    def always_wrong(query, key, value, scale, op):
+        out, lse = real(query, key, value, scale, op)
+        return out, 2 * lse
+
+    monkeypatch.setattr(_fast_layers, "attention_with_lse", always_wrong)
+    assert _fast_layers._choose_lse_attention("cpu", torch.float32) is None
+
+
+@pytest.mark.parametrize("kind", ["spatial", "spatial+bank", "motion", "temporal"])
 def test_transformers_through_the_kernels_equal_their_pytorch_path(monkeypatch, kind: str) -> None:
     """A spatial transformer (channels-last: GroupNorm kernel, 1×1 convolutions as linear layers,
     residual + CLIP value + norm3 in one pass) and the motion/temporal modules (residual adds
@@ -205,7 +251,10 @@ def test_transformers_through_the_kernels_equal_their_pytorch_path(monkeypatch, 
 
     torch.manual_seed(7)
     frames, channels = 4, 32
-    if kind == "spatial":
+    bank = (
+        (torch.randn(2, 2, 45, 16), torch.randn(2, 2, 45, 16)) if kind == "spatial+bank" else None
+    )
+    if kind.startswith("spatial"):
         module = SpatialTransformer(channels, heads=2, context_dim=24, groups=8, layer_index=0)
     else:
         module = FrameModule(kind, channels, heads=2, motion_token_dim=8, groups=8)
@@ -218,8 +267,8 @@ def test_transformers_through_the_kernels_equal_their_pytorch_path(monkeypatch, 
 
     def run(inputs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            if kind == "spatial":
-                return module(inputs, clip)
+            if kind.startswith("spatial"):
+                return module(inputs, clip, bank)
             return module(inputs, frames, motion if kind == "motion" else None)
 
     expected = run(x)

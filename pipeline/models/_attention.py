@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
+from . import _fast_layers
+
 logger = logging.getLogger(__name__)
 
 AttentionBackend = Literal["sdpa", "xformers", "eager"]
@@ -96,6 +98,15 @@ class AttentionProcessor:
         key = split_heads(attn.to_k(source), heads)
         value = split_heads(attn.to_v(source), heads)
         mask = None
+        if (
+            extra_kv is not None
+            and extra_mask is None
+            and context is None
+            and self.backend == "sdpa"
+            and _fast_layers.bank_attention_usable(query)
+        ):  # the bank is not copied into every frame's keys (merged by log-sum-exp)
+            out = _fast_layers.bank_attention(query, key, value, *extra_kv, attn.scale)
+            return attn.to_out[1](attn.to_out[0](out))
         if extra_kv is not None:
             key, value = _append_bank(key, extra_kv[0]), _append_bank(value, extra_kv[1])
             if extra_mask is not None:

@@ -52,6 +52,9 @@ def is_channels_last(x: torch.Tensor) -> bool:
 
 
 _kernels_work = True  # cleared by check_kernels when Triton cannot run here
+# the op that returns attention with its log-sum-exp on this GPU ("cudnn" or "flash"), chosen
+# by check_kernels; None: bank attention concatenates the bank into every frame's keys
+_lse_attention_op: str | None = None
 
 
 def _use_kernels(x: torch.Tensor) -> bool:
@@ -63,6 +66,104 @@ def _use_kernels(x: torch.Tensor) -> bool:
         and _nhwc_kernels.available()
         and not torch.compiler.is_compiling()
     )
+
+
+def attention_with_lse(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, op: str | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention on ``(B, h, N, d)`` tensors and its float32 log-sum-exp ``(B, h, N)``
+    (natural log), from PyTorch's fused kernels: ``op`` ``"cudnn"`` or ``"flash"`` on CUDA; on
+    CPU its flash kernel."""
+    if query.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, 0.0, False, scale=scale
+        )
+    elif op == "cudnn":
+        out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(
+            query, key, value, None, True, 0.0, False, False, scale=scale
+        )[:2]
+    elif op == "flash":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(
+            query, key, value, 0.0, False, False, scale=scale
+        )[:2]
+    else:
+        raise ValueError(f"no attention-with-log-sum-exp op {op!r} on {query.device}")
+    return out, lse.reshape(query.shape[:3])
+
+
+def bank_attention_usable(query: torch.Tensor) -> bool:
+    return _use_kernels(query) and (_lse_attention_op is not None or not query.is_cuda)
+
+
+def bank_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    bank_key: torch.Tensor,
+    bank_value: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Attention of every frame's queries ``(S·F, h, N, d)`` to its own keys/values and its
+    stream's bank ``(S, h, L, d)``, without concatenating the bank into every frame's keys: the
+    own part per frame, the bank part with a stream's F frames of queries as one sequence (a
+    view of the same memory), merged by their log-sum-exps (:func:`._nhwc_kernels.merge_attention`).
+    Returns ``(S·F, N, h·d)``, heads concatenated."""
+    batch, heads, tokens, head_dim = query.shape
+    streams = bank_key.shape[0]
+    own, own_lse = attention_with_lse(query, key, value, scale, _lse_attention_op)
+    if query.stride() != (tokens * heads * head_dim, head_dim, heads * head_dim, 1):
+        query = query.transpose(1, 2).contiguous().transpose(1, 2)  # token-major, as projected
+    frames_as_one = query.as_strided(
+        (streams, heads, (batch // streams) * tokens, head_dim),
+        ((batch // streams) * tokens * heads * head_dim, head_dim, heads * head_dim, 1),
+    )
+    bank, bank_lse = attention_with_lse(
+        frames_as_one,
+        bank_key.to(query.dtype),
+        bank_value.to(query.dtype),
+        scale,
+        _lse_attention_op,
+    )
+    return _nhwc_kernels.merge_attention(own, own_lse, bank, bank_lse)
+
+
+def _choose_lse_attention(device: torch.device | str, dtype: torch.dtype) -> str | None:
+    """The first log-sum-exp attention op whose split-and-merge result matches attention over
+    the concatenated keys here (PyTorch's private ops: checked, not assumed)."""
+    generator = torch.Generator().manual_seed(1)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(device, dtype)
+
+    # 2 streams × 3 frames, 2 heads of 40, 24 own tokens, a bank of 40
+    query = randn(6, 24, 80).view(6, 24, 2, 40).transpose(1, 2)
+    key, value = randn(6, 2, 24, 40), randn(6, 2, 24, 40)
+    bank_key, bank_value = randn(2, 2, 40, 40), randn(2, 2, 40, 40)
+    expected = F.scaled_dot_product_attention(
+        query.float(),
+        torch.cat([key, bank_key.repeat_interleave(3, dim=0)], dim=2).float(),
+        torch.cat([value, bank_value.repeat_interleave(3, dim=0)], dim=2).float(),
+    )
+    expected = expected.transpose(1, 2).reshape(6, 24, 80)
+    global _lse_attention_op
+    failures = []
+    for op in ("cudnn", "flash"):
+        _lse_attention_op = op
+        try:
+            got = bank_attention(query, key, value, bank_key, bank_value, 40**-0.5)
+            error = ((got.float() - expected).abs().max() / expected.abs().max()).item()
+            if error < 0.02:
+                logger.info("bank attention: %s attention with log-sum-exp, merged", op)
+                return op
+            failures.append(f"{op}: off by {error:.1%}")
+        except Exception as err:  # noqa: BLE001 - an op this build or GPU lacks: try the next
+            failures.append(f"{op}: {type(err).__name__}: {err}")
+    logger.info(
+        "bank attention concatenates the bank into every frame's keys on %s (%s)",
+        device,
+        "; ".join(failures),
+    )
+    return None
 
 
 def check_kernels(device: torch.device | str, dtype: torch.dtype = torch.float16) -> bool:
@@ -112,6 +213,10 @@ def check_kernels(device: torch.device | str, dtype: torch.dtype = torch.float16
             err,
         )
         _kernels_work = False
+    global _lse_attention_op
+    _lse_attention_op = None
+    if _kernels_work and torch.device(device).type == "cuda":
+        _lse_attention_op = _choose_lse_attention(device, dtype)
     return _kernels_work
 
 

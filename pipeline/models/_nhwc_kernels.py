@@ -19,6 +19,9 @@ their step allows, at full width:
 * :func:`upsample_nearest_2x` — nearest-neighbour 2× upsampling of a channels-last activation
   (PyTorch's NHWC kernel ran at a tenth of the copy bandwidth, and diffusers turns batches of 64
   or more back to NCHW first).
+* :func:`merge_attention` — two attention results over disjoint key sets (a frame's own tokens,
+  its stream's reference bank) combined by their log-sum-exps, written in the layout the output
+  projection reads: the bank is attended to without being copied into every frame's keys.
 * :func:`frame_attention` — the temporal modules' self-attention over the 16 frames at every
   spatial position, read straight from the frame-major projections (no transposes) with the
   position table folded in as a per-frame bias; cuDNN's flash kernel pads 16 keys to 64-128-wide
@@ -355,6 +358,56 @@ if triton is not None:
                 pixel = top + dy * 2 * width + dx
                 tl.store(out_ptr + pixel[:, None] * channels + cols[None, :], tile, mask=ok)
 
+    @triton.jit
+    def _merge_attention_kernel(
+        own_ptr,
+        own_lse_ptr,
+        bank_ptr,
+        bank_lse_ptr,
+        out_ptr,
+        total_rows,
+        tokens,
+        frames,
+        head_dim,
+        channels,
+        o_b,
+        o_h,
+        o_n,
+        ol_b,
+        ol_h,
+        ol_n,
+        b_s,
+        b_h,
+        b_n,
+        bl_s,
+        bl_h,
+        bl_n,
+        BLOCK_R: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        """Row ``(b, n)`` (frame b = s·frames + f, token n), column ``h·head_dim + j``:
+        ``w·own + (1 − w)·bank`` with ``w = sigmoid(lse_own − lse_bank)``; the bank results of a
+        stream hold all its frames' queries in one sequence (position ``f·tokens + n``)."""
+        r, cols, col_ok, ok, offsets = _row_tile(
+            total_rows, channels, tl.program_id(1), BLOCK_R, BLOCK_C
+        )
+        b = (r // tokens).to(tl.int64)[:, None]
+        n = (r % tokens).to(tl.int64)[:, None]
+        stream = b // frames
+        position = (b % frames) * tokens + n
+        h = (cols // head_dim).to(tl.int64)[None, :]
+        j = (cols % head_dim).to(tl.int64)[None, :]
+        own = tl.load(own_ptr + b * o_b + h * o_h + n * o_n + j, mask=ok, other=0.0)
+        bank = tl.load(bank_ptr + stream * b_s + h * b_h + position * b_n + j, mask=ok, other=0.0)
+        own_lse = tl.load(own_lse_ptr + b * ol_b + h * ol_h + n * ol_n, mask=ok, other=0.0)
+        bank_lse = tl.load(
+            bank_lse_ptr + stream * bl_s + h * bl_h + position * bl_n, mask=ok, other=0.0
+        )
+        weight = tl.sigmoid(own_lse.to(tl.float32) - bank_lse.to(tl.float32))
+        bank = bank.to(tl.float32)
+        y = bank + (own.to(tl.float32) - bank) * weight
+        tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=ok)
+
 
 def _check_nhwc(name: str, tensor: torch.Tensor) -> None:
     if tensor.dim() != 4 or not tensor.is_contiguous(memory_format=torch.channels_last):
@@ -591,5 +644,58 @@ def upsample_nearest_2x(x: torch.Tensor) -> torch.Tensor:
     block_c = _channel_block(channels)
     _upsample_2x_kernel[(triton.cdiv(total_rows, _ROWS), triton.cdiv(channels, block_c))](
         x, out, total_rows, height, width, channels, BLOCK_R=_ROWS, BLOCK_C=block_c
+    )
+    return out
+
+
+def merge_attention(
+    own: torch.Tensor, own_lse: torch.Tensor, bank: torch.Tensor, bank_lse: torch.Tensor
+) -> torch.Tensor:
+    """Softmax attention over the union of two key sets from its two halves.
+
+    Args:
+        own: ``(S·F, h, N, d)`` attention of each frame's queries to its own keys (any strides,
+            last dimension contiguous); ``own_lse`` ``(S·F, h, N)`` their log-sum-exps.
+        bank: ``(S, h, F·N, d)`` attention of all F frames' queries of a stream (frame-major)
+            to the stream's bank; ``bank_lse`` ``(S, h, F·N)``.
+
+    Returns:
+        ``(S·F, N, h·d)`` contiguous, heads concatenated (what the output projection reads).
+    """
+    batch, heads, tokens, head_dim = own.shape
+    streams = bank.shape[0]
+    if (
+        batch % streams
+        or bank.shape != (streams, heads, (batch // streams) * tokens, head_dim)
+        or own_lse.shape != own.shape[:3]
+        or bank_lse.shape != bank.shape[:3]
+        or own.stride(-1) != 1
+        or bank.stride(-1) != 1
+    ):
+        raise ValueError(
+            f"own {tuple(own.shape)} / bank {tuple(bank.shape)} (and their log-sum-exps "
+            f"{tuple(own_lse.shape)} / {tuple(bank_lse.shape)}) do not pair up"
+        )
+    channels = heads * head_dim
+    total_rows = batch * tokens
+    out = own.new_empty((batch, tokens, channels))
+    block_c = _channel_block(channels)
+    _merge_attention_kernel[(triton.cdiv(total_rows, _ROWS), triton.cdiv(channels, block_c))](
+        own,
+        own_lse,
+        bank,
+        bank_lse,
+        out,
+        total_rows,
+        tokens,
+        batch // streams,
+        head_dim,
+        channels,
+        *own.stride()[:3],
+        *own_lse.stride(),
+        *bank.stride()[:3],
+        *bank_lse.stride(),
+        BLOCK_R=_ROWS,
+        BLOCK_C=block_c,
     )
     return out

@@ -1,0 +1,25 @@
+"""Attention written the plain way, as the reference the fused paths are tested against."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def attention_over_concatenated_bank(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    bank_key: torch.Tensor,
+    bank_value: torch.Tensor,
+) -> torch.Tensor:
+    """Every frame ``(S·F, h, N, d)`` attends to its own keys followed by its stream's bank
+    ``(S, h, L, d)`` copied in; returns ``(S·F, N, h·d)``."""
+    batch, heads, tokens, head_dim = query.shape
+    frames = batch // bank_key.shape[0]
+    out = F.scaled_dot_product_attention(
+        query,
+        torch.cat([key, bank_key.repeat_interleave(frames, dim=0)], dim=2),
+        torch.cat([value, bank_value.repeat_interleave(frames, dim=0)], dim=2),
+    )
+    return out.transpose(1, 2).reshape(batch, tokens, heads * head_dim)

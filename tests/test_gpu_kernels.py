@@ -1,0 +1,61 @@
+"""The Triton kernels and the split bank attention on a real GPU, in fp16 at the shapes of a
+denoising call's 64×64 level (on CPU the same code runs through Triton's interpreter:
+tests/test_nhwc_kernels.py). Run on the lent GPU with the benchmark (scripts/bench_gpu.sh)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from attention_reference import attention_over_concatenated_bank
+
+from pipeline.models import _fast_layers, _nhwc_kernels
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or not _nhwc_kernels.available(), reason="needs a CUDA GPU"
+)
+
+
+def test_the_load_time_check_picks_a_log_sum_exp_attention_op() -> None:
+    assert _fast_layers.check_kernels("cuda", torch.float16)
+    assert _fast_layers._lse_attention_op in ("cudnn", "flash")
+
+
+def test_bank_attention_equals_concatenated_keys_in_fp16() -> None:
+    _fast_layers.check_kernels("cuda", torch.float16)
+    torch.manual_seed(0)
+    streams, frames, heads, tokens, head_dim = 2, 16, 8, 1024, 40
+    batch = streams * frames
+    query = torch.randn(batch, tokens, heads * head_dim, device="cuda", dtype=torch.half)
+    query = query.view(batch, tokens, heads, head_dim).transpose(1, 2)
+    key = torch.randn(batch, heads, tokens, head_dim, device="cuda", dtype=torch.half)
+    value = torch.randn_like(key)
+    for keyframes in (0, 3):  # the portrait alone, then with 3 history keyframes
+        bank_key = torch.randn(
+            streams, heads, (1 + keyframes) * tokens, head_dim, device="cuda", dtype=torch.half
+        )
+        bank_value = torch.randn_like(bank_key)
+        got = _fast_layers.bank_attention(query, key, value, bank_key, bank_value, head_dim**-0.5)
+        expected = attention_over_concatenated_bank(query, key, value, bank_key, bank_value)
+        assert (got.float() - expected.float()).abs().max() < 2e-3, keyframes
+
+
+def test_frame_attention_and_upsampling_in_fp16() -> None:
+    torch.manual_seed(1)
+    streams, frames, positions, heads, head_dim = 2, 16, 256, 8, 40
+    channels = heads * head_dim
+    qkv = torch.randn(streams * frames, positions, 3 * channels, device="cuda", dtype=torch.half)
+    bias = torch.randn(frames, 3 * channels, device="cuda")
+    got = _nhwc_kernels.frame_attention(qkv, bias, frames, heads, head_dim**-0.5)
+    tokens = (qkv.float().view(streams, frames, positions, 3 * channels) + bias[:, None]).half()
+    q, k, v = (
+        t.permute(0, 2, 1, 3).reshape(streams * positions, frames, heads, head_dim).transpose(1, 2)
+        for t in tokens.chunk(3, dim=-1)
+    )
+    expected = F.scaled_dot_product_attention(q, k, v)  # (S·P, h, F, d)
+    expected = expected.transpose(1, 2).reshape(streams, positions, frames, channels)
+    expected = expected.permute(0, 2, 1, 3).reshape(streams * frames, positions, channels)
+    assert (got.float() - expected.float()).abs().max() < 2e-3
+    x = torch.randn(4, 320, 16, 16, device="cuda", dtype=torch.half)
+    x = x.to(memory_format=torch.channels_last)
+    assert torch.equal(_nhwc_kernels.upsample_nearest_2x(x), F.interpolate(x, scale_factor=2.0))
