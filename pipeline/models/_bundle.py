@@ -125,18 +125,21 @@ class PersonaLiveModels:
         backend: str = "inductor",
     ) -> None:
         """Speed levers for GPUs: NHWC layout for the convolution-heavy networks (with layers that
-        keep it and fold norms, biases and residual adds together, on Triton kernels on CUDA),
-        contiguous GEGLU halves (:mod:`._fast_layers`), and
-        ``torch.compile`` of the per-call hot path (denoising UNet, VAE decoder): whole networks
-        (``"default"``/``"max-autotune"``; minutes of compiling) or their repeated blocks
-        (``"regional"``). ``backend`` is torch.compile's (tests use a cheap one)."""
+        keep it and fold norms, biases, residual adds and upsampling together, on Triton kernels
+        on CUDA); in either layout the GEGLU, temporal-attention and bank-attention fast paths
+        (:mod:`._fast_layers`; on CUDA the kernels are checked once here, with a PyTorch
+        fallback); ``torch.compile`` of the per-call hot path (denoising UNet, VAE decoder):
+        whole networks (``"default"``/``"max-autotune"``; minutes of compiling) or their repeated
+        blocks (``"regional"``); ``cuda_graphs``: those two calls replayed as CUDA graphs
+        (:mod:`._cuda_graphs`; CUDA only). ``backend`` is torch.compile's (tests use a cheap
+        one)."""
         if channels_last:
             for network in (self.denoising_unet, self.vae, self.pose_guider, self.tiny_decoder):
                 if network is not None:
                     nn.Module.to(network, memory_format=torch.channels_last)
         for network in self.networks().values():
             use_fast_layers(network, channels_last=channels_last)
-        if channels_last and self.device.type == "cuda":
+        if self.device.type == "cuda":  # the token-layout kernels run in either layout
             check_kernels(self.device, self.dtype)
         if compile_mode == "regional":
             self._compile_regions(backend)

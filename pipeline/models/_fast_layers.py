@@ -20,6 +20,10 @@ loading (:func:`use_fast_layers`) and compute the same function:
 * On CUDA with Triton the channels-last norms run :mod:`._nhwc_kernels` (one read for the
   statistics, one read and write to apply them); elsewhere, and inside ``torch.compile``, the same
   arithmetic in PyTorch ops.
+* :func:`frame_attention` — the temporal modules' attention over the frames, from frame-major
+  tokens (no transposes; the position table as a per-frame bias) in one Triton kernel.
+* :func:`bank_attention` — attention to a frame's own tokens and to its stream's reference bank
+  computed apart and merged by log-sum-exp, instead of copying the bank into every frame's keys.
 * :class:`SplitGEGLU` — diffusers' GEGLU projects to twice the width and splits the result, so
   GELU and the product run on strided halves (a slow generic kernel): on CUDA one Triton pass
   reads both halves and writes the product; elsewhere each half is projected with its half of the
@@ -92,6 +96,8 @@ def attention_with_lse(
 
 
 def bank_attention_usable(query: torch.Tensor) -> bool:
+    """On CUDA: kernels in use and a log-sum-exp op that passed :func:`check_kernels` (on other
+    devices only where a test routes the layers to the kernels)."""
     return _use_kernels(query) and (_lse_attention_op is not None or not query.is_cuda)
 
 
