@@ -19,7 +19,7 @@ import logging
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,7 +35,7 @@ class _Graph:
     output: torch.Tensor
     # the tensor last copied into each input buffer (weakly: a freed one is copied again) and its
     # version counter, to skip copying an unchanged one
-    sources: list[tuple[weakref.ref, int] | None] = field(default_factory=list)
+    sources: list[tuple[weakref.ref, int]]
 
 
 def _signature(leaves: list[Any], spec: pytree.TreeSpec) -> tuple:
@@ -92,8 +92,8 @@ class GraphedCall:
     def _replay(self, graph: _Graph, leaves: list[Any]) -> torch.Tensor:
         tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
         for i, (buffer, source) in enumerate(zip(graph.inputs, tensors)):
-            last = graph.sources[i]
-            if last is not None and last[0]() is source and last[1] == source._version:
+            last, version = graph.sources[i]
+            if last() is source and version == source._version:
                 continue
             buffer.copy_(source)
             graph.sources[i] = (weakref.ref(source), source._version)
@@ -142,7 +142,7 @@ class GraphedCall:
             return result
         tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
         sources = [(weakref.ref(x), x._version) for x in leaves if isinstance(x, torch.Tensor)]
-        self._graphs[key] = _Graph(graph, tensors, output, list(sources))
+        self._graphs[key] = _Graph(graph, tensors, output, sources)
         self.captures += 1
         logger.info(
             "%s: captured CUDA graph %d for %s",

@@ -141,14 +141,16 @@ def _choose_lse_attention(device: torch.device | str, dtype: torch.dtype) -> str
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator).to(device, dtype)
 
+    from ._attention import _append_bank  # noqa: PLC0415 - _attention imports this module
+
     # 2 streams × 3 frames, 2 heads of 40, 24 own tokens, a bank of 40
     query = randn(6, 24, 80).view(6, 24, 2, 40).transpose(1, 2)
     key, value = randn(6, 2, 24, 40), randn(6, 2, 24, 40)
     bank_key, bank_value = randn(2, 2, 40, 40), randn(2, 2, 40, 40)
-    expected = F.scaled_dot_product_attention(
+    expected = F.scaled_dot_product_attention(  # the processor's concatenating path
         query.float(),
-        torch.cat([key, bank_key.repeat_interleave(3, dim=0)], dim=2).float(),
-        torch.cat([value, bank_value.repeat_interleave(3, dim=0)], dim=2).float(),
+        _append_bank(key, bank_key).float(),
+        _append_bank(value, bank_value).float(),
     )
     expected = expected.transpose(1, 2).reshape(6, 24, 80)
     global _lse_attention_op
@@ -307,22 +309,22 @@ class ChannelsLastGroupNorm(nn.GroupNorm):
     """``nn.GroupNorm`` that keeps channels-last activations in channels-last memory (for
     inference: with gradients enabled it is the stock layer)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if is_channels_last(x) and not torch.is_grad_enabled():
-            return group_norm_channels_last(x, self.num_groups, self.weight, self.bias, self.eps)
-        return super().forward(x)
-
-
-class ChannelsLastGroupNormSiLU(ChannelsLastGroupNorm):
-    """:class:`ChannelsLastGroupNorm` followed by SiLU, applied in the kernel's output pass (the
-    VAE decoder's ``conv_norm_out`` → ``conv_act`` on its largest activation)."""
+    silu = False  # SiLU after the norm (in the kernel's output pass)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if is_channels_last(x) and not torch.is_grad_enabled():
             return group_norm_channels_last(
-                x, self.num_groups, self.weight, self.bias, self.eps, silu=True
+                x, self.num_groups, self.weight, self.bias, self.eps, silu=self.silu
             )
-        return F.silu(nn.GroupNorm.forward(self, x))
+        out = super().forward(x)
+        return F.silu(out) if self.silu else out
+
+
+class ChannelsLastGroupNormSiLU(ChannelsLastGroupNorm):
+    """:class:`ChannelsLastGroupNorm` followed by SiLU (the VAE decoder's ``conv_norm_out`` →
+    ``conv_act`` on its largest activation, in one pass)."""
+
+    silu = True
 
 
 class ChannelsLastConv2d(nn.Conv2d):
@@ -429,9 +431,10 @@ def _qkv_projection(attn: nn.Module, frames: int) -> tuple[torch.Tensor, torch.T
         return cached[1], cached[2]
     weight = torch.cat([p.weight for p in projections])
     width = weight.shape[0]
-    positions = torch.zeros(frames, weight.shape[1], device=weight.device)
     if getattr(attn, "pos_encoder", None) is not None:
         positions = attn.pos_encoder.pe[0, :frames].float()
+    else:
+        positions = torch.zeros(frames, weight.shape[1], device=weight.device)
     biases = [
         p.bias.float() if p.bias is not None else weight.new_zeros(width // 3, dtype=torch.float32)
         for p in projections
