@@ -16,6 +16,7 @@ another, so each reuses the others' scratch memory.
 from __future__ import annotations
 
 import logging
+import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -36,6 +37,16 @@ class _Graph:
     # the tensor last copied into each input buffer (weakly: a freed one is copied again) and its
     # version counter, to skip copying an unchanged one
     sources: list[tuple[weakref.ref, int]]
+
+
+def _end_generator_capture() -> None:
+    """A capture that failed never ran its end, so the CUDA random generators still count as
+    capturing and the next ``torch.randn`` on the GPU raises ("Offset increment outside graph
+    capture"). An empty capture that ends properly (on its own stream and pool) closes that."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the CUDA graph is empty": it is meant to be
+        with torch.cuda.graph(torch.cuda.CUDAGraph(), stream=torch.cuda.Stream()):
+            pass
 
 
 def _signature(leaves: list[Any], spec: pytree.TreeSpec) -> tuple:
@@ -133,6 +144,8 @@ class GraphedCall:
         except Exception as err:  # noqa: BLE001 - any capture failure: run eagerly from now on
             self.enabled = False
             self._graphs.clear()
+            del graph
+            _end_generator_capture()
             logger.warning(
                 "%s: CUDA graph capture failed (%s: %s); running it without graphs",
                 self.name,
