@@ -35,8 +35,9 @@ from pipeline.media import VideoEncoder
 from pipeline.models import resolve_device, resolve_dtype
 from pipeline.models.weights import random_models
 from pipeline.storage import Storage
-from pipeline.worker import RowRenderer, RowTask
+from pipeline.worker import RowRenderer, RowTask, streams_for
 
+from . import ConfigError
 from ._common import typed
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ DEFAULTS = {
     "rate": 25,
     "trace": None,
     "sync_check": False,
+    "manifest": None,
 }
 
 
@@ -93,9 +95,14 @@ def run(cfg: DictConfig) -> int:
     settings = typed(cfg)
     options = {**DEFAULTS, **dict(settings.job.bench)}
     model = settings.model
-    streams = int(options["streams"] or model.streams_per_worker)
     device = resolve_device(model.device)
     dtype = resolve_dtype(model.dtype, device)
+    peak = measure_matrix_peak(device) if device.type == "cuda" else None
+    models = random_models(model.architecture, device, dtype, vae_decoder=model.vae_decoder)
+    models.set_attention_backend(model.attention)
+    animator = StreamingAnimator(models, model.animator, resolution=model.resolution)
+    # as many streams as a worker would take (model.streams_per_worker=auto: by free memory)
+    streams = int(options["streams"] or streams_for(model.streams_per_worker, animator))
     result = BenchResult(
         label=str(options.get("label") or f"{model.name} S={streams}"),
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -108,16 +115,19 @@ def run(cfg: DictConfig) -> int:
         vae_decoder=model.vae_decoder,
         resolution=model.resolution,
         frames_per_stream=int(options["frames"]),
+        matrix_peak_tflops=peak,
     )
-    if device.type == "cuda":
-        result.matrix_peak_tflops = measure_matrix_peak(device)
-    models = random_models(model.architecture, device, dtype, vae_decoder=model.vae_decoder)
-    models.set_attention_backend(model.attention)
-    animator = StreamingAnimator(models, model.animator, resolution=model.resolution)
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-        inputs = make_inputs(
-            Path(scratch), streams, int(options["frames"]), model.resolution, int(options["rate"])
-        )
+        if options["manifest"]:  # the rows a render job will take: same content, same keyframes
+            inputs = manifest_inputs(str(options["manifest"]), streams, int(options["frames"]))
+        else:
+            inputs = make_inputs(
+                Path(scratch),
+                streams,
+                int(options["frames"]),
+                model.resolution,
+                int(options["rate"]),
+            )
         if options["flops"]:
             result.flops_per_frame_t = count_flops(animator, inputs, streams) / 1e12
         models.optimize(
@@ -177,6 +187,22 @@ class BenchInputs:
     portraits: list[Path]
     videos: list[Path]
     frames: int
+
+
+def manifest_inputs(uri: str, streams: int, frames: int) -> BenchInputs:
+    """The portraits and driving videos of a manifest's first ``streams`` rows (each row's clip
+    rendered up to ``frames`` frames)."""
+    from pipeline.manifest import load_manifest  # noqa: PLC0415
+
+    rows = load_manifest(uri).rows[:streams]
+    if len(rows) < streams:
+        raise ConfigError(
+            f"job.bench.manifest={uri} has {len(rows)} row(s); the benchmark needs {streams} "
+            "(one per stream: lower job.bench.streams or model.streams_per_worker)"
+        )
+    return BenchInputs(
+        [Path(row.portrait) for row in rows], [Path(row.driving_video) for row in rows], frames
+    )
 
 
 def make_inputs(folder: Path, streams: int, frames: int, size: int, rate: int) -> BenchInputs:
@@ -274,7 +300,13 @@ def measure(
     batcher = StepBatcher(animator, record_stats=True)
     storage = Storage(StorageConfig(output_root=str(scratch / "out")))
     bench_video = VideoConfig(
-        **{**asdict(video), "audio": "none", "segment_seconds": 1e9, "preset": "veryfast"}
+        **{
+            **asdict(video),
+            "audio": "none",
+            "segment_seconds": 1e9,
+            "first_segment_seconds": None,
+            "preset": "veryfast",
+        }
     )
     outcomes: list[Any] = []
     threads = []
@@ -288,7 +320,7 @@ def measure(
             None,
             str(scratch / "out/bench"),
             f"bench{index}-x",
-            None,
+            inputs.frames,
             index,
         )
         thread = threading.Thread(target=lambda r=renderer, t=task: outcomes.append(r.render(t)))

@@ -21,16 +21,17 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from types import FrameType
 from typing import Any
 
+import psutil
 from omegaconf import DictConfig
 
 from pipeline.cluster import INTERRUPTED_RENDERING, RenderPool, describe_workers
 from pipeline.ledger import Ledger, content_hash
 from pipeline.logs import CONSOLE
-from pipeline.models import WeightsError, ensure_random_weights, missing_files
+from pipeline.models import WeightsError, missing_files
 from pipeline.progress import (
     JobFinished,
     JobStarted,
@@ -39,6 +40,7 @@ from pipeline.progress import (
     RowResult,
     StatusFile,
     make_reporter,
+    startup_times,
     summary_table,
     write_summary_json,
 )
@@ -152,7 +154,18 @@ def run(cfg: DictConfig) -> int:
             return stop.exit_code
 
 
+@dataclass
+class _JobClock:
+    """When the job's process started (Unix time) and when its workers were ready to render."""
+
+    started_at: float = field(default_factory=lambda: psutil.Process().create_time())
+    ray_ready_at: float | None = None  # Ray started (or joined) and the worker actors created
+    workers_ready_at: float | None = None
+    workers: list[dict[str, Any]] = field(default_factory=list)  # what each worker reported
+
+
 def _run(cfg: DictConfig, settings, manifest_uri: str, stop: StopSignals) -> int:
+    clock = _JobClock()
     name = job_name(settings)
     storage = Storage(settings.storage)
     out = output_folder(settings)
@@ -213,12 +226,26 @@ def _run(cfg: DictConfig, settings, manifest_uri: str, stop: StopSignals) -> int
         )
     started = time.monotonic()
     if tasks and not stop.requested:
-        results.extend(_render(settings, tasks, reporter, stop, ledger))
+        results.extend(_render(settings, tasks, reporter, stop, ledger, clock))
     results.extend(_without_verdict(tasks, results, reporter))
     state = "interrupted" if stop.requested else "finished"
     reporter.handle(JobFinished(state, time.monotonic() - started))
     reporter.close()
-    document = _write_summary(results, storage, out, name)
+    document = _write_summary(
+        results,
+        storage,
+        out,
+        name,
+        {
+            **startup_times(
+                results,
+                clock.started_at,
+                ray_ready_at=clock.ray_ready_at,
+                workers_ready_at=clock.workers_ready_at,
+            ),
+            "workers": clock.workers,
+        },
+    )
     if document is not None:
         try:
             write_report(out, storage, summary=document)
@@ -244,12 +271,20 @@ def _without_verdict(
 
 
 def _write_summary(
-    results: list[RowResult], storage: Storage, out: str, name: str
+    results: list[RowResult], storage: Storage, out: str, name: str, startup: dict[str, Any]
 ) -> dict[str, Any] | None:
     """Print the summary table and write summary.json; None (and an error on stderr) when it
     cannot be written."""
     data: list[bytes] = []
-    document = write_summary_json(results, data.append, job_name=name)
+    document = write_summary_json(results, data.append, job_name=name, startup=startup)
+    if startup["first_commit_seconds"] is not None:
+        logger.info(
+            "first frame out %.1f s and first segment committed %.1f s after the job started "
+            "(workers ready after %.1f s)",
+            startup["first_frame_seconds"],
+            startup["first_commit_seconds"],
+            startup["workers_ready_seconds"] or 0.0,
+        )
     CONSOLE.print(summary_table(results, title=name))
     uri = join(out, "summary.json")
     try:
@@ -401,9 +436,12 @@ def model_revision(model) -> str:
 def _prepare_weights(settings) -> None:
     model = settings.model
     if model.random_init:
-        ensure_random_weights(
-            model.weights_dir, architecture=model.architecture, seed=model.random_seed
-        )
+        if missing_files(model.weights_dir):  # (the folder's check needs no deep-learning import)
+            from pipeline.models import ensure_random_weights  # noqa: PLC0415
+
+            ensure_random_weights(
+                model.weights_dir, architecture=model.architecture, seed=model.random_seed
+            )
         return
     if settings.cluster.address is None and missing_files(model.weights_dir):
         raise ConfigError(
@@ -413,7 +451,12 @@ def _prepare_weights(settings) -> None:
 
 
 def _render(
-    settings, tasks: list[RowTask], reporter, stop: StopSignals, ledger: Ledger
+    settings,
+    tasks: list[RowTask],
+    reporter,
+    stop: StopSignals,
+    ledger: Ledger,
+    clock: _JobClock,
 ) -> list[RowResult]:
     """Render ``tasks`` on a worker pool; the results of the rows that got a verdict.
 
@@ -441,6 +484,7 @@ def _render(
             attempts=max(1, attempts),
             worker=outcome.worker,
             started_at=round(outcome.started_at, 3) or None,
+            timeline=outcome.timeline.as_dict() if outcome.timeline else None,
         )
         results.append(result)
         reporter.handle(
@@ -458,8 +502,12 @@ def _render(
     try:
         with RenderPool(settings.cluster, settings.model, settings.video, settings.storage) as pool:
             stop.install()  # ray.init replaced the SIGTERM handler
-            _start_workers(pool, lambda: stop.requested)
+            clock.ray_ready_at = time.time()
+            clock.workers = _start_workers(pool, lambda: stop.requested)
+            clock.workers_ready_at = time.time()
             pool.run(tasks, reporter.handle, on_outcome, should_stop=lambda: stop.requested)
+            if not stop.requested:  # their GPU time in and between calls, for the summary
+                clock.workers = pool.describe() or clock.workers
     except JobInterrupted:
         logger.warning("stopped at once; the workers were killed")
     except SystemExit as err:  # ray.init's own SIGTERM handler, active while Ray starts
@@ -469,10 +517,11 @@ def _render(
     return results
 
 
-def _start_workers(pool: RenderPool, should_stop: Callable[[], bool]) -> None:
-    """Wait for the workers to load the model; a worker that cannot stops the job (`ConfigError`)."""
+def _start_workers(pool: RenderPool, should_stop: Callable[[], bool]) -> list[dict[str, Any]]:
+    """Wait for the workers to load the model and return what each says of itself (streams,
+    seconds to load and optimize); a worker that cannot stops the job (`ConfigError`)."""
     try:
-        describe_workers(pool, should_stop=should_stop)
+        return describe_workers(pool, should_stop=should_stop)
     except Exception as err:  # noqa: BLE001 - a worker that cannot load the model stops the job
         cause = getattr(err, "cause", None) or err
         if isinstance(cause, WeightsError):

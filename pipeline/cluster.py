@@ -3,8 +3,10 @@
 * Embedded local Ray by default, bound to 127.0.0.1; ``cluster.address=auto`` or
   ``ray://host:port`` joins an existing cluster instead.
 * One :class:`~pipeline.worker.RenderWorker` actor per GPU; the model loads once per actor.
-* A free worker takes the next row (no static partitioning); results stream back as rows finish,
-  and progress events arrive through a Ray queue.
+* The least busy worker with room takes the next row (no static partitioning): each holds its
+  stream slots' rows plus ``cluster.rows_ahead`` more that it prepares meanwhile (default: as
+  many as its slots), so a slot freed by a finished row is taken at the next batched call.
+  Results stream back as rows finish, and progress events arrive through a Ray queue.
 * Failure semantics, set on purpose: a worker process that dies is restarted by Ray
   (``max_restarts``) and its row goes back to the queue; a row that has killed its worker
   ``poison_after`` times is quarantined instead of looping; a row failure marked retryable
@@ -23,11 +25,11 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .config import ClusterConfig, ModelConfig, StorageConfig, VideoConfig
-from .worker import RenderWorker, RowOutcome, RowTask
+from .worker import RenderWorker, RowOutcome, RowTask, max_streams
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +47,9 @@ class _Slot:
     deaths: int = 0
     alive: bool = True
     ready_at: float = 0.0  # monotonic time before which the actor is restarting
-    inflight: int = 0  # rows it is rendering now
+    inflight: int = 0  # rows it holds now (preparing, streaming or finishing)
     isolated: bool = False  # rendering a row that must run alone
+    capacity: int = 1  # rows it may hold: its stream slots plus cluster.rows_ahead
 
 
 def start_ray(cfg: ClusterConfig) -> bool:
@@ -130,9 +133,11 @@ class RenderPool:
         count, use_gpus = worker_count(self.cfg, ray.cluster_resources())
         self.events = Queue(maxsize=100_000, actor_options={"num_cpus": 0})
         remote = ray.remote(RenderWorker)
+        # until a worker says how many stream slots it has (auto: by its GPU's memory)
+        capacity = self.capacity(max_streams(self.model.streams_per_worker))
         options: dict[str, Any] = {
             "num_cpus": self.cfg.cpus_per_worker,
-            "max_concurrency": max(1, self.model.streams_per_worker),  # rows rendered at once
+            "max_concurrency": capacity + 2,  # its rows, and calls to describe() beside them
             "max_restarts": self.cfg.max_restarts,
             "max_task_retries": 0,  # the driver decides about re-running rows (resume, poison rows)
         }
@@ -144,7 +149,7 @@ class RenderPool:
             actor = remote.options(**options).remote(
                 self.model, self.video, self.storage, name=name, cpu_threads=threads
             )
-            self.slots.append(_Slot(name, actor))
+            self.slots.append(_Slot(name, actor, capacity=capacity))
         logger.info("%d %s worker(s) loading the model", count, "GPU" if use_gpus else "CPU")
         return self
 
@@ -189,14 +194,13 @@ class RenderPool:
         from .progress import RowRetrying  # noqa: PLC0415
 
         pending = deque(tasks)
-        capacity = max(1, self.model.streams_per_worker)
         inflight: dict[Any, tuple[_Slot, RowTask]] = {}
         crashes: dict[str, int] = {}
         while pending or inflight:
             if should_stop():
                 self._stop(pending, inflight, on_outcome)
                 break
-            self._dispatch(pending, inflight, capacity)
+            self._dispatch(pending, inflight)
             if not inflight:
                 if pending and any(slot.alive for slot in self.slots):
                     time.sleep(self.poll_seconds)  # a worker is restarting; its rows wait for it
@@ -244,7 +248,7 @@ class RenderPool:
                         )
                     else:
                         # retried alone on its worker, so a poison row cannot take innocent rows down twice
-                        retry = replace(task, attempt=task.attempt + 1, isolate=capacity > 1)
+                        retry = replace(task, attempt=task.attempt + 1, isolate=slot.capacity > 1)
                         on_event(
                             RowRetrying(
                                 task.row_id, retry.attempt, f"worker died: {_first_line(err)}"
@@ -269,6 +273,28 @@ class RenderPool:
                     continue
                 on_outcome(outcome, task.attempt)
         self._drain_events(on_event)
+
+    def capacity(self, streams: int) -> int:
+        """Rows a worker with ``streams`` stream slots holds at once: those streaming and those
+        prepared ahead (``cluster.rows_ahead``; null: as many as its slots)."""
+        ahead = self.cfg.rows_ahead
+        return streams + (streams if ahead is None else ahead)
+
+    def describe(self, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        """What each live worker says of itself now (`RenderWorker.describe`: its stream slots,
+        start-up seconds, GPU time in and between calls); a worker that does not answer is left
+        out."""
+        import ray  # noqa: PLC0415
+
+        found = []
+        for slot in self.slots:
+            if not slot.alive:
+                continue
+            try:
+                found.append(ray.get(slot.actor.describe.remote(), timeout=timeout_s))
+            except Exception as err:  # noqa: BLE001 - a figure for the summary, never the job's result
+                logger.debug("%s did not describe itself: %s", slot.name, _first_line(err))
+        return found
 
     def _worker_failed(self, slot: _Slot, err: Exception, *, started: bool) -> None:
         """Record what a render call that failed with ``RayActorError`` says about its worker.
@@ -319,31 +345,31 @@ class RenderPool:
         inflight.clear()
         pending.clear()
 
-    def _dispatch(self, pending: deque, inflight: dict, capacity: int) -> None:
-        """Hand pending rows to workers with room: up to ``capacity`` rows each (rendered together),
-        an isolated row (a retry after a crash) only to a worker with nothing else to do."""
+    def _dispatch(self, pending: deque, inflight: dict) -> None:
+        """Hand pending rows to workers with room: up to each one's capacity (its stream slots
+        plus the rows it prepares ahead), the least busy worker first (rows spread over the
+        workers), an isolated row (a retry after a crash) only to a worker with nothing else to
+        do."""
         now = time.monotonic()
         for task in list(pending):
-            slot = next(
-                (
-                    slot
-                    for slot in self.slots
-                    if slot.alive
-                    and slot.ready_at <= now
-                    and not slot.isolated
-                    and (slot.inflight == 0 if task.isolate else slot.inflight < capacity)
-                ),
-                None,
-            )
-            if slot is None:
+            ready = [
+                slot
+                for slot in self.slots
+                if slot.alive
+                and slot.ready_at <= now
+                and not slot.isolated
+                and (slot.inflight == 0 if task.isolate else slot.inflight < slot.capacity)
+            ]
+            if not ready:
                 continue
+            slot = min(ready, key=lambda candidate: candidate.inflight)
             pending.remove(task)
             slot.inflight += 1
             slot.isolated = task.isolate
             inflight[slot.actor.render.remote(task, self.events)] = (slot, task)
 
     def _drain_events(self, on_event: Callable[[Any], None]) -> None:
-        from .progress import RowStarted  # noqa: PLC0415
+        from .progress import RowAccepted  # noqa: PLC0415
 
         while True:
             try:
@@ -353,7 +379,7 @@ class RenderPool:
             if not batch:
                 return
             for event in batch:
-                if isinstance(event, RowStarted):
+                if isinstance(event, RowAccepted):
                     self._started.add((event.row_id, event.attempt))
                 on_event(event)
 
@@ -398,9 +424,16 @@ def describe_workers(
         if not ray.wait(refs, num_returns=len(refs), timeout=wait_s)[1]:
             break
     described = ray.get(refs, timeout=max(0.0, deadline - time.monotonic()))
-    logger.info("workers ready in %.1f s", time.monotonic() - started)
+    for slot, info in zip(pool.slots, described):
+        slot.capacity = pool.capacity(info["streams"])
+    logger.info(
+        "workers ready in %.1f s: %s",
+        time.monotonic() - started,
+        "; ".join(
+            f"{info['name']} {info['streams']} stream slot(s), libraries imported in "
+            f"{info['import_seconds']:.1f} s, weights loaded in {info['load_seconds']:.1f} s, "
+            f"optimized in {info['optimize_seconds']:.1f} s"
+            for info in described
+        ),
+    )
     return described
-
-
-def outcome_dict(outcome: RowOutcome) -> dict[str, Any]:
-    return asdict(outcome)

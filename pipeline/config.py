@@ -60,9 +60,7 @@ class ModelConfig:
     resolution: int = (
         512  # output frames are resolution x resolution (the published model is trained at 512)
     )
-    streams_per_worker: int = (
-        1  # rows a worker renders at once, advanced together in one batched denoising call
-    )
+    streams_per_worker: str = "auto"  # rows a worker streams at once in one batched denoising call: "auto" (GPU: as many as its free memory holds, at most 4, where throughput stops rising; CPU: 1) or a number
     compile: str = "none"  # "none", "regional" (ResNet blocks, feed-forwards; ~1 min), "default"/"max-autotune" (whole UNet and VAE decoder)
     cuda_graphs: bool = False  # replay the denoising UNet and the decoder as captured CUDA graphs (one per stream count and bank length; GPU only): no launch gaps inside a call
     channels_last: bool = False  # NHWC layout for the convolution-heavy networks, with Triton kernels for their norms and bias adds on CUDA (the layout of the H100 figures in docs/benchmarks.md); model=personalive turns it on
@@ -85,6 +83,9 @@ class VideoConfig:
     pix_fmt: str = "yuv420p"  # pixel format of the output (yuv420p plays everywhere)
     segment_seconds: float = (
         10.0  # output is written in segments of about this length (resume points)
+    )
+    first_segment_seconds: float | None = (
+        1.0  # a row's first segment is this short, so its first frames (and first resume point) are committed early; null: segment_seconds
     )
     audio: str = "auto"  # "auto" (row's audio file, else the driving video's track), "none"
     audio_length: str = (
@@ -152,6 +153,9 @@ class ClusterConfig:
         2  # a row whose worker died, or that hit a transient error, is retried this often
     )
     poison_after: int = 2  # a row that killed its worker this many times is quarantined
+    rows_ahead: int | None = (
+        None  # rows each worker prepares beyond its stream slots (probe, portrait, first chunks), so a slot freed by a finished row is taken at the next batched call; null: as many as it has slots (rows that end together are all replaced at once)
+    )
     log_to_driver: bool = False  # stream worker logs to the driver's terminal
 
 
@@ -214,10 +218,19 @@ def config_problems(cfg: RenderConfig) -> list[str]:
             value = getattr(value, part)
         if value not in choices:
             problems.append(f"{path}={value!r} is not one of: {', '.join(choices)}")
+    streams = cfg.model.streams_per_worker
+    if streams != "auto" and not (str(streams).isdigit() and int(streams) > 0):
+        problems.append(
+            f"model.streams_per_worker={streams!r} must be auto or a positive whole number"
+        )
+    if cfg.cluster.rows_ahead is not None and cfg.cluster.rows_ahead < 0:
+        problems.append(f"cluster.rows_ahead={cfg.cluster.rows_ahead} must be 0 or more")
     positive = {
         "model.resolution": cfg.model.resolution,
-        "model.streams_per_worker": cfg.model.streams_per_worker,
         "video.segment_seconds": cfg.video.segment_seconds,
+        "video.first_segment_seconds": 1.0
+        if cfg.video.first_segment_seconds is None
+        else cfg.video.first_segment_seconds,
         "cluster.cpu_workers": cfg.cluster.cpu_workers,
         "cluster.cpus_per_worker": cfg.cluster.cpus_per_worker,
     }

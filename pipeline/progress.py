@@ -1,7 +1,7 @@
 """Progress of a render job: events in; rich bars, log lines, ``status.json`` and summaries out.
 
-The driver turns worker callbacks into small frozen *events* (`JobStarted`, `RowStarted`,
-`RowProgress`, `RowRetrying`, `RowFinished`, `JobFinished`) and hands each to a
+The driver turns worker callbacks into small frozen *events* (`JobStarted`, `RowAccepted`,
+`RowStarted`, `RowProgress`, `RowRetrying`, `RowFinished`, `JobFinished`) and hands each to a
 `ProgressReporter`:
 
 - `RichProgress`: an overall bar over rows and one bar per active row (frames, fps, ETA);
@@ -74,8 +74,19 @@ class JobStarted:
 
 
 @dataclass(frozen=True)
+class RowAccepted:
+    """A worker took a row and prepares it (probe, portrait, first chunks) until a stream slot
+    is free; the row then starts (`RowStarted`). A worker that dies had this row running."""
+
+    row_id: str
+    worker: str = ""
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
 class RowStarted:
-    """A worker starts (or, with `attempt` > 1, restarts) a row."""
+    """A worker starts (or, with `attempt` > 1, restarts) streaming a row: its first denoising
+    call is next."""
 
     row_id: str
     total_frames: int | None  # None: unknown until the driving video is probed
@@ -140,7 +151,9 @@ class JobFinished:
         )
 
 
-Event = JobStarted | RowStarted | RowProgress | RowRetrying | RowFinished | JobFinished
+Event = (
+    JobStarted | RowAccepted | RowStarted | RowProgress | RowRetrying | RowFinished | JobFinished
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,6 +175,9 @@ class RowResult:
     attempts: int = 1
     worker: str = ""  # the worker that rendered it (last attempt)
     started_at: float | None = None  # Unix time the (last) render attempt began, if rendered
+    # when the row passed each point on its worker (Unix times: accepted_at, streaming_at,
+    # first_frame_at, first_commit_at, released_at, finished_at) and its stream slot
+    timeline: dict[str, float] | None = None
 
     @classmethod
     def from_event(cls, event: RowFinished) -> RowResult:
@@ -931,11 +947,35 @@ def summary_table(results: Iterable[RowResult], *, title: str | None = "Summary"
     return table
 
 
+def startup_times(
+    results: Sequence[RowResult], started_at: float, **steps: float | None
+) -> dict[str, Any]:
+    """How long the job took to get going, in seconds after it started (``started_at``, Unix
+    time): each of its own ``steps`` (Unix times, e.g. ``workers_ready_at``, reported as
+    ``workers_ready_seconds``), the first output frame out of a worker, the first segment
+    committed to storage (the first frames a producer can fetch)."""
+
+    def since(moment: float | None) -> float | None:
+        return None if moment is None else round(moment - started_at, 3)
+
+    def first(point: str) -> float | None:
+        times = [r.timeline[point] for r in results if r.timeline and point in r.timeline]
+        return since(min(times)) if times else None
+
+    return {
+        "started_at": round(started_at, 3),
+        **{f"{name.removesuffix('_at')}_seconds": since(moment) for name, moment in steps.items()},
+        "first_frame_seconds": first("first_frame_at"),
+        "first_commit_seconds": first("first_commit_at"),
+    }
+
+
 def write_summary_json(
     results: Iterable[RowResult],
     path_or_writer: str | os.PathLike[str] | Callable[[bytes], None],
     *,
     job_name: str | None = None,
+    startup: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``summary.json`` (every row's result with its full error text, plus totals).
 
@@ -943,6 +983,7 @@ def write_summary_json(
         results: the rows' results.
         path_or_writer: a local path (written atomically) or ``writer(data: bytes)``.
         job_name: recorded as ``"job"``.
+        startup: recorded as ``"startup"`` (see :func:`startup`).
 
     Returns:
         The written document.
@@ -951,6 +992,7 @@ def write_summary_json(
     document = {
         "job": job_name,
         "totals": _totals(results),
+        "startup": startup,
         "rows": [asdict(result) for result in results],
     }
     data = json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n"

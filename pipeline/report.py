@@ -45,6 +45,7 @@ from pipeline.config import StorageConfig
 from pipeline.media import MediaSource, VideoReader
 from pipeline.progress import ROW_STATUSES, format_duration
 from pipeline.storage import NotFound, Storage, StorageError, is_s3, join
+from pipeline.timeline import timeline_svg
 
 __all__ = [
     "ASSETS_FOLDER",
@@ -488,6 +489,7 @@ def _page(
 </head>
 <body>
 {_header(name, summary, run, len(cards))}
+{_timeline(summary)}
 <main class="grid">
 {body}
 </main>
@@ -532,6 +534,31 @@ def _header(name: str, summary: Mapping[str, Any], run: JobRun, rows: int) -> st
 {_partial_banner(run, rows)}
 <div class="tiles">{"".join(tiles)}</div>
 </header>"""
+
+
+def _timeline(summary: Mapping[str, Any]) -> str:
+    """The rows on the workers' stream slots over time (nothing when no row streamed)."""
+    picture = timeline_svg(summary)
+    if not picture:
+        return ""
+    startup = summary.get("startup") or {}
+    firsts = [
+        f"{label} {startup[key]:.1f} s"
+        for key, label in (
+            ("ray_ready_seconds", "Ray up"),
+            ("workers_ready_seconds", "workers ready"),
+            ("first_frame_seconds", "first frame out"),
+            ("first_commit_seconds", "first segment committed"),
+        )
+        if isinstance(startup.get(key), (int, float))
+    ]
+    after = f" After the job started: {', '.join(firsts)} (marked)." if firsts else ""
+    return f"""<section class="timeline-box">
+<h2>Rows on the workers over time</h2>
+<p class="legend"><span class="key stream"></span> streaming in a slot (its denoising calls)
+<span class="key prep"></span> prepared, then finished (off the GPU's path).{_e(after)}</p>
+{picture}
+</section>"""
 
 
 def _partial_banner(run: JobRun, rows: int) -> str:
@@ -712,6 +739,18 @@ background:var(--failed-bg);border-radius:6px;color:var(--failed)}
 background:var(--bg);border-radius:6px;color:var(--muted)}
 .reason pre{color:inherit}
 .meta{margin:0;padding:0 16px 14px;color:var(--muted);font-size:13px;overflow-wrap:anywhere}
+.timeline-box{background:var(--card);margin:24px clamp(16px,4vw,48px) 0;padding:14px 16px;
+border-radius:12px;box-shadow:0 1px 3px rgba(0,0,0,.08)}
+.legend{margin:4px 0 8px;color:var(--muted);font-size:13px}
+.key{display:inline-block;width:14px;height:8px;margin:0 4px 0 10px;border-radius:2px}
+.key.stream{background:#2563eb}.key.prep{background:#93c5fd}
+svg.timeline{width:100%;height:auto;font:10px system-ui,sans-serif}
+svg.timeline text{fill:var(--muted)}svg.timeline line.lane{stroke:var(--line)}
+svg.timeline line.tick{stroke:var(--line);stroke-dasharray:2 3}
+svg.timeline line.mark{stroke:#16a34a;stroke-width:1.5}
+svg.timeline .stream{fill:#2563eb}svg.timeline .prep,svg.timeline .finish{fill:#93c5fd}
+svg.timeline .st-failed .stream{fill:var(--failed)}
+svg.timeline .st-interrupted .stream{fill:var(--interrupted)}
 .empty{color:var(--muted)}
 footer{color:var(--muted);font-size:13px;text-align:center;padding:8px 16px 32px}
 footer a{color:inherit}

@@ -238,12 +238,13 @@ def load_presets(conf_dir: Path = CONF_DIR) -> dict[str, list[Preset]]:
             text = path.read_text()
             tree = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
             assert isinstance(tree, dict), path
+            values = {k: v for k, v in tree.items() if k != "defaults"}
             presets.append(
                 Preset(
                     folder.name,
                     path.stem,
                     header_comment(text),
-                    dict(flatten({k: v for k, v in tree.items() if k != "defaults"})),
+                    dict(flatten(values)) if values else {},  # a preset that only picks options
                     yaml_key_comments(text),
                     is_global=bool(re.match(r"#\s*@package\s+_global_\b", text)),
                     picks=group_picks(tree.get("defaults", [])),

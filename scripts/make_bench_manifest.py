@@ -1,11 +1,14 @@
 """Generate a fixed synthetic manifest for throughput and scaling runs (no downloads).
 
 Every row has its own portrait and its own silent driving clip (a talking head whose motion is
-phase-shifted per row), so no row reuses another's conditioning cache entry and every row costs the
-same: the manifest measures the render path, not the cache. Deterministic: the same arguments
-write the same files.
+phase-shifted per row), so no row reuses another's conditioning cache entry and rows of one
+length cost the same: the manifest measures the render path, not the cache. Deterministic: the
+same arguments write the same files.
 
     python -m scripts.make_bench_manifest --rows 16 --frames 160 --out-dir /tmp/scaling
+    python -m scripts.make_bench_manifest --spec 1x3000,30x100 --out-dir /tmp/mix
+
+``--spec`` mixes lengths: groups of ``<rows>x<frames>``, written in that order.
 
 Writes ``<out-dir>/bench.csv`` and ``<out-dir>/media/`` (portrait_NN.png, drive_NN.mp4).
 """
@@ -60,10 +63,33 @@ def _make_row(out_dir: Path, index: int, frames: int, portrait_size: int, clip_s
     return f"row{index:02d}"
 
 
+def parse_spec(spec: str) -> list[int]:
+    """``"1x3000,30x100"`` → the frames of each row, in order."""
+    lengths = []
+    for group in spec.split(","):
+        try:
+            rows, frames = (int(part) for part in group.strip().lower().split("x"))
+        except ValueError as err:
+            raise ValueError(f"{group!r} is not <rows>x<frames> (e.g. 30x100)") from err
+        if rows < 1 or frames < 1:
+            raise ValueError(f"{group!r}: rows and frames must be at least 1")
+        lengths += [frames] * rows
+    return lengths
+
+
 def make_bench_manifest(
-    out_dir: Path, rows: int, frames: int, *, portrait_size: int = 512, clip_size: int = 256
+    out_dir: Path,
+    rows: int,
+    frames: int,
+    *,
+    portrait_size: int = 512,
+    clip_size: int = 256,
+    lengths: list[int] | None = None,
 ) -> Path:
-    """Write the manifest and its media; returns the manifest's path."""
+    """Write the manifest and its media (``rows`` rows of ``frames`` frames, or one row per entry
+    of ``lengths``); returns the manifest's path."""
+    lengths = lengths or [frames] * rows
+    rows = len(lengths)
     (out_dir / "media").mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor() as pool:
         ids = list(
@@ -71,7 +97,7 @@ def make_bench_manifest(
                 _make_row,
                 [out_dir] * rows,
                 range(rows),
-                [frames] * rows,
+                lengths,
                 [portrait_size] * rows,
                 [clip_size] * rows,
             )
@@ -91,21 +117,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--frames", type=int, default=160, help="frames per driving clip")
+    parser.add_argument("--spec", help="rows of mixed lengths, e.g. 1x3000,30x100 (instead)")
     parser.add_argument("--portrait-size", type=int, default=512)
     parser.add_argument("--clip-size", type=int, default=256)
     parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.rows < 1 or args.frames < 1:
         parser.error("--rows and --frames must be at least 1")
+    try:
+        lengths = parse_spec(args.spec) if args.spec else [args.frames] * args.rows
+    except ValueError as err:
+        parser.error(f"--spec: {err}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     manifest = make_bench_manifest(
         args.out_dir,
-        args.rows,
-        args.frames,
+        len(lengths),
+        lengths[0],
         portrait_size=args.portrait_size,
         clip_size=args.clip_size,
+        lengths=lengths,
     )
-    logger.info("wrote %s: %d rows of %d frames", manifest, args.rows, args.frames)
+    logger.info("wrote %s: %d rows, %d frames in all", manifest, len(lengths), sum(lengths))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # before anything imports huggingface_hub or Ray
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -13,6 +14,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+# the kernel checks' kept verdicts (pipeline/models/_check_cache.py): never the user's own
+os.environ.setdefault("PORTRAIT_RENDER_CACHE", tempfile.mkdtemp(prefix="portrait-render-cache-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -221,6 +221,7 @@ MEMORY_PROBE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_over_a_long_stream(tiny_weights) -> None:
     """Peak RSS animating 400 frames is within 10 % of animating 100 (separate processes)."""
     peaks = {}

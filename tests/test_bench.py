@@ -177,3 +177,31 @@ def test_trace_summary_attributes_kernel_time_to_stages_and_shapes(tmp_path: Pat
     assert stages.startswith("        9.0  stage:decode\n        3.0  stage:denoise")
     assert "9.0  conv_kernel | aten::conv2d [[4, 128, 64, 64]]" in summary
     assert "3.0  mul_kernel | aten::mul [[8, 320], [8, 320]]" in summary
+
+
+def test_bench_renders_the_first_rows_of_a_manifest(tmp_path: Path) -> None:
+    """job.bench.manifest: the steady state of the rows a render job of that manifest meets (the
+    render benchmark compares the two); each row rendered up to job.bench.frames."""
+    from scripts.make_bench_manifest import make_bench_manifest, parse_spec
+
+    assert parse_spec("1x30, 2x12") == [30, 12, 12]
+    manifest = make_bench_manifest(
+        tmp_path / "m", 3, 0, portrait_size=64, clip_size=64, lengths=parse_spec("1x30,2x20")
+    )
+    result = run_bench(
+        tmp_path, f"job.bench.manifest={manifest}", "job.bench.frames=24",
+        "job.bench.warmup_calls=1", "job.bench.flops=false",
+    )  # fmt: skip
+    assert result["streams"] == 2 and result["rows_done"] == 2
+    assert result["frames_per_stream"] == 24 and result["timed_calls"] >= 2
+
+
+def test_bench_says_when_a_manifest_has_too_few_rows(tmp_path: Path) -> None:
+    import pytest
+
+    from jobs import ConfigError
+    from scripts.make_bench_manifest import make_bench_manifest
+
+    manifest = make_bench_manifest(tmp_path / "m", 1, 8, portrait_size=64, clip_size=64)
+    with pytest.raises(ConfigError, match=r"has 1 row\(s\); the benchmark needs 2"):
+        run_bench(tmp_path, f"job.bench.manifest={manifest}", "job.bench.flops=false")

@@ -223,9 +223,10 @@ def test_every_preset_composes(group: str, option: str) -> None:
 
 def test_the_command_line_wins_over_a_use_case_preset() -> None:
     """What docs/configuration.md says of the ``preset`` group: the command line still wins."""
-    assert compose("preset=social", "manifest=x.csv").model.streams_per_worker == 2
+    social = compose("preset=social", "manifest=x.csv")
+    assert (social.model.streams_per_worker, social.video.preset) == ("auto", "veryfast")
     cfg = compose("preset=social", "video=h264", "model.streams_per_worker=1", "manifest=x.csv")
-    assert (cfg.model.streams_per_worker, cfg.video.crf) == (1, 18)
+    assert (cfg.model.streams_per_worker, cfg.video.crf) == ("1", 18)
     cfg = compose("preset=cluster", "cluster=local", "manifest=x.csv")
     assert cfg.cluster.address is None and cfg.storage.output_root.startswith("s3://")
 

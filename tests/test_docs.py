@@ -366,7 +366,12 @@ PARALLEL_SECTIONS = 2
 
 
 @pytest.mark.parametrize(
-    "path", DOCS_WITH_COMMANDS, ids=[str(p.relative_to(REPO)) for p in DOCS_WITH_COMMANDS]
+    "path",
+    [  # the README's render commands take minutes
+        pytest.param(p, marks=pytest.mark.slow) if p.name == "README.md" else p
+        for p in DOCS_WITH_COMMANDS
+    ],
+    ids=[str(p.relative_to(REPO)) for p in DOCS_WITH_COMMANDS],
 )
 def test_every_command_of_the_doc_works(path: Path, tmp_path: Path) -> None:
     """The doc's commands in order. Each section (a heading of level 1 to 3: one story) has its

@@ -170,6 +170,7 @@ def test_a_second_commit_of_a_row_is_refused_by_the_conditional_write(
     assert len(rows) == 1, "the losing attempt's upload is removed"
 
 
+@pytest.mark.slow
 def test_driver_killed_midway_then_rerun_commits_every_row_exactly_once(
     moto_s3_server, tiny_weights, tmp_path
 ) -> None:
@@ -238,6 +239,7 @@ def test_driver_killed_midway_then_rerun_commits_every_row_exactly_once(
     assert not [k for k in everything if "/segments/" in k or ".partial" in k]
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_row_resumes_from_its_last_segment(tiny_weights, tmp_path) -> None:
     clip = pattern_video(tmp_path / "long.mp4", frames=240, rate="25", size="96x72")
     manifest = write_manifest(

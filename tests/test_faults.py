@@ -180,6 +180,7 @@ INTERRUPTED_MID_ROW = re.compile(
 INTERRUPTED_WAITING = "job interrupted before this row started; rerun the same job to render it"
 
 
+@pytest.mark.slow
 def test_sigint_drains_the_job_and_a_rerun_resumes_the_interrupted_row(
     ray_local, tiny_weights, clips, tmp_path: Path
 ) -> None:
@@ -191,7 +192,11 @@ def test_sigint_drains_the_job_and_a_rerun_resumes_the_interrupted_row(
             row("short-b", clips["short"], 1),
         ],
     )
-    args = job_args(manifest, tmp_path / "out", tiny_weights, "video.segment_seconds=0.64")
+    # no row prepared ahead: the short rows wait in the driver until the long one is done
+    args = job_args(
+        manifest, tmp_path / "out", tiny_weights, "video.segment_seconds=0.64",
+        "cluster.rows_ahead=0",
+    )  # fmt: skip
     job_folder = tmp_path / "out/drain"
     job = start_job(args, tmp_path / "drain.log")
     try:
@@ -245,7 +250,10 @@ def test_sigterm_to_the_driver_drains_the_job_too(tiny_weights, clips, tmp_path:
     manifest = write_manifest(
         tmp_path / "term.csv", [row("long", clips["long"]), row("short", clips["short"])]
     )
-    args = job_args(manifest, tmp_path / "out", tiny_weights, "video.segment_seconds=0.64")
+    args = job_args(
+        manifest, tmp_path / "out", tiny_weights, "video.segment_seconds=0.64",
+        "cluster.rows_ahead=0",
+    )  # fmt: skip
     job_folder = tmp_path / "out/term"
     job = start_job(args, tmp_path / "term.log")
     try:
@@ -283,6 +291,7 @@ def test_a_second_signal_stops_at_once_and_a_third_gets_the_default_action() -> 
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_full_output_disk_fails_the_row_cleanly_and_the_others_render(
     ray_local, tiny_weights, clips, small_fs, tmp_path: Path
 ) -> None:
@@ -296,9 +305,12 @@ def test_full_output_disk_fails_the_row_cleanly_and_the_others_render(
             row("short-b", clips["short"], 1),
         ],
     )
+    # one segment per row, one row at a time (a row uploading beside another could fill the disk
+    # for both)
     args = job_args(
-        manifest, out, tiny_weights, "video.segment_seconds=60", "cluster.row_retries=1"
-    )  # one segment per row
+        manifest, out, tiny_weights, "video.segment_seconds=60", "video.first_segment_seconds=null",
+        "cluster.row_retries=1", "cluster.rows_ahead=0",
+    )  # fmt: skip
     assert run_in_process(args) == 1
     job_folder = out / "full"
     rows = summary_rows(job_folder)
@@ -339,7 +351,14 @@ def test_a_summary_that_cannot_be_written_is_reported_and_the_exit_code_says_so(
     manifest = write_manifest(tmp_path / "nosummary.csv", [row("short", clips["short"])])
     caplog.set_level(logging.INFO)
     code = run_in_process(
-        job_args(manifest, out, tiny_weights, "cluster.row_retries=0", "video.segment_seconds=60")
+        job_args(
+            manifest,
+            out,
+            tiny_weights,
+            "cluster.row_retries=0",
+            "video.segment_seconds=60",
+            "video.first_segment_seconds=null",
+        )
     )
     assert code == 3
     summary = out / "nosummary/summary.json"
@@ -354,6 +373,7 @@ def test_a_summary_that_cannot_be_written_is_reported_and_the_exit_code_says_so(
     assert not summary.exists() and not leftovers(out)
 
 
+@pytest.mark.slow
 def test_full_scratch_disk_fails_the_row_cleanly(tiny_weights, clips, small_fs, tmp_path) -> None:
     """Workers keep scratch files under TMPDIR: a 128 KiB one takes the short rows' files only."""
     scratch = small_fs(128)
@@ -365,7 +385,10 @@ def test_full_scratch_disk_fails_the_row_cleanly(tiny_weights, clips, small_fs, 
             row("short-b", clips["short"], 1),
         ],
     )
-    args = job_args(manifest, tmp_path / "out", tiny_weights, "video.segment_seconds=60")
+    args = job_args(
+        manifest, tmp_path / "out", tiny_weights, "video.segment_seconds=60",
+        "video.first_segment_seconds=null",
+    )  # fmt: skip
     env = {"TMPDIR": str(scratch), "RAY_TMPDIR": "/tmp"}  # Ray's own files stay off it
     job = start_job(args, tmp_path / "scratch.log", env)
     try:
@@ -456,6 +479,7 @@ def test_s3_inputs_going_down_fail_each_row_after_bounded_retries(
         assert "check storage.s3.endpoint_url and that the store is up" in entry["error"]
 
 
+@pytest.mark.slow
 def test_s3_output_going_down_mid_job_fails_rows_and_says_the_summary_is_lost(
     tiny_weights, clips, private_s3: MotoServer, tmp_path: Path
 ) -> None:
@@ -559,6 +583,7 @@ def oom_killer(job_folder: Path, row_id: str) -> Iterator[list[int]]:
         thread.join()
 
 
+@pytest.mark.slow
 def test_a_row_that_kills_its_worker_twice_is_quarantined(
     ray_local, tiny_weights, clips, tmp_path: Path
 ) -> None:
@@ -597,9 +622,10 @@ def test_rows_left_when_every_worker_is_gone_fail_instead_of_waiting(
         tmp_path / "gone.csv", [row("poison", clips["long"]), row("after", clips["short"])]
     )
     job_folder = tmp_path / "out/gone"
+    # no row prepared ahead: "after" waits in the driver while "poison" renders
     args = job_args(
         manifest, tmp_path / "out", tiny_weights, "video.segment_seconds=0.64",
-        "cluster.max_restarts=0",
+        "cluster.max_restarts=0", "cluster.rows_ahead=0",
     )  # fmt: skip
     with oom_killer(job_folder, "poison") as killed:
         assert run_in_process(args) == 1

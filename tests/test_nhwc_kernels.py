@@ -311,3 +311,25 @@ def test_kernels_that_cannot_run_fall_back_to_pytorch_with_a_warning(
     assert ("C compiler" if failure == "raises" else "differ from PyTorch") in message
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     assert not _fast_layers._use_kernels(torch.zeros(1))  # every layer now takes PyTorch's path
+
+
+def test_a_kept_verdict_skips_the_kernel_checks(monkeypatch, tmp_path) -> None:
+    """A second job on the same GPU and software reads the first job's verdict instead of running
+    the checks (here a check that would fail is skipped); an unreadable file means: check again."""
+    from pipeline.models import _check_cache
+
+    monkeypatch.setenv("PORTRAIT_RENDER_CACHE", str(tmp_path))
+    monkeypatch.setattr(_fast_layers, "_kernels_work", True)
+    key = _check_cache.stack_key("cpu", torch.float32)
+    assert _check_cache.load_verdict(key) is None
+    _check_cache.store_verdict(key, {"lse_attention_op": None})
+    assert _check_cache.load_verdict(key) == {"lse_attention_op": None}
+    assert _check_cache.load_verdict(_check_cache.stack_key("cpu", torch.float16)) is None
+
+    def broken(*args, **kwargs):
+        raise AssertionError("the checks ran although a verdict was kept")
+
+    monkeypatch.setattr(_nhwc_kernels, "group_norm", broken)
+    assert _fast_layers.check_kernels("cpu", torch.float32)
+    (tmp_path / "kernel-checks.json").write_text("{not json")
+    assert _check_cache.load_verdict(key) is None

@@ -512,6 +512,7 @@ def test_write_summary_json_to_path_and_writer(tmp_path: Path) -> None:
         "attempts": 2,
         "worker": "",
         "started_at": None,
+        "timeline": None,
     }
     captured: list[bytes] = []
     write_summary_json(RESULTS, captured.append)

@@ -181,7 +181,8 @@ def test_rows_sharing_a_driving_video_reuse_its_pose_and_motion(
         for i, p in enumerate("ab")
     ]
     manifest = write_manifest(tmp_path / "shared.csv", rows)
-    one_at_a_time = ("cluster.cpu_workers=1", "model.streams_per_worker=1")
+    # one row after the other, none prepared ahead: the second starts after the first committed
+    one_at_a_time = ("cluster.cpu_workers=1", "model.streams_per_worker=1", "cluster.rows_ahead=0")
     assert render(manifest, tmp_path / "out", tiny_weights, *one_at_a_time) == 0
     markers = {
         json.loads(p.read_text())["row_id"]: json.loads(p.read_text())

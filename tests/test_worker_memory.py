@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from media_factory import pattern_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +32,7 @@ PROBE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_worker_peak_memory_is_flat_in_video_length(tiny_weights, tmp_path: Path) -> None:
     """Peak RSS rendering a 1,200-frame driving video is within 10 % of a 150-frame one."""
     peaks = {}

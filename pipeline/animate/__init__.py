@@ -4,7 +4,7 @@ from ._animator import Observation, StreamingAnimator
 from ._batcher import BatchStats, StepBatcher
 from ._preprocess import HostCopy
 from ._schedule import StaggeredSchedule
-from ._state import StreamState, deserialize_state, serialize_state
+from ._state import StateSnapshot, StreamState, deserialize_state, serialize_state
 
 __all__ = [
     "BatchStats",
@@ -12,6 +12,7 @@ __all__ = [
     "Observation",
     "StaggeredSchedule",
     "StepBatcher",
+    "StateSnapshot",
     "StreamState",
     "StreamingAnimator",
     "deserialize_state",

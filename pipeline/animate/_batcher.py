@@ -2,10 +2,17 @@
 
 Each row renders in its own thread (decoding, encoding and uploading its own files), and calls
 :meth:`StepBatcher.advance` with its next chunk instead of calling the animator itself. A single
-batch thread waits until every registered stream has handed in a chunk (or ``max_wait_s``
-passed), runs one :meth:`StreamingAnimator.advance` for all of them, and hands each thread its
-frames. The GPU works on the batch while the row threads do their CPU work; the result equals
-single-stream rendering up to float rounding.
+batch thread runs one :meth:`StreamingAnimator.advance` for every stream that has handed in a
+chunk and hands each thread its frames. Streams join (`register`) and leave (`unregister`) at any
+call: a row that starts joins the next call, a row whose last frame is out leaves, the others
+carry on (continuous batching). The GPU works on the batch while the row threads do their CPU
+work; the result equals single-stream rendering up to float rounding.
+
+When to send a call: as soon as every registered stream has handed in its chunk; when one is
+late, no longer than the GPU has work queued — the previous call's work finished (CUDA), or
+``max_wait_s`` after the first chunk came in (CPU, where a call is done when it returns). A late
+stream joins the next call, so the GPU never idles for a straggler and the streams fall back into
+one call at the next one.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,12 +68,56 @@ class BatchStats:
         return times
 
 
+class GpuClock:
+    """The GPU's time in the batched calls and between them (when no call's work was queued: the
+    host was late, e.g. a row not ready), from CUDA events read only once they have completed, so
+    the batch thread never waits for them. Totals over the clock's life: cheap enough to keep for
+    a worker rendering for days."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.busy_seconds = 0.0
+        self.idle_seconds = 0.0
+        self._pending: deque[tuple[torch.cuda.Event, torch.cuda.Event]] = deque()
+        self._last_end: torch.cuda.Event | None = None
+        self._lock = threading.Lock()  # the batch thread records, any thread reads the totals
+
+    def record(self, begin: torch.cuda.Event, end: torch.cuda.Event) -> None:
+        with self._lock:
+            self._pending.append((begin, end))
+            self._settle(wait=False)
+
+    def _settle(self, *, wait: bool) -> None:
+        while self._pending and (wait or self._pending[0][1].query()):
+            begin, end = self._pending.popleft()
+            end.synchronize()
+            self.busy_seconds += begin.elapsed_time(end) / 1000
+            if self._last_end is not None:
+                self.idle_seconds += max(0.0, self._last_end.elapsed_time(begin) / 1000)
+            self._last_end = end
+            self.calls += 1
+
+    def totals(self) -> dict[str, float]:
+        """Calls, seconds in calls and between them, and the idle share of the span from the first
+        call's start to the last one's end."""
+        with self._lock:
+            self._settle(wait=True)
+        span = self.busy_seconds + self.idle_seconds
+        return {
+            "calls": self.calls,
+            "busy_seconds": round(self.busy_seconds, 3),
+            "idle_between_calls_seconds": round(self.idle_seconds, 3),
+            "idle_between_calls_percent": round(100 * self.idle_seconds / span, 3) if span else 0.0,
+        }
+
+
 class StepBatcher:
     """Run the animator for several streams at once, on behalf of the threads that own them.
 
     Args:
         animator: the shared animator.
-        max_wait_s: how long a handed-in chunk may wait for the other streams' chunks.
+        max_wait_s: on a CPU, how long a handed-in chunk may wait for the other streams' chunks
+            (on a GPU a call waits for late streams only while the previous call still runs).
         record_stats: keep `stats` of every call (the benchmark): they grow with every call, so
             a worker rendering for hours does without them.
     """
@@ -80,6 +132,8 @@ class StepBatcher:
         self._active: set[int] = set()
         self._requests: dict[int, _Request] = {}
         self._closed = False
+        self._last_call: torch.cuda.Event | None = None  # end of the previous call's GPU work
+        self.gpu_clock = GpuClock() if animator.models.device.type == "cuda" else None
         self._thread = threading.Thread(target=self._run, name="step-batcher", daemon=True)
         self._thread.start()
 
@@ -137,19 +191,25 @@ class StepBatcher:
                 if self._closed and not self._requests:
                     return
                 deadline = time.monotonic() + self.max_wait_s
-                while len(self._requests) < len(self._active) and not self._closed:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
+                while not self._closed and not self._should_send(deadline):
+                    # a GPU's progress is polled (an event cannot notify a condition)
+                    timeout = deadline - time.monotonic() if self._last_call is None else 0.001
+                    self._cond.wait(max(timeout, 0.0))
                 batch = list(self._requests.values())
                 self._requests.clear()
             self._step(batch)
 
+    def _should_send(self, deadline: float) -> bool:
+        """Every registered stream has handed in, or waiting longer would idle the GPU."""
+        if len(self._requests) >= len(self._active):
+            return True
+        if self._last_call is not None:
+            return self._last_call.query()
+        return time.monotonic() >= deadline
+
     def _step(self, batch: list[_Request]) -> None:
-        stats = self.stats
-        cuda = stats is not None and self.animator.models.device.type == "cuda"
-        if cuda:
+        stats, clock = self.stats, self.gpu_clock
+        if clock is not None:
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             begin.record()
         try:
@@ -160,9 +220,12 @@ class StepBatcher:
                 request.error = err
                 request.done.set()
             return
+        if clock is not None:
+            end.record()
+            clock.record(begin, end)
+            self._last_call = end
         if stats is not None:
-            if cuda:
-                end.record()
+            if clock is not None:
                 stats.events.append((begin, end))
             stats.streams.append(len(batch))
             stats.finished_at.append(time.monotonic())

@@ -114,45 +114,84 @@ class StreamState:
 
     def state_dict(self) -> dict:
         """A dict of tensors and plain values (loadable with ``torch.load(weights_only=True)``)."""
+        return self.snapshot().resolve()
 
-        def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+    def snapshot(self) -> StateSnapshot:
+        """The state as of now, its tensors on their way to host memory.
+
+        The copies are queued behind the work that made the tensors, so the caller never waits
+        for the GPU here (a row thread at a segment boundary would otherwise sit out the next
+        batched call); :meth:`StateSnapshot.resolve` waits for them, on whichever thread needs
+        the bytes.
+        """
+
+        def host(t: torch.Tensor | None) -> HostCopy | None:
             # through pinned memory: a plain copy to host memory can stall other threads' launches
-            return None if t is None else HostCopy(t.detach()).result()
+            return None if t is None else HostCopy(t.detach())
 
-        return {
-            "version": STATE_VERSION,
-            "stream_id": self.stream_id,
-            "seed": self.seed,
-            "portrait_digest": self.portrait_digest,
-            "rng_state": self.generator.get_state(),
-            "latents": cpu(self.latents),
-            "chunks": [
-                {
-                    "start": c.start,
-                    "real": c.real,
-                    "keypoints": cpu(c.keypoints),
-                    "motion": cpu(c.motion),
-                }
-                for c in self.chunks
-            ],
-            "calls": self.calls,
-            "frames_in": self.frames_in,
-            "frames_out": self.frames_out,
-            "total_frames": self.total_frames,
-            "first_pose": None
-            if self.first_pose is None
-            else {k: cpu(v) for k, v in vars(self.first_pose).items()},
-            "motion_bank": cpu(self.motion_bank),
-            "keyframe_latents": [cpu(t) for t in self.keyframe_latents],
-            "history": [(i, cpu(k), cpu(m)) for i, k, m in self.history],
-            "pending_keyframe": None
-            if self.pending_keyframe is None
-            else {
-                "distance": float(self.pending_keyframe.distance.item()),
-                "latent": cpu(self.pending_keyframe.latent),
-                "motion": cpu(self.pending_keyframe.motion),
-            },
-        }
+        pending = self.pending_keyframe
+        return StateSnapshot(
+            {
+                "version": STATE_VERSION,
+                "stream_id": self.stream_id,
+                "seed": self.seed,
+                "portrait_digest": self.portrait_digest,
+                "rng_state": self.generator.get_state(),
+                "latents": host(self.latents),
+                "chunks": [
+                    {
+                        "start": c.start,
+                        "real": c.real,
+                        "keypoints": host(c.keypoints),
+                        "motion": host(c.motion),
+                    }
+                    for c in self.chunks
+                ],
+                "calls": self.calls,
+                "frames_in": self.frames_in,
+                "frames_out": self.frames_out,
+                "total_frames": self.total_frames,
+                "first_pose": None
+                if self.first_pose is None
+                else {k: host(v) for k, v in vars(self.first_pose).items()},
+                "motion_bank": host(self.motion_bank),
+                "keyframe_latents": [host(t) for t in self.keyframe_latents],
+                "history": [(i, host(k), host(m)) for i, k, m in self.history],
+                "pending_keyframe": None
+                if pending is None
+                else {
+                    "distance": pending.distance,
+                    "latent": host(pending.latent),
+                    "motion": host(pending.motion),
+                },
+            }
+        )
+
+
+class StateSnapshot:
+    """A :meth:`StreamState.snapshot`: the state's values, device tensors still being copied."""
+
+    def __init__(self, values: dict) -> None:
+        self._values = values
+
+    def resolve(self) -> dict:
+        """The state dict (waits for the copies; a keyframe distance is read as a float)."""
+
+        def settle(value: Any) -> Any:
+            if isinstance(value, HostScalar):
+                return float(value.item())
+            if isinstance(value, HostCopy):
+                return value.result()
+            if isinstance(value, dict):
+                return {k: settle(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return type(value)(settle(v) for v in value)
+            return value
+
+        return settle(self._values)
+
+    def to_bytes(self) -> bytes:
+        return serialize_state(self.resolve())
 
 
 def serialize_state(state: dict) -> bytes:

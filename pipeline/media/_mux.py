@@ -1,4 +1,5 @@
-"""Joining encoded segments and adding an audio track, with the ffmpeg binary (stream copy)."""
+"""Joining encoded segments (PyAV's FFmpeg libraries) and adding an audio track (the ffmpeg
+binary), both by stream copy."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+import av
 import ffmpeg
 
 from ._errors import MediaError
@@ -51,10 +53,9 @@ class MuxResult:
 def concat_segments(
     segment_paths: Sequence[str | os.PathLike[str]],
     dest: str | os.PathLike[str],
-    *,
-    ffmpeg_binary: str | None = None,
 ) -> int:
-    """Join video segments into one file without re-encoding (ffmpeg concat demuxer, -c copy).
+    """Join video segments into one file without re-encoding (FFmpeg's concat demuxer, stream
+    copy), in this process through PyAV's FFmpeg libraries: no ffmpeg binary needed.
 
     The segments must share codec, size, pixel format and frame rate (as written by
     `VideoEncoder` with one set of settings). The result has every frame of every segment, the
@@ -63,14 +64,13 @@ def concat_segments(
     Args:
         segment_paths: the segments, in order.
         dest: output file (.mp4, .m4v, .mov or .mkv).
-        ffmpeg_binary: ffmpeg executable (``VideoConfig.ffmpeg``); None: PATH, then
-            imageio-ffmpeg's.
 
     Returns:
         the number of frames in `dest`.
 
     Raises:
-        MediaError: a segment is missing, unreadable or differs from the first, or ffmpeg failed.
+        MediaError: a segment is missing, unreadable or differs from the first, or the join
+            failed.
     """
     if not segment_paths:
         raise ValueError("segment_paths is empty; give at least one segment")
@@ -89,14 +89,7 @@ def concat_segments(
             "ffconcat version 1.0\n" + "".join(f"file {_quote(p)}\n" for p in segments),
             encoding="utf-8",
         )
-        command = ffmpeg.input(str(listing), f="concat", safe=0).output(
-            str(temp), c="copy", movflags="+faststart", f=muxer
-        )
-        run_ffmpeg(
-            command,
-            binary=ffmpeg_binary,
-            what=f"concatenating {len(segments)} segments into {dest}",
-        )
+        _remux(listing, temp, muxer, what=f"concatenating {len(segments)} segments into {dest}")
         written = probe_video(temp).video
         assert written is not None
         if written.num_frames != expected:
@@ -316,6 +309,25 @@ def _video_seconds(video: VideoStreamInfo) -> float:
     if video.num_frames_exact:
         return float(video.num_frames / video.frame_rate)
     return video.duration_seconds
+
+
+def _remux(listing: Path, dest: Path, muxer: str, *, what: str) -> None:
+    """Copy the video packets the concat demuxer reads from ``listing`` into ``dest`` (the
+    demuxer offsets each file's timestamps by the files before it)."""
+    try:
+        with av.open(str(listing), format="concat", options={"safe": "0"}) as source:
+            stream = source.streams.video[0]
+            with av.open(
+                str(dest), "w", format=muxer, options={"movflags": "+faststart"}
+            ) as target:
+                copy = target.add_stream_from_template(stream)
+                for packet in source.demux(stream):
+                    if packet.dts is None:  # the demuxer's end-of-stream marker
+                        continue
+                    packet.stream = copy
+                    target.mux(packet)
+    except (av.FFmpegError, OSError) as err:
+        raise MediaError(f"{what} failed: {err}") from err
 
 
 def _segment_info(path: Path) -> VideoStreamInfo:

@@ -42,6 +42,7 @@ from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
 from . import _nhwc_kernels
+from ._check_cache import cache_file, load_verdict, stack_key, store_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -179,9 +180,15 @@ def check_kernels(device: torch.device | str, dtype: torch.dtype = torch.float16
     or launch them there (no C compiler for its launcher, an unsupported GPU) or they disagree,
     log why and use the PyTorch ops from then on (slower, same results). Returns whether the
     kernels are in use."""
-    global _kernels_work
+    global _kernels_work, _lse_attention_op
     if not _nhwc_kernels.available():
         return False
+    key = stack_key(device, dtype)
+    kept = load_verdict(key)
+    if kept is not None:  # this GPU and software stack passed before (a job earlier on it)
+        _kernels_work, _lse_attention_op = True, kept.get("lse_attention_op")
+        logger.info("kernel checks passed before on this GPU and software (%s)", cache_file())
+        return True
     try:
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(2, 64, 5, 7, generator=generator).to(device, dtype)
@@ -221,10 +228,10 @@ def check_kernels(device: torch.device | str, dtype: torch.dtype = torch.float16
             err,
         )
         _kernels_work = False
-    global _lse_attention_op
     _lse_attention_op = None
     if _kernels_work and torch.device(device).type == "cuda":
         _lse_attention_op = _choose_lse_attention(device, dtype)
+        store_verdict(key, {"lse_attention_op": _lse_attention_op})
     return _kernels_work
 
 

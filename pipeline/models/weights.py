@@ -34,23 +34,20 @@ from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
 from ._bundle import PersonaLiveModels, build_models
+from ._layout import (
+    BASE_MODEL_DIR,
+    PERSONALIVE_DIR,
+    PERSONALIVE_FILES,
+    TAESD_DIR,
+    VAE_DIR,
+    WeightsError,
+    expected_files,
+    first_existing,
+    missing_files,
+)
 from .architecture import NetworkSizes, base_configs, network_sizes
 
 logger = logging.getLogger(__name__)
-
-PERSONALIVE_DIR = "personalive"
-BASE_MODEL_DIR = "sd-image-variations-diffusers"
-VAE_DIR = "sd-vae-ft-mse"
-TAESD_DIR = "taesd"  # optional: the tiny decoder (madebyollin/taesd), for model.vae_decoder=tiny
-
-PERSONALIVE_FILES = {
-    "denoising_unet": "denoising_unet.pth",
-    "temporal_module": "temporal_module.pth",
-    "reference_unet": "reference_unet.pth",
-    "pose_guider": "pose_guider.pth",
-    "motion_encoder": "motion_encoder.pth",
-    "keypoint_extractor": "motion_extractor.pth",
-}
 
 # Keys some published files carry that current libraries no longer keep in the state dict.
 _BENIGN_EXTRA_KEYS = {"vision_model.embeddings.position_ids"}
@@ -61,37 +58,6 @@ _LEGACY_VAE_NAMES = {
     ".value.": ".to_v.",
     ".proj_attn.": ".to_out.0.",
 }
-
-
-class WeightsError(RuntimeError):
-    """A weights folder is incomplete or does not match the architecture (message says how)."""
-
-
-def expected_files(weights_dir: str | os.PathLike) -> dict[str, Path]:
-    """Every file of the layout (the first existing one where two formats are accepted)."""
-    root = Path(weights_dir)
-    files = {name: root / PERSONALIVE_DIR / file for name, file in PERSONALIVE_FILES.items()}
-    files["unet_config"] = root / BASE_MODEL_DIR / "unet" / "config.json"
-    files["clip_config"] = root / BASE_MODEL_DIR / "image_encoder" / "config.json"
-    files["clip"] = _first_existing(
-        root / BASE_MODEL_DIR / "image_encoder", ("model.safetensors", "pytorch_model.bin")
-    )
-    files["vae_config"] = root / VAE_DIR / "config.json"
-    files["vae"] = _first_existing(
-        root / VAE_DIR, ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-    )
-    return files
-
-
-def _first_existing(folder: Path, names: tuple[str, ...]) -> Path:
-    for name in names:
-        if (folder / name).is_file():
-            return folder / name
-    return folder / names[-1]
-
-
-def missing_files(weights_dir: str | os.PathLike) -> list[Path]:
-    return [path for path in expected_files(weights_dir).values() if not path.is_file()]
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -275,7 +241,7 @@ def _load_taesd(folder: Path):
     from diffusers import AutoencoderTiny  # noqa: PLC0415
 
     config = folder / "config.json"
-    weights = _first_existing(
+    weights = first_existing(
         folder, ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
     )
     if not config.is_file() or not weights.is_file():

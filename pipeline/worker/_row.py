@@ -1,0 +1,429 @@
+"""Rendering one manifest row: driving video in, committed output video out.
+
+:class:`RowRenderer` holds no model state of its own: it streams the driving video through a
+shared :class:`~pipeline.animate.StreamingAnimator` (via the worker's
+:class:`~pipeline.animate.StepBatcher`) four frames at a time, encodes frames as they come,
+muxes the audio and commits the result through :class:`~pipeline.storage.Storage`. Memory stays
+flat however long the video.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from concurrent.futures import Executor
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..animate import StepBatcher, StreamingAnimator, StreamState, deserialize_state
+from ..conditioning_cache import ConditioningReader, ConditioningWriter
+from ..config import VideoConfig
+from ..ledger import Ledger, RowLedger
+from ..media import MediaError, VideoReader, concat_segments, load_image, mux_audio
+from ..progress import RowAccepted, RowProgress, RowStarted
+from ..storage import Storage, StorageError, basename
+from ._ahead import ReadAhead
+from ._segments import SegmentSink
+from ._slots import StreamSlots
+from ._task import RowError, RowOutcome, RowTask, RowTimeline
+
+logger = logging.getLogger(__name__)
+
+EventSink = Any  # a callable taking one progress event
+
+
+def square_image(image: np.ndarray, fit: str) -> np.ndarray:
+    """Make a portrait square at its own resolution: centre "crop", black "pad", or "stretch"."""
+    height, width = image.shape[:2]
+    if height == width:
+        return image
+    if fit == "crop":
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        return image[top : top + side, left : left + side]
+    side = max(height, width)
+    if fit == "pad":
+        canvas = np.zeros((side, side, 3), dtype=image.dtype)
+        top, left = (side - height) // 2, (side - width) // 2
+        canvas[top : top + height, left : left + width] = image
+        return canvas
+    from PIL import Image  # noqa: PLC0415
+
+    return np.asarray(Image.fromarray(image).resize((side, side), resample=Image.LANCZOS))
+
+
+@dataclass
+class _PreparedRow:
+    """A row ready for its first denoising call (everything phase 1 made for phases 2 and 3)."""
+
+    task: RowTask
+    scratch: Path
+    ledger: Ledger
+    record: RowLedger
+    stream: StreamState
+    total: int  # output frames the row will have
+    sink: SegmentSink
+    source: ReadAhead | None  # driving chunks (pixels or cached observations); None: none left
+    writer: ConditioningWriter | None  # this row computes the clip's conditioning cache
+    cached: bool  # its conditioning comes from the cache
+    timeline: RowTimeline
+    streaming: float = 0.0  # monotonic time it took its stream slot
+
+
+class RowRenderer:
+    """Render rows through a shared animator; I/O goes through ``storage``, progress to ``events``.
+
+    A row passes three phases (:meth:`render`), and holds one of the worker's stream slots only
+    for the second, so the batched denoising call never waits for a row to start or to end:
+
+    1. **prepare** (no slot; while other rows stream): the ledger (committed already? resume from
+       a segment?), the driving video opened and probed, the portrait fused into a stream (its
+       reference pass runs on the GPU beside the batched calls), the first chunks decoded ahead
+       or read from the clip's conditioning cache;
+    2. **stream** (one slot): the row's chunks go through the batched call, its warm-up and flush
+       calls riding along with the other rows' calls, until its last frame is out;
+    3. **finish** (no slot): the last segment encoded and committed, the segments joined, the
+       audio muxed, the row committed.
+
+    Args:
+        animator: a ready :class:`StreamingAnimator`.
+        storage: where inputs are read and outputs committed.
+        video: encoding and audio settings.
+        scratch_dir: local folder for intermediate files (one sub-folder per row, removed after).
+        events: called with progress events (:class:`RowAccepted`, :class:`RowStarted`,
+            :class:`RowProgress`).
+        worker_name: shown in progress events.
+        batcher: shared by the rows a worker renders at once (one batched denoising call for
+            all of them); a private one when not given.
+        slots: the worker's stream slots, shared by its rows; a private single slot when not
+            given.
+        gpu_prep: the one thread of the worker that runs the rows' reference passes (portrait
+            encode, CLIP, reference UNet, bank projection): the GPU libraries set up their
+            per-thread state once, not in every row's thread; None: the row's own thread.
+    """
+
+    progress_interval_s = 0.5
+
+    def __init__(
+        self,
+        animator: StreamingAnimator,
+        storage: Storage,
+        video: VideoConfig,
+        scratch_dir: str | os.PathLike,
+        events: EventSink | None = None,
+        worker_name: str = "",
+        batcher: StepBatcher | None = None,
+        slots: StreamSlots | None = None,
+        gpu_prep: Executor | None = None,
+    ) -> None:
+        self.animator = animator
+        self.storage = storage
+        self.video = video
+        self.scratch_dir = Path(scratch_dir)
+        self.events = events or (lambda event: None)
+        self.worker_name = worker_name
+        self.batcher = batcher or StepBatcher(animator)
+        self.slots = slots or StreamSlots(1)
+        self.gpu_prep = gpu_prep
+
+    def render(self, task: RowTask) -> RowOutcome:
+        """Render ``task``; never raises for row-level problems (they become a failed outcome)."""
+        accepted = time.monotonic()
+        timeline = RowTimeline(accepted_at=time.time())
+        self.events(RowAccepted(task.row_id, worker=self.worker_name, attempt=task.attempt))
+        scratch = Path(tempfile.mkdtemp(prefix=f"{task.row_id[:40]}-", dir=self.scratch_dir))
+        row: _PreparedRow | None = None
+
+        def outcome(status: str, **kwargs: Any) -> RowOutcome:
+            # the row's time runs from its first denoising call (else from its acceptance)
+            since = row.streaming if row is not None and row.streaming else accepted
+            timeline.finished_at = time.time()
+            return RowOutcome(
+                task.row_id, status, seconds=time.monotonic() - since, worker=self.worker_name,
+                started_at=timeline.streaming_at or timeline.accepted_at or 0.0,
+                timeline=timeline, **kwargs,
+            )  # fmt: skip
+
+        try:
+            ledger = Ledger(self.storage, task.job_uri)
+            record = ledger.row(task.row_key)
+            if record.commit is not None:  # another attempt finished it already
+                return outcome(**self._committed_earlier(task, ledger, record.commit, scratch))
+            with ExitStack() as stack:
+                row = self._prepare(task, ledger, record, scratch, timeline, stack)
+                try:
+                    self._stream(row)
+                finally:
+                    row.sink.close(row.stream)  # commits the last (partial) segment
+                    timeline.first_frame_at = row.sink.first_frame_at
+                    timeline.first_commit_at = row.sink.first_commit_at
+                frames, has_audio, output = self._finish(row)
+            return outcome("done", frames=frames, output=output, has_audio=has_audio)
+        except (RowError, MediaError) as err:
+            return outcome("failed", error=self._scratch_hint(err))
+        except StorageError as err:
+            return outcome("failed", error=str(err), retryable=True)
+        except torch.cuda.OutOfMemoryError:
+            return outcome(
+                "failed",
+                error="GPU out of memory; lower model.streams_per_worker (or model.resolution), or "
+                "use a GPU with more memory",
+            )
+        except Exception as err:  # noqa: BLE001 - any other failure of this row must not stop the worker
+            logger.exception("row %s failed unexpectedly", task.row_id)
+            return outcome(
+                "failed",
+                error=f"internal error: {type(err).__name__}: {err}",
+                detail=traceback.format_exc(),
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    # ------------------------------------------------------------------ 1. prepare
+
+    def _prepare(
+        self,
+        task: RowTask,
+        ledger: Ledger,
+        record: RowLedger,
+        scratch: Path,
+        timeline: RowTimeline,
+        stack: ExitStack,
+    ) -> _PreparedRow:
+        """Everything the row needs before its first denoising call."""
+        size, video = self.animator.resolution, self.video
+        driving = stack.enter_context(self._open(task.driving_video))
+        probe_reader = VideoReader(driving, size=size, fit=video.fit, max_frames=task.max_frames)
+        total, rate = len(probe_reader), probe_reader.frame_rate
+        if total == 0:
+            raise RowError(
+                f"{task.driving_video}: no frames to render (max_frames={task.max_frames})"
+            )
+        stream = self._start_stream(task, self._load_portrait(task.portrait), ledger, record)
+        if record.segments:
+            logger.info(
+                "row %s: resuming at frame %d from segment %d",
+                task.row_id,
+                stream.frames_out,
+                len(record.segments),
+            )
+        cached = self._cached_conditioning(task, total, stack)
+        writer = None
+        if cached is not None:
+            chunks: Any = cached.chunks(stream.frames_in, total)
+        else:
+            reader = VideoReader(
+                driving, size=size, fit=video.fit, max_frames=task.max_frames,
+                start_frame=stream.frames_in,
+            )  # fmt: skip
+            chunks = (chunk.frames for chunk in reader.chunks(4))
+            if task.conditioning_uri and stream.frames_in == 0 and not stream.ended:
+                writer = ConditioningWriter(
+                    scratch / "conditioning.bin", {"video": task.driving_video}
+                )
+        source = None
+        if not stream.ended:
+            source = ReadAhead(chunks, name=f"decode-{task.row_id[:20]}")
+            stack.callback(source.close)
+        # last: nothing after it may raise, or its thread would wait forever for frames
+        sink = SegmentSink(
+            ledger, task, scratch, video, rate, size,
+            first_index=len(record.segments), first_frame=stream.frames_out,
+            worker=self.worker_name,
+        )  # fmt: skip
+        timeline.prepared_at = time.time()
+        return _PreparedRow(
+            task, scratch, ledger, record, stream, total, sink, source, writer,
+            cached=cached is not None, timeline=timeline,
+        )  # fmt: skip
+
+    def _cached_conditioning(
+        self, task: RowTask, total: int, stack: ExitStack
+    ) -> ConditioningReader | None:
+        """The driving video's cached pose/motion, if some row already computed all we need."""
+        uri = task.conditioning_uri
+        if not uri or not self.storage.exists(uri):
+            return None
+        local = self.storage.local_path(uri)
+        source = stack.enter_context(open(local, "rb") if local else self.storage.open(uri))
+        try:
+            reader = ConditioningReader(source)
+        except (ValueError, KeyError, json.JSONDecodeError) as err:
+            logger.warning("%s: unreadable conditioning cache (%s); computing it again", uri, err)
+            return None
+        if reader.frames < total:
+            return None  # written by a row that rendered fewer frames
+        logger.info("row %s: driving video's pose/motion from cache %s", task.row_id, uri)
+        return reader
+
+    def _start_stream(
+        self, task: RowTask, portrait: np.ndarray, ledger: Ledger, record: RowLedger
+    ) -> StreamState:
+        """A fresh stream, or the one saved with the last committed segment."""
+        if not record.segments:
+            return self._on_gpu_prep(
+                self.animator.fuse_reference, portrait, seed=task.seed, stream_id=task.row_id
+            )
+        saved = deserialize_state(ledger.read_state(record.segments[-1]))
+        stream = self._on_gpu_prep(self.animator.restore, portrait, saved)
+        if stream.frames_out != record.frames_committed:
+            raise RowError(
+                f"row {task.row_id}: saved state is at frame {stream.frames_out} but its segment ends at "
+                f"{record.frames_committed}; delete {ledger.row_uri(task.row_key)} to start the row over"
+            )
+        return stream
+
+    def _on_gpu_prep(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.gpu_prep is None:
+            return fn(*args, **kwargs)
+        return self.gpu_prep.submit(fn, *args, **kwargs).result()
+
+    # ------------------------------------------------------------------ 2. stream
+
+    def _stream(self, row: _PreparedRow) -> None:
+        """Hold a stream slot from the row's first denoising call until its last frame is out."""
+        task, stream, sink = row.task, row.stream, row.sink
+        with self.slots.hold() as slot:
+            row.streaming = time.monotonic()
+            row.timeline.slot, row.timeline.streaming_at = slot, time.time()
+            self.events(
+                RowStarted(task.row_id, row.total, worker=self.worker_name, attempt=task.attempt)
+            )
+            self.batcher.register(stream)
+            try:
+                last_report = time.monotonic()
+                for item in row.source or ():
+                    sink.put(self.batcher.advance(stream, item), stream)
+                    if row.writer is not None and stream.last_observation is not None:
+                        row.writer.add(stream.last_observation)
+                    if time.monotonic() - last_report >= self.progress_interval_s:
+                        self._report_progress(row)
+                        last_report = time.monotonic()
+                while not stream.done:  # the input ended: flush the window
+                    sink.put(self.batcher.advance(stream, None), stream)
+            finally:
+                self.batcher.unregister(stream)
+                row.timeline.released_at = time.time()
+
+    def _report_progress(self, row: _PreparedRow) -> None:
+        elapsed = time.monotonic() - row.streaming
+        self.events(RowProgress(row.task.row_id, row.stream.frames_out, row.total, elapsed))
+
+    # ------------------------------------------------------------------ 3. finish
+
+    def _finish(self, row: _PreparedRow) -> tuple[int, bool, str]:
+        """Join the segments, mux the audio and commit the row (the slot is free already)."""
+        task, ledger, scratch, stream = row.task, row.ledger, row.scratch, row.stream
+        if row.writer is not None:
+            self.storage.put(row.writer.close(), task.conditioning_uri)
+        self._report_progress(row)
+        silent = scratch / "video.mp4"
+        segments = self._segment_files(row)
+        if len(segments) == 1:  # nothing to join: no ffmpeg run needed
+            shutil.copyfile(segments[0], silent)
+        else:
+            concat_segments(segments, silent)
+        final, has_audio = self._mux(task, silent, scratch)
+        meta = {
+            **task.meta,
+            "row_id": task.row_id,
+            "frames": stream.frames_out,
+            "has_audio": has_audio,
+            "worker": self.worker_name,
+            "attempt": task.attempt,
+            "resumed_from_frame": row.record.frames_committed,
+            "conditioning": "cached" if row.cached else "computed",
+        }
+        _, marker = ledger.commit_row(task.row_key, str(final), meta)
+        return stream.frames_out, has_audio, marker["video"]
+
+    def _segment_files(self, row: _PreparedRow) -> list[str]:
+        """Local paths of every segment: earlier attempts' (downloaded if remote), then this one's."""
+        paths = []
+        for segment in row.record.segments:
+            local = self.storage.local_path(segment.video_uri)
+            if local is None:
+                local = str(row.scratch / f"previous-{segment.index:06d}.mp4")
+                self.storage.download(segment.video_uri, local)
+            paths.append(local)
+        return paths + row.sink.paths
+
+    def _mux(self, task: RowTask, silent: Path, scratch: Path) -> tuple[Path, bool]:
+        """Add the row's audio (its audio file, else the driving video's track) to the video."""
+        video = self.video
+        if video.audio == "none":
+            return silent, False
+        source_uri = task.audio or task.driving_video
+        source = self.storage.local_path(source_uri)
+        if source is None:  # S3 input: ffmpeg reads a local copy (audio files are small)
+            source = str(scratch / f"audio-source-{basename(source_uri)}")
+            self.storage.download(source_uri, source)
+        final = scratch / "final.mp4"
+        result = mux_audio(
+            silent,
+            final,
+            audio_source=source,
+            length_policy=video.audio_length,
+            audio_codec=video.audio_codec,
+            audio_bitrate=video.audio_bitrate,
+            ffmpeg_binary=video.ffmpeg,
+        )
+        if not result.has_audio:
+            logger.info("row %s: no audio (%s)", task.row_id, result.reason)
+        return final, result.has_audio
+
+    # ------------------------------------------------------------------ outcomes and I/O helpers
+
+    def _committed_earlier(
+        self, task: RowTask, ledger: Ledger, commit: dict[str, Any], scratch: Path
+    ) -> dict[str, Any]:
+        """The verdict of an attempt that committed the row already (its public copy repaired)."""
+        if not ledger.verify_commit(commit):
+            ledger.repair_public(commit, str(scratch / "repair.mp4"))
+        ledger.tidy(task.row_key, commit)
+        return {
+            "status": "done",
+            "frames": int(commit.get("frames", 0)),
+            "output": commit["video"],
+            "has_audio": bool(commit.get("has_audio")),
+        }
+
+    def _scratch_hint(self, err: Exception) -> str:
+        """The error's text, plus what to do when it was the scratch disk filling up (the encoder
+        and ffmpeg write there, and report it in their own words)."""
+        cause: BaseException | None = err
+        while cause is not None and not (
+            isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
+        ):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            return str(err)
+        return (
+            f"{err}; the workers' scratch disk ({self.scratch_dir}) is full: free space there or "
+            "point TMPDIR at a larger disk (it holds the current segment of each active row)"
+        )
+
+    def _open(self, uri: str):
+        """A context manager yielding a path (local) or a streaming binary file (S3)."""
+        local = self.storage.local_path(uri)
+        if local is not None:
+            if not os.path.isfile(local):
+                raise RowError(f"{uri}: file not found")
+            return nullcontext(local)
+        return self.storage.open(uri)
+
+    def _load_portrait(self, uri: str) -> np.ndarray:
+        with self._open(uri) as source:
+            image = load_image(source)
+        return square_image(image, self.video.fit)
