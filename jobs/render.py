@@ -416,6 +416,7 @@ def pixel_settings(settings) -> dict:
                 "crf",
                 "preset",
                 "pix_fmt",
+                "encoder_threads",
                 "audio",
                 "audio_length",
                 "audio_codec",

@@ -81,6 +81,7 @@ class VideoConfig:
     crf: int = 18  # x264 constant rate factor: lower is better quality and bigger files
     preset: str = "medium"  # x264 preset: ultrafast .. veryslow (speed vs size)
     pix_fmt: str = "yuv420p"  # pixel format of the output (yuv420p plays everywhere)
+    encoder_threads: int = 4  # x264 threads per segment encoder; x264's output depends on it, so a fixed number gives the same bytes on every machine; 0: the encoder picks by the machine's cores (faster for one row on a big machine, bytes then depend on the machine)
     segment_seconds: float = (
         10.0  # output is written in segments of about this length (resume points)
     )
@@ -237,6 +238,10 @@ def config_problems(cfg: RenderConfig) -> list[str]:
     for path, value in positive.items():
         if value <= 0:
             problems.append(f"{path}={value!r} must be positive")
+    if cfg.video.encoder_threads < 0:
+        problems.append(
+            f"video.encoder_threads={cfg.video.encoder_threads} must be 0 (the encoder picks) or more"
+        )
     if not 0 <= cfg.video.crf <= 51:
         problems.append(
             f"video.crf={cfg.video.crf} must be between 0 and 51 (lower is better quality)"

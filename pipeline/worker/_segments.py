@@ -130,6 +130,7 @@ class SegmentSink:
                 crf=self.video.crf,
                 preset=self.video.preset,
                 pix_fmt=self.video.pix_fmt,
+                threads=self.video.encoder_threads,
             )
         self.encoder.add_frames(frames)
         self.encoded += frames.shape[0]
