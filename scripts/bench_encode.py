@@ -21,15 +21,16 @@ from tempfile import TemporaryDirectory
 import numpy as np
 
 
-def frames_of(size: int, count: int) -> np.ndarray:
+def frames_of(size: int, count: int, noise: float = 3.0) -> np.ndarray:
+    """``count`` frames of a blob moving over a grey background, with Gaussian noise (uint8 RGB)."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:size, 0:size] / size
     frames = []
     for i in range(count):
         cx, cy = 0.5 + 0.25 * np.sin(i / 5), 0.5 + 0.2 * np.cos(i / 7)
         blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.03)[..., None]
-        noise = rng.normal(0, 3, (size, size, 3))
-        frames.append((blob * [200, 120, 60] + (1 - blob) * 40 + noise).clip(0, 255))
+        grain = rng.normal(0, noise, (size, size, 3))
+        frames.append((blob * [200, 120, 60] + (1 - blob) * 40 + grain).clip(0, 255))
     return np.stack(frames).astype(np.uint8)
 
 

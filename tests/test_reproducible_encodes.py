@@ -34,19 +34,8 @@ ENCODE = textwrap.dedent(
     import hashlib, sys
     from fractions import Fraction
     from pathlib import Path
-    import numpy as np
     from pipeline.media import VideoEncoder
-
-    def moving_frames(count, size):
-        rng = np.random.default_rng(0)
-        yy, xx = np.mgrid[0:size, 0:size] / size
-        frames = []
-        for i in range(count):
-            cx, cy = 0.5 + 0.25 * np.sin(i / 5), 0.5 + 0.2 * np.cos(i / 7)
-            blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.03)[..., None]
-            noise = rng.normal(0, 8, (size, size, 3))
-            frames.append((blob * [200, 120, 60] + (1 - blob) * 40 + noise).clip(0, 255))
-        return np.stack(frames).astype(np.uint8)
+    from scripts.bench_encode import frames_of
 
     def segment_digests(folder, frames, length=48):
         digests = []
@@ -59,7 +48,7 @@ ENCODE = textwrap.dedent(
         return digests
 
     if __name__ == "__main__":
-        print(" ".join(segment_digests(sys.argv[1], moving_frames(250, 64))))
+        print(" ".join(segment_digests(sys.argv[1], frames_of(64, 250, noise=8))))
     """
 )
 
@@ -72,7 +61,7 @@ def test_the_same_frames_encode_to_the_same_bytes_in_one_process_and_in_another(
     process: every segment has the same bytes every time."""
     namespace: dict = {}
     exec(compile(ENCODE, "encode", "exec"), namespace)  # the same code the fresh process runs
-    frames = namespace["moving_frames"](250, 64)
+    frames = namespace["frames_of"](64, 250, noise=8)
     runs = []
     for attempt in range(4):
         folder = tmp_path / f"run{attempt}"
