@@ -1,9 +1,11 @@
 """job=fetch_weights: download the published weights into ``model.weights_dir``.
 
-The three Hugging Face repositories in ``model.hub`` (pinned revisions) are downloaded with
-``huggingface_hub`` — resumable: an interrupted download continues where it stopped — and only
+The Hugging Face repositories in ``model.hub`` are downloaded with ``huggingface_hub`` — resumable: an interrupted download continues where it stopped — and only
 the files the loader needs. Each large file is verified against the SHA-256 the Hub publishes,
-then moved into the published layout. Offline (``HF_HUB_OFFLINE=1`` or no network) with every
+then moved into the published layout. A revision is resolved to its commit first and every file
+comes from that commit; the commit is recorded in ``<weights_dir>/revisions.json``, and render jobs
+key their outputs by it, so a revision that names a branch (the optional tiny decoder's ``main``)
+still identifies exactly the weights that rendered a video. Offline (``HF_HUB_OFFLINE=1`` or no network) with every
 file present, the job says so and does nothing.
 """
 
@@ -20,7 +22,7 @@ from omegaconf import DictConfig
 
 from pipeline.config import HubRepo
 from pipeline.logs import CONSOLE
-from pipeline.models import missing_files
+from pipeline.models import missing_files, record_fetched_commit
 
 from . import ConfigError
 from ._common import typed
@@ -93,6 +95,7 @@ def fetch_repo(repo: HubRepo, weights_dir: Path) -> list[str]:
 
     api = HfApi()
     info = api.model_info(repo.repo_id, revision=repo.revision, files_metadata=True)
+    commit = info.sha or repo.revision  # every file from the one commit the revision names now
     wanted = [
         sibling
         for sibling in info.siblings
@@ -110,9 +113,7 @@ def fetch_repo(repo: HubRepo, weights_dir: Path) -> list[str]:
             lines.append(f"  kept     {repo.repo_id}/{sibling.rfilename} → {target}")
             continue
         downloaded = Path(
-            hf_hub_download(
-                repo.repo_id, sibling.rfilename, revision=repo.revision, local_dir=staging
-            )
+            hf_hub_download(repo.repo_id, sibling.rfilename, revision=commit, local_dir=staging)
         )
         if expected is not None and _sha256(downloaded) != expected:
             downloaded.unlink(missing_ok=True)
@@ -125,6 +126,9 @@ def fetch_repo(repo: HubRepo, weights_dir: Path) -> list[str]:
         lines.append(
             f"  fetched  {repo.repo_id}/{sibling.rfilename} ({size / 1e6:.1f} MB) → {target}"
         )
+    record_fetched_commit(weights_dir, repo.repo_id, repo.revision, commit)
+    if commit != repo.revision:
+        lines.append(f"  {repo.repo_id}: revision {repo.revision} is commit {commit} (recorded)")
     return lines
 
 

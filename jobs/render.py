@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from pipeline.cluster import INTERRUPTED_RENDERING, RenderPool, describe_workers
 from pipeline.ledger import Ledger, content_hash
 from pipeline.logs import CONSOLE
-from pipeline.models import WeightsError, missing_files
+from pipeline.models import WeightsError, fetched_commits, missing_files
 from pipeline.progress import (
     JobFinished,
     JobStarted,
@@ -427,10 +427,12 @@ def pixel_settings(settings) -> dict:
 
 
 def model_revision(model) -> str:
-    """What identifies the weights: hub revisions, or the random seed of random weights."""
+    """What identifies the weights: the commit each hub repository was fetched at (recorded by
+    job=fetch_weights; else its configured revision), or the random seed of random weights."""
     if model.random_init:
         return f"random-{model.architecture}-seed{model.random_seed}"
-    revisions = ",".join(f"{r.repo_id}@{r.revision}" for r in model.hub)
+    commits = fetched_commits(model.weights_dir)
+    revisions = ",".join(f"{r.repo_id}@{commits.get(r.repo_id, r.revision)}" for r in model.hub)
     return revisions or f"local:{model.weights_dir}"
 
 

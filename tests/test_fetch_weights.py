@@ -188,6 +188,20 @@ def test_fetch_downloads_verifies_and_lays_out_the_files(
         )
         assert not (target / ".download").exists()
         load_personalive(target, "fp32", "cpu", architecture="tiny")  # the layout loads
+        # every repository's revision resolved to the commit it named, recorded; render jobs key
+        # their outputs by it (a branch such as "main" then still names exact weights)
+        recorded = json.loads((target / "revisions.json").read_text())
+        assert recorded["test/sd-vae-ft-mse"] == {"revision": "main", "commit": COMMIT}
+        assert recorded["test/sd-image-variations-diffusers"]["commit"] == COMMIT
+        assert "test/sd-vae-ft-mse: revision main is commit" in output
+        from jobs.render import model_revision
+        from pipeline.config import HubRepo, ModelConfig
+
+        model = ModelConfig(
+            weights_dir=str(target),
+            hub=[HubRepo(repo_id="test/sd-vae-ft-mse", revision="main", local_dir="v")],
+        )
+        assert model_revision(model) == f"test/sd-vae-ft-mse@{COMMIT}"
         for name in ("denoising_unet.pth", "temporal_module.pth"):
             assert (target / "personalive" / name).read_bytes() == (
                 tiny_weights / "personalive" / name

@@ -25,7 +25,9 @@ _EXPORTS = {
     "posed_keypoints": "._keypoints",
     "warmup_poses": "._keypoints",
     "WeightsError": "._layout",
+    "fetched_commits": "._layout",
     "missing_files": "._layout",
+    "record_fetched_commit": "._layout",
     "MotionEncoder": "._motion_encoder",
     "PoseGuider": "._pose_guider",
     "DenoisingUNet": "._unet",
@@ -58,11 +60,13 @@ __all__ = [
     "draw_keypoint_canvas",
     "drive_pose",
     "ensure_random_weights",
+    "fetched_commits",
     "face_boxes",
     "load_personalive",
     "missing_files",
     "network_sizes",
     "posed_keypoints",
+    "record_fetched_commit",
     "resolve_attention_backend",
     "resolve_device",
     "resolve_dtype",
@@ -93,7 +97,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         posed_keypoints,
         warmup_poses,
     )
-    from ._layout import WeightsError, missing_files
+    from ._layout import WeightsError, fetched_commits, missing_files, record_fetched_commit
     from ._motion_encoder import MotionEncoder
     from ._pose_guider import PoseGuider
     from ._unet import DenoisingUNet, ReferenceUNet

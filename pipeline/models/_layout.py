@@ -6,6 +6,7 @@ See :mod:`pipeline.models.weights` for the layout and how it is loaded.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -53,3 +54,38 @@ def first_existing(folder: Path, names: tuple[str, ...]) -> Path:
 
 def missing_files(weights_dir: str | os.PathLike) -> list[Path]:
     return [path for path in expected_files(weights_dir).values() if not path.is_file()]
+
+
+#: Under weights_dir: the commit each Hugging Face repository was fetched at (job=fetch_weights).
+REVISIONS_FILE = "revisions.json"
+
+
+def fetched_commits(weights_dir: str | os.PathLike) -> dict[str, str]:
+    """``{repo_id: commit}`` of the repositories ``job=fetch_weights`` downloaded into
+    ``weights_dir`` (empty when it did not, or the file is unreadable)."""
+    try:
+        recorded = json.loads((Path(weights_dir) / REVISIONS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(recorded, dict):
+        return {}
+    return {
+        repo: entry["commit"]
+        for repo, entry in recorded.items()
+        if isinstance(entry, dict) and isinstance(entry.get("commit"), str)
+    }
+
+
+def record_fetched_commit(
+    weights_dir: str | os.PathLike, repo_id: str, revision: str, commit: str
+) -> None:
+    """Note that ``repo_id`` was fetched at ``commit`` (what ``revision`` pointed to then)."""
+    path = Path(weights_dir) / REVISIONS_FILE
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    recorded[repo_id] = {"revision": revision, "commit": commit}
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+    os.replace(temp, path)
