@@ -302,9 +302,10 @@ def test_a_rows_first_segment_is_short_and_the_rest_are_full(
 def test_a_worker_killed_mid_batch_loses_only_its_rows_in_flight(
     tiny_weights, mixed_clips, tmp_path: Path
 ) -> None:
-    """SIGKILL the worker while two rows stream in one batch: those rows (and any it prepared)
-    are retried; rows it had committed are not rendered again; every row lands exactly once with
-    all its frames."""
+    """SIGKILL the worker while two long rows stream in one batch (three slots: the short row
+    streamed beside them and was committed first): the rows in flight are retried and resume; rows
+    committed before the kill are not rendered again; every row lands exactly once with all its
+    frames."""
     long_clip = pattern_video(tmp_path / "long.mp4", frames=160, rate="25", size="96x72")
     rows = [
         {"id": "short", "portrait": str(PORTRAIT), "driving_video": str(mixed_clips["r08"])},
@@ -315,10 +316,11 @@ def test_a_worker_killed_mid_batch_loses_only_its_rows_in_flight(
     manifest = write_manifest(tmp_path / "kill.csv", rows)
     out = tmp_path / "out"
     args = tiny_render_overrides(
-        manifest, out, tiny_weights, "cluster.cpu_workers=1", "model.streams_per_worker=2",
+        manifest, out, tiny_weights, "cluster.cpu_workers=1", "model.streams_per_worker=3",
         "cluster.rows_ahead=1", "video.audio=none", "video.segment_seconds=0.64",
     )  # fmt: skip
     job = start_job(args, tmp_path / "kill.log")
+    committed_at_kill: list[str] = []
     try:
 
         def both_long_rows_mid_stream() -> list[Path] | None:
@@ -330,6 +332,10 @@ def test_a_worker_killed_mid_batch_loses_only_its_rows_in_flight(
 
         markers = wait_until(both_long_rows_mid_stream, 240, "both long rows mid-stream")
         os.kill(json.loads(markers[-1].read_text())["pid"], signal.SIGKILL)
+        committed_at_kill += [
+            marker.parent.name.rsplit("-", 1)[0]
+            for marker in (out / "kill/_rows").glob("*/commit.json")
+        ]
         assert job.wait(timeout=300) == 0, (tmp_path / "kill.log").read_text()[-3000:]
     finally:
         if job.poll() is None:
@@ -340,10 +346,8 @@ def test_a_worker_killed_mid_batch_loses_only_its_rows_in_flight(
         ("short", "long-a", "long-b", "after"), "done"
     )
     assert summary["long-a"]["attempts"] == summary["long-b"]["attempts"] == 2
-    committed_before = [
-        name for name in ("short", "after") if summary[name]["attempts"] == 1
-    ]  # "short" was done before the kill (8 frames); "after" was at most being prepared
-    assert "short" in committed_before
+    assert "short" in committed_at_kill  # 8 frames: done long before the long rows' 2nd segment
+    assert all(summary[name]["attempts"] == 1 for name in committed_at_kill)
     for name, frames in (("short", 8), ("long-a", 160), ("long-b", 160), ("after", 13)):
         assert probe(summary[name]["output"]).video.num_frames == frames
         assert len(list((out / "kill/_rows").glob(f"{name}-*/commit.json"))) == 1
