@@ -175,8 +175,8 @@ class RowResult:
     attempts: int = 1
     worker: str = ""  # the worker that rendered it (last attempt)
     started_at: float | None = None  # Unix time the (last) render attempt began, if rendered
-    # when the row passed each point on its worker (Unix times: accepted_at, streaming_at,
-    # first_frame_at, first_commit_at, released_at, finished_at) and its stream slot
+    # when the row passed each point on its worker (Unix times: accepted_at, prepared_at,
+    # streaming_at, first_frame_at, first_commit_at, released_at, finished_at) and its slot
     timeline: dict[str, float] | None = None
 
     @classmethod
@@ -983,7 +983,7 @@ def write_summary_json(
         results: the rows' results.
         path_or_writer: a local path (written atomically) or ``writer(data: bytes)``.
         job_name: recorded as ``"job"``.
-        startup: recorded as ``"startup"`` (see :func:`startup`).
+        startup: recorded as ``"startup"`` (see :func:`startup_times`).
 
     Returns:
         The written document.
