@@ -2,10 +2,10 @@
 
 `RenderWorker` is the Ray actor body (the model loaded once); `RowRenderer` takes one row through
 its three phases (prepare, stream in a slot, finish); `StreamSlots` are the places in the batched
-call; `SegmentSink` encodes and commits a row's segments. The row's plain data (`RowTask`,
-`RowOutcome`, `RowTimeline`) and `RenderWorker` import without torch: the driver of a job uses
-them, and only the worker processes load the deep-learning libraries (names from `_row` and
-`_segments` are imported on first use, PEP 562).
+call (`_segments.SegmentSink` encodes and commits a row's segments). The row's plain data
+(`RowTask`, `RowOutcome`, `RowTimeline`) and `RenderWorker` import without torch: the driver of a
+job uses them, and only the worker processes load the deep-learning libraries (`RowRenderer` is
+imported on first use, PEP 562).
 """
 
 from __future__ import annotations
@@ -14,30 +14,21 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._actor import RenderWorker, build_animator
-from ._slots import AUTO_MAX_STREAMS, StreamSlots, max_streams, streams_for
+from ._slots import StreamSlots, max_streams, streams_for
 from ._task import RowError, RowOutcome, RowTask, RowTimeline
 
-_LAZY = {
-    "RowRenderer": "._row",
-    "square_image": "._row",
-    "SegmentSink": "._segments",
-    "segment_frames": "._segments",
-}
+_LAZY = {"RowRenderer": "._row"}
 
 __all__ = [
-    "AUTO_MAX_STREAMS",
     "RenderWorker",
     "RowError",
     "RowOutcome",
     "RowRenderer",
     "RowTask",
     "RowTimeline",
-    "SegmentSink",
     "StreamSlots",
     "build_animator",
     "max_streams",
-    "segment_frames",
-    "square_image",
     "streams_for",
 ]
 
@@ -52,5 +43,4 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from ._row import RowRenderer, square_image
-    from ._segments import SegmentSink, segment_frames
+    from ._row import RowRenderer

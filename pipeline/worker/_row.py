@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Executor
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from ._task import RowError, RowOutcome, RowTask, RowTimeline
 
 logger = logging.getLogger(__name__)
 
-EventSink = Any  # a callable taking one progress event
+EventSink = Callable[[Any], None]
 
 
 def square_image(image: np.ndarray, fit: str) -> np.ndarray:
