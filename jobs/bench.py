@@ -18,7 +18,7 @@ import statistics
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from rich.table import Table
 
 from pipeline.animate import StepBatcher, StreamingAnimator
-from pipeline.config import StorageConfig, VideoConfig
+from pipeline.config import FramingConfig, StorageConfig, VideoConfig
 from pipeline.logs import CONSOLE
 from pipeline.media import VideoEncoder
 from pipeline.models import resolve_device, resolve_dtype
@@ -119,7 +119,9 @@ def run(cfg: DictConfig) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         if options["manifest"]:  # the rows a render job will take: same content, same keyframes
-            inputs = manifest_inputs(str(options["manifest"]), streams, int(options["frames"]))
+            inputs = manifest_inputs(
+                str(options["manifest"]), streams, int(options["frames"]), settings.framing
+            )
         else:
             inputs = make_inputs(
                 Path(scratch),
@@ -187,11 +189,17 @@ class BenchInputs:
     portraits: list[Path]
     videos: list[Path]
     frames: int
+    # synthetic inputs have no faces: the whole picture (the engine alone); a manifest's rows
+    # are framed as job=render frames them
+    framing: FramingConfig = field(
+        default_factory=lambda: FramingConfig(portrait="crop", driving="off")
+    )
 
 
-def manifest_inputs(uri: str, streams: int, frames: int) -> BenchInputs:
+def manifest_inputs(uri: str, streams: int, frames: int, framing: FramingConfig) -> BenchInputs:
     """The portraits and driving videos of a manifest's first ``streams`` rows (each row's clip
-    rendered up to ``frames`` frames)."""
+    rendered up to ``frames`` frames), framed as job=render frames them (``framing``, with the
+    first row's own ``framing`` column)."""
     from pipeline.manifest import load_manifest  # noqa: PLC0415
 
     rows = load_manifest(uri).rows[:streams]
@@ -200,8 +208,13 @@ def manifest_inputs(uri: str, streams: int, frames: int) -> BenchInputs:
             f"job.bench.manifest={uri} has {len(rows)} row(s); the benchmark needs {streams} "
             "(one per stream: lower job.bench.streams or model.streams_per_worker)"
         )
+    if rows[0].framing is not None:
+        framing = replace(framing, portrait=rows[0].framing)
     return BenchInputs(
-        [Path(row.portrait) for row in rows], [Path(row.driving_video) for row in rows], frames
+        [Path(row.portrait) for row in rows],
+        [Path(row.driving_video) for row in rows],
+        frames,
+        framing,
     )
 
 
@@ -322,6 +335,7 @@ def measure(
             f"bench{index}-x",
             inputs.frames,
             index,
+            framing=inputs.framing,
         )
         thread = threading.Thread(target=lambda r=renderer, t=task: outcomes.append(r.render(t)))
         threads.append(thread)

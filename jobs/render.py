@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from types import FrameType
 from typing import Any
 
@@ -180,6 +180,7 @@ def _run(cfg: DictConfig, settings, manifest_uri: str, stop: StopSignals) -> int
         storage,
         max_frames=settings.job.max_frames,
         allowed_input_roots=settings.storage.allowed_input_roots,
+        framing=settings.framing,
     )
     if validation.problems:
         from pipeline.manifest import ManifestError  # noqa: PLC0415
@@ -198,7 +199,7 @@ def _run(cfg: DictConfig, settings, manifest_uri: str, stop: StopSignals) -> int
 
     ledger = Ledger(storage, out)
     try:
-        tasks, skipped = _plan(settings, storage, ledger, [media.row for media in validation.ready])
+        tasks, skipped = _plan(settings, storage, ledger, validation.ready)
     except StorageError as err:
         logger.error("cannot read the inputs or earlier results of job %s: %s", name, err)
         return EXIT_UNUSABLE
@@ -311,13 +312,14 @@ def _exit_code(results: list[RowResult], stop: StopSignals, *, summary_written: 
 
 
 def _plan(
-    settings, storage: Storage, ledger: Ledger, rows
+    settings, storage: Storage, ledger: Ledger, ready
 ) -> tuple[list[RowTask], list[RowResult]]:
     """Row tasks for rows still to render; results for rows already committed (skipped)."""
     settings_hash = content_hash(pixel_settings(settings))
     revision = model_revision(settings.model)
     tasks, skipped, resuming = [], [], 0
-    for row in rows:
+    for media in ready:
+        row = media.row
         fingerprint = {
             "inputs": {
                 column: storage.fingerprint(uri) if uri else None
@@ -329,6 +331,7 @@ def _plan(
             },
             "max_frames": row.max_frames if row.max_frames is not None else settings.job.max_frames,
             "seed": row.seed if row.seed is not None else settings.job.seed,
+            **({"framing": row.framing} if row.framing is not None else {}),
             "settings": settings_hash,
             "model": revision,
         }
@@ -371,6 +374,8 @@ def _plan(
                     "model_revision": revision,
                 },
                 conditioning_uri=conditioning,
+                framing=row_framing(settings.framing, row.framing),
+                portrait_face=media.face,
             )
         )
     if skipped:
@@ -394,10 +399,24 @@ def conditioning_uri(settings, driving_fingerprint: str, revision: str) -> str:
             "device": model.device,
             "resolution": model.resolution,
             "fit": settings.video.fit,
+            "framing": driving_framing(settings.framing),
         },
         length=20,
     )
     return join(settings.storage.output_root, "_cache", "conditioning", f"{key}.bin")
+
+
+def row_framing(framing, portrait: str | None):
+    """The job's framing with the row's own `framing` column (its portrait mode), if any."""
+    return framing if portrait is None else replace(framing, portrait=portrait)
+
+
+def driving_framing(framing) -> dict | str:
+    """The settings the driving frames' cut depends on (part of the conditioning cache's key)."""
+    if framing.driving == "off":
+        return "off"
+    keys = ("face_index", "scale", "center_y", "detect_every", "smoothing")
+    return {key: getattr(framing, key) for key in keys}
 
 
 def pixel_settings(settings) -> dict:
@@ -408,10 +427,12 @@ def pixel_settings(settings) -> dict:
             k: getattr(model, k) for k in ("name", "architecture", "resolution", "dtype", "device")
         },
         "animator": asdict(model.animator),
+        "framing": asdict(settings.framing),
         "video": {
             k: getattr(video, k)
             for k in (
                 "fit",
+                "canvas",
                 "codec",
                 "crf",
                 "preset",
@@ -488,6 +509,7 @@ def _render(
             worker=outcome.worker,
             started_at=round(outcome.started_at, 3) or None,
             timeline=outcome.timeline.as_dict() if outcome.timeline else None,
+            framing=outcome.framing,
         )
         results.append(result)
         reporter.handle(

@@ -30,25 +30,33 @@ def run(cfg: DictConfig) -> int:
         Storage(settings.storage),
         max_frames=settings.job.max_frames,
         allowed_input_roots=settings.storage.allowed_input_roots,
+        framing=settings.framing,
     )
     if validation.problems:
         CONSOLE.print(ManifestError(validation.problems, uri=manifest_uri).problems_table())
     if validation.structural:
         return 2
     table = Table(title=f"Rows ready to render: {manifest_uri}")
-    for column in ("row", "id", "frames", "fps", "seconds", "audio", "portrait"):
+    columns = ["row", "id", "frames", "fps", "seconds", "audio", "portrait", "face x,y,w,h"]
+    for column in columns:
         table.add_column(
-            column, justify="right" if column in ("row", "frames", "fps", "seconds") else "left"
+            column,
+            justify="right" if column in ("row", "frames", "fps", "seconds") else "left",
+            no_wrap=column in ("portrait", "face x,y,w,h"),
+            min_width=15 if column.startswith("face") else None,
         )
     for media in validation.ready:
         table.add_row(
             str(media.row.number),
             media.row.id,
             str(media.frames),
-            f"{float(media.frame_rate):.3f}",
+            f"{float(media.frame_rate):.4g}",
             f"{media.duration_seconds:.1f}",
             "yes" if media.has_audio else "no",
             f"{media.portrait_size[0]}x{media.portrait_size[1]}",
+            ",".join(f"{v:.0f}" for v in media.face)
+            if media.face is not None
+            else f"({media.row.framing or settings.framing.portrait})",
         )
     CONSOLE.print(table)
     frames = sum(m.frames for m in validation.ready)

@@ -76,11 +76,11 @@ class ModelConfig:
 class VideoConfig:
     """How frames are read, encoded and muxed."""
 
-    fit: str = "crop"  # non-square inputs become square by "crop" (centre), "pad" (black bars) or "stretch"
+    fit: str = "crop"  # how a driving frame becomes square without its face (framing.driving=off, or no face near it): "crop" (centre), "pad" (black bars) or "stretch"; the portrait's is framing.portrait
     codec: str = "libx264"  # H.264 encoder used by PyAV
     crf: int = 18  # x264 constant rate factor: lower is better quality and bigger files
     preset: str = "medium"  # x264 preset: ultrafast .. veryslow (speed vs size)
-    pix_fmt: str = "yuv420p"  # pixel format of the output (yuv420p plays everywhere)
+    pix_fmt: str = "yuv420p"  # pixel format of the output (yuv420p plays everywhere); "rgb24" with codec libx264rgb and crf 0 is a lossless RGB master (video=lossless; large files, for editing)
     encoder_threads: int = 4  # x264 threads per segment encoder; x264's output depends on it, so a fixed number gives the same bytes on every machine; 0: the encoder picks by the machine's cores (faster for one row on a big machine, bytes then depend on the machine)
     segment_seconds: float = (
         10.0  # output is written in segments of about this length (resume points)
@@ -88,6 +88,7 @@ class VideoConfig:
     first_segment_seconds: float | None = (
         1.0  # a row's first segment is this short, so its first frames (and first resume point) are committed early; null: segment_seconds
     )
+    canvas: str = "crop"  # output picture: "crop" (the animated square, model.resolution), "portrait" (pasted back into the whole photo at its resolution) or "<W>x<H>", e.g. 1080x1920 (the photo with the face pasted back, scaled to cover the canvas, the cut centred on the face); rows framed without a face get the animated square scaled to the canvas
     audio: str = "auto"  # "auto" (row's audio file, else the driving video's track), "none"
     audio_length: str = (
         "video"  # "video": audio trimmed or padded with silence to the video; "shortest": both cut
@@ -95,6 +96,22 @@ class VideoConfig:
     audio_codec: str = "aac"  # codec of the muxed audio track
     audio_bitrate: str = "192k"  # bitrate of the muxed audio track
     ffmpeg: str | None = None  # ffmpeg binary; None: the one on PATH, else imageio-ffmpeg's
+
+
+@dataclass
+class FramingConfig:
+    """How the square the model animates is found in the portrait and the driving video."""
+
+    portrait: str = "face"  # "face": the square around the portrait's face (a row without a detectable face fails with a verdict); "crop" (centre), "pad" (black bars) or "stretch": the whole photo made square, no face needed
+    driving: str = "face"  # "face": each driving frame cut around the driver's tracked face at the portrait's scale (a presenter far from the camera drives like a close-up); "off": the whole frame made square by video.fit (the reference's online path)
+    face_index: int = (
+        0  # which face to animate when a photo has several: 0 the largest, 1 the next, ...
+    )
+    scale: float = 2.5  # side of the square / width of the face box (2.5: head and shoulders, as PersonaLive's inputs are framed)
+    center_y: float = 0.45  # height of the face's centre in the square (0 top, 1 bottom)
+    detect_every: int = 4  # driving frames per face detection (the track is smoothed between)
+    smoothing: float = 1.0  # width of the track's smoothing, in detections (Gaussian sigma; a centred line fit over 3 sigma each side: no lag, no jitter)
+    feather: float = 0.12  # paste-back: width of the mask's soft edge, as a fraction of the square
 
 
 @dataclass
@@ -189,6 +206,7 @@ class RenderConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    framing: FramingConfig = field(default_factory=FramingConfig)
     manifest: str | None = (
         None  # path or s3:// URI of the CSV manifest (job=render and job=validate)
     )
@@ -204,10 +222,28 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.vae_decoder": ("full", "tiny"),
     "model.animator.output_dtype": ("uint8", "float"),
     "video.fit": ("crop", "pad", "stretch"),
+    "framing.portrait": ("face", "crop", "pad", "stretch"),
+    "framing.driving": ("face", "off"),
     "video.audio": ("auto", "none"),
     "video.audio_length": ("video", "shortest"),
-    "video.pix_fmt": ("yuv420p", "yuv444p", "yuv422p"),
+    "video.pix_fmt": ("yuv420p", "yuv444p", "yuv422p", "rgb24"),
 }
+
+
+def parse_canvas(value: str) -> tuple[int, int] | str:
+    """``"crop"`` / ``"portrait"``, or ``(width, height)`` from ``"WxH"``; ValueError otherwise."""
+    if value in ("crop", "portrait"):
+        return value
+    parts = value.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"video.canvas={value!r}: use crop, portrait or <width>x<height>")
+    width, height = int(parts[0]), int(parts[1])
+    if width < 16 or height < 16 or width % 2 or height % 2:
+        raise ValueError(
+            f"video.canvas={value!r}: width and height must be even numbers of at least 16 "
+            "(H.264 in 4:2:0 halves them)"
+        )
+    return width, height
 
 
 def config_problems(cfg: RenderConfig) -> list[str]:
@@ -258,6 +294,26 @@ def config_problems(cfg: RenderConfig) -> list[str]:
         problems.append(
             "model.animator.keep_warmup=true / output_dtype=float are for using the animator directly; "
             "job=render writes exactly one uint8 frame per driving frame"
+        )
+    if (cfg.video.pix_fmt == "rgb24") != (cfg.video.codec == "libx264rgb"):
+        problems.append(
+            f"video.pix_fmt={cfg.video.pix_fmt} with video.codec={cfg.video.codec}: RGB output "
+            "(rgb24) is written by libx264rgb, which writes nothing else; use video=lossless"
+        )
+    try:
+        parse_canvas(cfg.video.canvas)
+    except ValueError as err:
+        problems.append(str(err))
+    framing = cfg.framing
+    if framing.face_index < 0 or framing.detect_every < 1 or framing.smoothing < 0:
+        problems.append(
+            "framing.face_index must be 0 or more, framing.detect_every 1 or more and "
+            "framing.smoothing 0 or more"
+        )
+    if framing.scale <= 0 or not 0 <= framing.center_y <= 1 or not 0 < framing.feather <= 0.5:
+        problems.append(
+            "framing.scale must be positive, framing.center_y between 0 and 1, "
+            "framing.feather above 0 and at most 0.5"
         )
     if cfg.job.max_frames is not None and cfg.job.max_frames < 1:
         problems.append(

@@ -44,7 +44,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("portrait", "driving_video")
-OPTIONAL_COLUMNS: tuple[str, ...] = ("id", "audio", "output", "max_frames", "seed")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("id", "audio", "output", "max_frames", "seed", "framing")
+#: values of the `framing` column: how this row's portrait becomes the animated square
+#: (blank: the job's framing.portrait)
+FRAMING_VALUES: tuple[str, ...] = ("face", "crop", "pad", "stretch")
 KNOWN_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 PATH_COLUMNS: tuple[str, ...] = ("portrait", "driving_video", "audio")
 
@@ -62,7 +65,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _S3_URI = re.compile(r"^s3://([^/]+)/(.+)$", re.IGNORECASE)
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _INTEGER = re.compile(r"\+?[0-9]+")
-_HEADER_HINT = "portrait,driving_video[,id,audio,output,max_frames,seed]"
+_HEADER_HINT = "portrait,driving_video[,id,audio,output,max_frames,seed,framing]"
 
 ReadBytes = Callable[[str], bytes]
 Exists = Callable[[str], bool]
@@ -223,6 +226,7 @@ class ManifestRow:
     output: str | None = None  # requested output stem (NFKC-normalised); None: renderer decides
     max_frames: int | None = None  # cap on frames for this row; None: the job's default
     seed: int | None = None  # None: the job's default seed
+    framing: str | None = None  # face | crop | pad | stretch; None: the job's framing.portrait
     source: str = ""  # URI of the manifest the row came from
 
     @property
@@ -703,6 +707,7 @@ class _Draft:
     output: str | None = None
     max_frames: int | None = None
     seed: int | None = None
+    framing: str | None = None
     problems: list[ManifestProblem] = field(default_factory=list)
     rejected: bool = False  # excluded from the valid rows by a problem reported on another row
 
@@ -775,6 +780,23 @@ def _check_numbers(draft: _Draft) -> None:
             )
 
 
+def _check_framing(draft: _Draft) -> None:
+    """`framing`: one of FRAMING_VALUES (any case), or blank."""
+    text = draft.raw.get("framing", "")
+    if not text:
+        return
+    if text.lower() in FRAMING_VALUES:
+        draft.framing = text.lower()
+        return
+    draft.problem(
+        "framing",
+        text,
+        f"framing must be one of {', '.join(FRAMING_VALUES)}",
+        "write face (find the face), crop, pad or stretch (the whole photo made square), or "
+        "leave the cell empty for the job's framing.portrait",
+    )
+
+
 def _check_names(draft: _Draft) -> None:
     """`output` and `id`: file-name-safe stems, NFKC-normalised."""
     for column in ("output", "id"):
@@ -835,6 +857,8 @@ def _row_fingerprint(draft: _Draft) -> str:
         payload += [draft.raw.get(column, ""), draft.paths.get(column, "")]
     for value in (draft.output, draft.max_frames, draft.seed):
         payload.append("" if value is None else str(value))
+    if draft.framing is not None:  # only when given: the ids of rows without it stay as they were
+        payload.append(f"framing={draft.framing}")
     return json.dumps(payload, ensure_ascii=False)
 
 
@@ -891,6 +915,7 @@ def _build_row(draft: _Draft, uri: str) -> ManifestRow:
         output=draft.output,
         max_frames=draft.max_frames,
         seed=draft.seed,
+        framing=draft.framing,
         source=uri,
     )
 
@@ -934,6 +959,7 @@ def _check_rows(
         _check_width(draft, record, width)
         checks += _check_paths(draft, uri)
         _check_numbers(draft)
+        _check_framing(draft)
         _check_names(draft)
         drafts.append(draft)
     _assign_ids(drafts)

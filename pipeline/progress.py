@@ -178,6 +178,9 @@ class RowResult:
     # when the row passed each point on its worker (Unix times: accepted_at, prepared_at,
     # streaming_at, first_frame_at, first_commit_at, released_at, finished_at) and its slot
     timeline: dict[str, float] | None = None
+    # framing: where the portrait's face was ("face": [x, y, w, h]), the square cut around it
+    # ("square": [x, y, side]), the canvas, and driving frames cut without a face
+    framing: dict[str, Any] | None = None
 
     @classmethod
     def from_event(cls, event: RowFinished) -> RowResult:

@@ -33,7 +33,7 @@ import sys
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from typing import Any
@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.config import StorageConfig
-from pipeline.media import MediaSource, VideoReader
+from pipeline.media import MediaSource, VideoReader, load_image
 from pipeline.progress import ROW_STATUSES, format_duration
 from pipeline.storage import NotFound, Storage, StorageError, is_s3, join
 from pipeline.timeline import timeline_svg
@@ -112,6 +112,7 @@ class Preview:
     frame_rate: Fraction | None = None
     duration_seconds: float | None = None
     problem: str | None = None  # why there is no picture (missing output, unreadable video)
+    portrait_src: str | None = None  # the portrait with the face and square framing found
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,13 @@ def build_report(
     document = dict(summary) if summary is not None else load_summary(job_folder_uri, storage)
     rows = _rows_in_display_order(document.get("rows") or [])
     run = _job_run(_load_json(join(job_folder_uri, "status.json"), storage))
-    previews = [_row_preview(row, job_folder_uri, storage) for row in rows]
+    previews = [
+        replace(
+            _row_preview(row, job_folder_uri, storage),
+            portrait_src=_framed_portrait(row, job_folder_uri, storage),
+        )
+        for row in rows
+    ]
     links = [
         name
         for name in ("summary.json", "status.json", "config.yaml")
@@ -445,6 +452,37 @@ def _row_preview(row: Mapping[str, Any], job_folder_uri: str, storage: Storage) 
     )
 
 
+#: width of the framed-portrait thumbnail
+PORTRAIT_THUMB_WIDTH = 200
+
+
+def _framed_portrait(row: Mapping[str, Any], job_folder_uri: str, storage: Storage) -> str | None:
+    """A thumbnail of the row's portrait with the face found (green) and the square animated
+    (white) drawn on it; None without face framing or when the portrait cannot be read."""
+    framing = row.get("framing") or {}
+    face, square, uri = framing.get("face"), framing.get("square"), framing.get("portrait_uri")
+    if not (face and square and uri):
+        return None
+    try:
+        with _media_source(str(uri), storage) as source:
+            photo = Image.fromarray(load_image(source))
+    except (ValueError, OSError, StorageError) as err:
+        logger.warning("report: no portrait thumbnail of %s: %s", uri, err)
+        return None
+    factor = PORTRAIT_THUMB_WIDTH / photo.width
+    thumb = photo.resize(
+        (PORTRAIT_THUMB_WIDTH, max(1, round(photo.height * factor))), Image.Resampling.LANCZOS
+    )
+    draw = ImageDraw.Draw(thumb)
+    x, y, side = (v * factor for v in square)
+    draw.rectangle([x, y, x + side, y + side], outline=(255, 255, 255), width=2)
+    fx, fy, fw, fh = (v * factor for v in face)
+    draw.rectangle([fx, fy, fx + fw, fy + fh], outline=(34, 197, 94), width=2)
+    name = f"{asset_stem(str(row.get('row_id', '')))}-portrait.jpg"
+    storage.put(_jpeg(thumb), join(job_folder_uri, ASSETS_FOLDER, name))
+    return f"{ASSETS_FOLDER}/{urllib.parse.quote(name)}"
+
+
 # --------------------------------------------------------------------------------------------
 # HTML
 # --------------------------------------------------------------------------------------------
@@ -610,6 +648,13 @@ def _error_text(status: str, error: object, *, box: str) -> str:
 def _media(row_id: str, preview: Preview) -> str:
     """The playable video (poster frame shown before playing) and the clickable contact sheet."""
     parts: list[str] = []
+    if preview.portrait_src is not None:
+        parts.append(
+            f'<figure class="portrait"><img src="{_e(preview.portrait_src)}" loading="lazy" '
+            f'alt="portrait of {_e(row_id)} with the face found">'
+            "<figcaption>portrait: face found (green), square animated (white)</figcaption>"
+            "</figure>"
+        )
     if preview.video_src is not None:
         poster = f' poster="{_e(preview.poster_src)}"' if preview.poster_src else ""
         size = (
@@ -656,6 +701,10 @@ def _stats(row: Mapping[str, Any], preview: Preview) -> str:
         meta.append(f"{float(preview.frame_rate):.4g} fps")
     if preview.duration_seconds is not None:
         meta.append(f"{preview.duration_seconds:.1f} s")
+    framing = row.get("framing") or {}
+    lost = framing.get("driving_frames_without_face")
+    if lost:
+        meta.append(f"{lost} driving frame(s) without a face: cut whole")
     return f'<dl class="stats">{cells}</dl><p class="meta">{_e(" · ".join(meta))}</p>'
 
 
@@ -710,6 +759,9 @@ text-transform:uppercase;letter-spacing:.05em;background:var(--unknown-bg);color
 .pill.state-running{background:#1e40af;color:#dbeafe}
 .media{background:#0b0f19}
 video{display:block;width:100%;height:auto;max-height:70vh;object-fit:contain;background:#000}
+.portrait{margin:0;padding:8px 16px;display:flex;gap:10px;align-items:flex-end;background:#fafafa}
+.portrait img{width:100px;height:auto;border-radius:4px}
+.portrait figcaption{font-size:12px;color:var(--muted)}
 .sheet{position:relative;margin:0;border-top:1px solid #000}
 .sheet img{display:block;width:100%;height:auto}
 .cells{position:absolute;top:0;left:0;right:0;bottom:28px;display:grid;

@@ -28,12 +28,14 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import IO, Any, Literal
 
 from PIL import Image, UnidentifiedImageError
 
+from .config import FramingConfig
+from .framing import FaceDetector, no_face_message
 from .manifest import Manifest, ManifestError, ManifestProblem, ManifestRow, check_manifest
 from .media import (
     TRANSPARENT_MODES,
@@ -86,6 +88,8 @@ class RowMedia:
         duration_seconds: duration of the rendered clip (``frames / frame_rate``).
         has_audio: the output gets sound (from the audio file, else the driving video).
         portrait_size: (width, height) of the upright portrait.
+        face: the face framing will animate, ``(x, y, width, height)`` in the upright
+            portrait's pixels (None: framing.portrait is not "face").
         notes: what will be converted on the way, e.g.
             ``"portrait: CMYK image converted to 8-bit RGB"`` (empty when nothing is).
     """
@@ -97,6 +101,7 @@ class RowMedia:
     has_audio: bool
     portrait_size: tuple[int, int]
     notes: tuple[str, ...] = ()
+    face: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,7 @@ def validate_manifest(
     allowed_input_roots: list[str] | tuple[str, ...] = (),
     workers: int = 8,
     max_portrait_pixels: int = MAX_PORTRAIT_PIXELS,
+    framing: FramingConfig | None = None,
 ) -> Validation:
     """Parse ``uri`` and check every row's portrait, driving video and audio.
 
@@ -151,6 +157,8 @@ def validate_manifest(
         workers: files probed in parallel (probing is I/O bound).
         max_portrait_pixels: portraits with more pixels are refused from their header, without
             being decoded.
+        framing: with ``portrait="face"``, each portrait's face is looked for (a portrait
+            without one, or without the ``face_index``-th, is the row's problem).
 
     Returns:
         The rows ready to render and every problem of every row. Rows with a CSV-level problem
@@ -177,15 +185,18 @@ def validate_manifest(
     candidates = [row for row in manifest.rows if row.line not in bad_lines]
 
     started = time.monotonic()
+    job_framing = framing.portrait if framing is not None else None
+    wants_faces = any((row.framing or job_framing) == "face" for row in candidates)
+    finder = _FaceFinder(framing) if framing is not None and wants_faces else None
     inputs = sorted({key for row in candidates for key in _row_inputs(row)})
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(
-            lambda key: _check_input(storage, key[0], key[1], max_portrait_pixels), inputs
+            lambda key: _check_input(storage, key[0], key[1], max_portrait_pixels, finder), inputs
         )
         checked = dict(zip(inputs, results, strict=True))
     ready: list[RowMedia] = []
     for row in candidates:
-        media, row_problems = _row_verdict(row, checked, max_frames)
+        media, row_problems = _row_verdict(row, checked, max_frames, job_framing)
         problems.extend(row_problems)
         if media is not None:
             ready.append(media)
@@ -222,6 +233,8 @@ class _Checked:
     portrait_size: tuple[int, int] | None = None  # portraits: (width, height), upright
     info: MediaInfo | None = None  # videos and audio files
     notes: tuple[str, ...] = ()
+    face: tuple[float, float, float, float] | None = None  # portraits, with face framing
+    face_problem: _Problem | None = None  # portraits: no face (or not the face_index-th)
 
 
 def _row_inputs(row: ManifestRow) -> list[tuple[Column, str]]:
@@ -239,6 +252,7 @@ def _row_verdict(
     row: ManifestRow,
     checked: dict[tuple[Column, str], _Checked],
     default_max: int | None,
+    job_framing: str | None = None,
 ) -> tuple[RowMedia | None, list[ManifestProblem]]:
     """The row's problems (one per bad input), or its media facts when it has none."""
     problems = [
@@ -246,9 +260,19 @@ def _row_verdict(
         for column, uri in _row_inputs(row)
         if (result := checked[(column, uri)]).problem is not None
     ]
+    portrait = checked[("portrait", row.portrait)]
+    face_framed = (row.framing or job_framing) == "face"
+    if face_framed and not problems and portrait.face_problem is not None:
+        problem = portrait.face_problem
+        problems.append(
+            ManifestProblem.for_row(row, "portrait", row.portrait, problem.message, problem.fix)
+        )
     if problems:
         return None, problems
-    return _row_media(row, checked, default_max), []
+    media = _row_media(row, checked, default_max)
+    if not face_framed:
+        media = replace(media, face=None)
+    return media, []
 
 
 def _row_media(
@@ -280,6 +304,7 @@ def _row_media(
         has_audio=audio is not None or driving.info.audio is not None,
         portrait_size=portrait.portrait_size,
         notes=notes,
+        face=portrait.face,
     )
 
 
@@ -294,7 +319,9 @@ def _open(storage: Storage, uri: str) -> Any:
     return nullcontext(local) if local is not None else storage.open(uri)
 
 
-def _check_input(storage: Storage, column: Column, uri: str, max_pixels: int) -> _Checked:
+def _check_input(
+    storage: Storage, column: Column, uri: str, max_pixels: int, finder: _FaceFinder | None
+) -> _Checked:
     """Check one input file for `column`; never raises (a failure becomes the file's problem)."""
     noun = _NOUNS[column]
     try:
@@ -302,7 +329,7 @@ def _check_input(storage: Storage, column: Column, uri: str, max_pixels: int) ->
             if _is_empty(source):  # said up front: readers fail on empty streams in odd ways
                 return _Checked(_Problem(f"{noun} is an empty file (0 bytes)", _FIXES[column]))
             if column == "portrait":
-                return _check_portrait(source, max_pixels)
+                return _check_portrait(source, max_pixels, finder, uri)
             if column == "driving_video":
                 return _check_driving_video(source)
             return _check_audio(source)
@@ -348,7 +375,31 @@ class _ImageHeader:
     transparent: bool
 
 
-def _check_portrait(source: MediaSource, max_pixels: int) -> _Checked:
+class _FaceFinder:
+    """The face framing will animate in a decoded portrait, or the problem of not finding it."""
+
+    def __init__(self, framing: FramingConfig) -> None:
+        self.face_index = framing.face_index
+        self.detector = FaceDetector()
+
+    def __call__(self, image: Any, uri: str) -> tuple[Any, str] | _Problem:
+        faces = self.detector.detect(image)
+        if len(faces) <= self.face_index:
+            message = no_face_message(uri, len(faces), self.face_index)
+            verdict, _, fix = message.partition("; ")
+            return _Problem(verdict.removeprefix(f"{uri}: "), fix)
+        note = ""
+        if len(faces) > 1:
+            note = (
+                f"portrait: {len(faces)} faces found; face {self.face_index} (0: the largest) is "
+                "animated (framing.face_index)"
+            )
+        return faces[self.face_index], note
+
+
+def _check_portrait(
+    source: MediaSource, max_pixels: int, finder: _FaceFinder | None = None, uri: str = ""
+) -> _Checked:
     """Header first (kind, size, pixel count: no decoding), then a full decode of the pixels."""
     header = _image_header(source, max_pixels)
     if isinstance(header, _Problem):
@@ -366,7 +417,16 @@ def _check_portrait(source: MediaSource, max_pixels: int) -> _Checked:
             )
         )
     height, width = image.shape[:2]
-    return _Checked(portrait_size=(width, height), notes=_image_notes(header))
+    notes = _image_notes(header)
+    face = None
+    if finder is not None:
+        found = finder(image, uri)
+        if isinstance(found, _Problem):  # a problem only for rows framed by the face
+            return _Checked(portrait_size=(width, height), notes=notes, face_problem=found)
+        box, note = found
+        face = (box.x, box.y, box.width, box.height)
+        notes += (note,) if note else ()
+    return _Checked(portrait_size=(width, height), notes=notes, face=face)
 
 
 def _image_header(source: MediaSource, max_pixels: int) -> _ImageHeader | _Problem:

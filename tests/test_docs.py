@@ -355,11 +355,31 @@ def _overnight_claims(sandbox: Path) -> None:
     assert status["state"] == "finished" and status["frames_done"] == 500, status
 
 
+def _framing_claims(sandbox: Path) -> None:
+    """Two story-format videos (1080x1920), every driving frame, the face found in each."""
+    from pipeline.media import probe
+
+    job = sandbox / "outputs" / "framing"
+    videos = _public_videos(job)
+    assert len(videos) == 2, videos
+    for video in videos:
+        info = probe(str(video)).video
+        assert info is not None and (info.width, info.height, info.num_frames) == (1080, 1920, 75)
+    summary = json.loads((job / "summary.json").read_text())
+    for row in summary["rows"]:
+        assert row["framing"]["portrait"] == "face" and row["framing"]["canvas"] == [1080, 1920]
+        assert row["framing"]["driving_frames_without_face"] == 0
+
+
 #: (doc, section heading) → what its commands must have produced.
 CLAIMS = {
     ("README.md", "Two commands"): _example_claims,
     ("README.md", "1. A social batch: many portraits, one driving clip"): _social_claims,
     ("README.md", "2. A long presentation overnight"): _overnight_claims,
+    (
+        "docs/framing.md",
+        "Framing: any photo in, the face animated, the photo back out",
+    ): _framing_claims,
 }
 #: Sections run side by side: a render uses the CPU unevenly (start-up, a last row alone).
 PARALLEL_SECTIONS = 2
@@ -368,7 +388,7 @@ PARALLEL_SECTIONS = 2
 @pytest.mark.parametrize(
     "path",
     [  # the README's render commands take minutes
-        pytest.param(p, marks=pytest.mark.slow) if p.name == "README.md" else p
+        pytest.param(p, marks=pytest.mark.slow) if p.name in ("README.md", "framing.md") else p
         for p in DOCS_WITH_COMMANDS
     ],
     ids=[str(p.relative_to(REPO)) for p in DOCS_WITH_COMMANDS],

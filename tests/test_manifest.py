@@ -157,7 +157,7 @@ def test_misspelled_column_suggests_the_right_name(media: Path) -> None:
     )
     assert missing.fix == (
         "the first non-empty line must be the header: "
-        "portrait,driving_video[,id,audio,output,max_frames,seed]"
+        "portrait,driving_video[,id,audio,output,max_frames,seed,framing]"
     )
 
 
@@ -167,7 +167,7 @@ def test_unknown_column_without_close_match_lists_allowed(media: Path) -> None:
     assert problem.message == "unknown column 'colour'"
     assert problem.fix == (
         "remove or rename it (allowed columns: portrait, driving_video, id, audio, output, "
-        "max_frames, seed)"
+        "max_frames, seed, framing)"
     )
 
 

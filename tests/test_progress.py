@@ -513,6 +513,7 @@ def test_write_summary_json_to_path_and_writer(tmp_path: Path) -> None:
         "worker": "",
         "started_at": None,
         "timeline": None,
+        "framing": None,
     }
     captured: list[bytes] = []
     write_summary_json(RESULTS, captured.append)

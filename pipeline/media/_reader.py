@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 
 import av
@@ -159,8 +159,18 @@ class VideoReader:
         if batch:
             yield _chunk(batch, first_index, rate)
 
-    def _indexed_frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        """(k, frame) for k in [start_frame, num_frames): the constant-frame-rate resampling."""
+    def sample(self, every: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(k, frame)`` for every ``every``-th frame from `start_frame` on (``k % every == 0``);
+        the frames between are decoded but never converted to RGB."""
+        if every < 1:
+            raise ValueError(f"every = {every} must be >= 1.")
+        return self._indexed_frames(lambda k: k % every == 0)
+
+    def _indexed_frames(
+        self, wanted: Callable[[int], bool] | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """(k, frame) for k in [start_frame, num_frames): the constant-frame-rate resampling
+        (only the k that ``wanted`` accepts, when given)."""
         video = self._video
         end = self._num_frames
         k = self._start_frame
@@ -191,7 +201,9 @@ class VideoReader:
                 while k < end and position > k + _HALF:
                     if held is None:  # nothing decoded before tick k: show this frame
                         held, held_position = frame, position
-                    if held_image is None:
+                    if wanted is not None and not wanted(k):
+                        pass
+                    elif held_image is None:
                         held_image = convert(held)
                         yield k, held_image
                     else:
@@ -207,8 +219,9 @@ class VideoReader:
                 )
             duration = held.duration * scale if held.duration else Fraction(1)
             while k < end and k + _HALF < held_position + duration:
-                held_image = convert(held) if held_image is None else held_image.copy()
-                yield k, held_image
+                if wanted is None or wanted(k):
+                    held_image = convert(held) if held_image is None else held_image.copy()
+                    yield k, held_image
                 k += 1
             missing = end - k
             if missing and video.num_frames_exact:
@@ -220,8 +233,9 @@ class VideoReader:
                     )
                 logger.debug("%s: repeating the last frame %d time(s)", self._info.source, missing)
                 while k < end:
-                    held_image = convert(held) if held_image is None else held_image.copy()
-                    yield k, held_image
+                    if wanted is None or wanted(k):
+                        held_image = convert(held) if held_image is None else held_image.copy()
+                        yield k, held_image
                     k += 1
             elif missing:
                 logger.info(

@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 #: Pixel formats whose chroma planes are half width / half height: width/height must be even.
 _HALF_WIDTH_CHROMA = ("yuv420p", "yuvj420p", "nv12", "yuv422p", "yuvj422p", "yuv420p10le")
 _HALF_HEIGHT_CHROMA = ("yuv420p", "yuvj420p", "nv12", "yuv420p10le")
+#: pixel formats stored as RGB (encoder libx264rgb): with crf 0, a lossless master
+RGB_FORMATS = ("rgb24", "bgr24", "bgr0")
+_AVCOL_SPC_RGB = 0  # FFmpeg's "RGB" matrix (identity): the decoder hands the RGB back (gbrp)
 
 
 #: glibc's ``mallopt`` parameter that fills every new allocation (and every freed one) with a byte
@@ -147,8 +150,12 @@ class VideoEncoder:
             self._time_base = 1 / frame_rate
             self._stream.time_base = self._time_base
             self._stream.codec_context.time_base = self._time_base
-            self._stream.codec_context.colorspace = Colorspace.ITU709
-            self._stream.codec_context.color_range = ColorRange.MPEG
+            if pix_fmt in RGB_FORMATS:  # stored as RGB (libx264rgb): tagged so, read back exactly
+                self._stream.codec_context.colorspace = _AVCOL_SPC_RGB
+                self._stream.codec_context.color_range = ColorRange.JPEG
+            else:
+                self._stream.codec_context.colorspace = Colorspace.ITU709
+                self._stream.codec_context.color_range = ColorRange.MPEG
             self._stream.codec_context.color_primaries = 1  # BT.709
             self._stream.codec_context.color_trc = 1  # BT.709
             self._stream.codec_context.thread_count = threads
@@ -192,12 +199,18 @@ class VideoEncoder:
             )
         try:
             for image in array:
-                rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-                frame = self._to_yuv.reformat(
-                    rgb,
-                    format=self._pix_fmt,
-                    dst_colorspace=Colorspace.ITU709,
-                    dst_color_range=ColorRange.MPEG,
+                # wraps the array's memory (from_ndarray copies it holding the GIL: ~3 ms a
+                # 1080x1920 frame that the denoising thread cannot launch kernels)
+                rgb = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(image), format="rgb24")
+                frame = (
+                    rgb
+                    if self._pix_fmt in RGB_FORMATS
+                    else self._to_yuv.reformat(
+                        rgb,
+                        format=self._pix_fmt,
+                        dst_colorspace=Colorspace.ITU709,
+                        dst_color_range=ColorRange.MPEG,
+                    )
                 )
                 frame.pts = self._num_frames
                 frame.time_base = self._time_base

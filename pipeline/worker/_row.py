@@ -29,7 +29,21 @@ import torch
 
 from ..animate import StepBatcher, StreamingAnimator, StreamState, deserialize_state
 from ..conditioning_cache import ConditioningReader, ConditioningWriter
-from ..config import VideoConfig
+from ..config import FramingConfig, VideoConfig, parse_canvas
+from ..framing import (
+    CoverCanvas,
+    DrivingFramer,
+    FaceBox,
+    FaceDetector,
+    FaceTrack,
+    PasteBack,
+    Square,
+    cut_square,
+    face_square,
+    no_face_message,
+    sample_detections,
+    square_picture,
+)
 from ..ledger import Ledger, RowLedger
 from ..media import MediaError, VideoReader, concat_segments, load_image, mux_audio
 from ..progress import RowAccepted, RowProgress, RowStarted
@@ -42,26 +56,6 @@ from ._task import RowError, RowOutcome, RowTask, RowTimeline
 logger = logging.getLogger(__name__)
 
 EventSink = Callable[[Any], None]
-
-
-def square_image(image: np.ndarray, fit: str) -> np.ndarray:
-    """Make a portrait square at its own resolution: centre "crop", black "pad", or "stretch"."""
-    height, width = image.shape[:2]
-    if height == width:
-        return image
-    if fit == "crop":
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        return image[top : top + side, left : left + side]
-    side = max(height, width)
-    if fit == "pad":
-        canvas = np.zeros((side, side, 3), dtype=image.dtype)
-        top, left = (side - height) // 2, (side - width) // 2
-        canvas[top : top + height, left : left + width] = image
-        return canvas
-    from PIL import Image  # noqa: PLC0415
-
-    return np.asarray(Image.fromarray(image).resize((side, side), resample=Image.LANCZOS))
 
 
 @dataclass
@@ -79,6 +73,8 @@ class _PreparedRow:
     writer: ConditioningWriter | None  # this row computes the clip's conditioning cache
     cached: bool  # its conditioning comes from the cache
     timeline: RowTimeline
+    framing: dict[str, Any]  # where the face was and what was cut (in the outcome and commit)
+    framer: DrivingFramer | None  # driving frames cut around the face (counts frames without)
     streaming: float = 0.0  # monotonic time it took its stream slot
 
 
@@ -137,6 +133,10 @@ class RowRenderer:
         self.batcher = batcher or StepBatcher(animator)
         self.slots = slots or StreamSlots(1)
         self.gpu_prep = gpu_prep
+        self.portrait_detector = FaceDetector()
+        # driving frames are searched every few frames, on the decode-ahead thread: a quicker
+        # coarse scan (faces down to 1/20 of the frame's long side; the fine pass is the same)
+        self.driving_detector = FaceDetector(coarse_side=400, coarse_step=1.1)
 
     def render(self, task: RowTask) -> RowOutcome:
         """Render ``task``; never raises for row-level problems (they become a failed outcome)."""
@@ -153,7 +153,7 @@ class RowRenderer:
             return RowOutcome(
                 task.row_id, status, seconds=time.monotonic() - since, worker=self.worker_name,
                 started_at=timeline.streaming_at or timeline.accepted_at or 0.0,
-                timeline=timeline, **kwargs,
+                timeline=timeline, framing=row.framing if row is not None else None, **kwargs,
             )  # fmt: skip
 
         try:
@@ -169,6 +169,7 @@ class RowRenderer:
                     row.sink.close(row.stream)  # commits the last (partial) segment
                     timeline.first_frame_at = row.sink.first_frame_at
                     timeline.first_commit_at = row.sink.first_commit_at
+                    self._framing_costs(row)
                 frames, has_audio, output = self._finish(row)
             return outcome("done", frames=frames, output=output, has_audio=has_audio)
         except (RowError, MediaError) as err:
@@ -211,7 +212,9 @@ class RowRenderer:
             raise RowError(
                 f"{task.driving_video}: no frames to render (max_frames={task.max_frames})"
             )
-        stream = self._start_stream(task, self._load_portrait(task.portrait), ledger, record)
+        photo = self._load_photo(task.portrait)
+        portrait, framing, compose = self._frame_portrait(task, photo)
+        stream = self._start_stream(task, portrait, ledger, record)
         if record.segments:
             logger.info(
                 "row %s: resuming at frame %d from segment %d",
@@ -220,15 +223,19 @@ class RowRenderer:
                 len(record.segments),
             )
         cached = self._cached_conditioning(task, total, stack)
-        writer = None
+        writer, framer = None, None
         if cached is not None:
             chunks: Any = cached.chunks(stream.frames_in, total)
         else:
-            reader = VideoReader(
-                driving, size=size, fit=video.fit, max_frames=task.max_frames,
-                start_frame=stream.frames_in,
-            )  # fmt: skip
-            chunks = (chunk.frames for chunk in reader.chunks(4))
+            if task.framing.driving == "face":
+                framer = self._driving_framer(task, driving, stream.frames_in, stack)
+                chunks = framer.chunks(4)
+            else:  # the whole frame, as the reference's online path takes it
+                reader = VideoReader(
+                    driving, size=size, fit=video.fit, max_frames=task.max_frames,
+                    start_frame=stream.frames_in,
+                )  # fmt: skip
+                chunks = (chunk.frames for chunk in reader.chunks(4))
             if task.conditioning_uri and stream.frames_in == 0 and not stream.ended:
                 writer = ConditioningWriter(
                     scratch / "conditioning.bin", {"video": task.driving_video}
@@ -241,12 +248,82 @@ class RowRenderer:
         sink = SegmentSink(
             ledger, task, scratch, video, rate, size,
             first_index=len(record.segments), first_frame=stream.frames_out,
-            worker=self.worker_name,
+            worker=self.worker_name, compose=compose,
         )  # fmt: skip
         timeline.prepared_at = time.time()
         return _PreparedRow(
             task, scratch, ledger, record, stream, total, sink, source, writer,
-            cached=cached is not None, timeline=timeline,
+            cached=cached is not None, timeline=timeline, framing=framing, framer=framer,
+        )  # fmt: skip
+
+    def _frame_portrait(
+        self, task: RowTask, photo: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, Any], PasteBack | CoverCanvas | None]:
+        """The square the model animates (at the photo's resolution), what was found and cut,
+        and the paste-back onto the output canvas (None: the square is the output)."""
+        framing = task.framing
+        canvas = parse_canvas(self.video.canvas)
+        if framing.portrait != "face":  # the whole photo made square; no photo to paste into
+            square = square_picture(photo, framing.portrait)
+            info: dict[str, Any] = {"portrait": framing.portrait}
+            if canvas == "crop":
+                return square, info, None
+            cover = CoverCanvas(square.shape[0], canvas)
+            return square, {**info, "canvas": [cover.width, cover.height]}, cover
+        face = self._portrait_face(task, photo, framing)
+        square = face_square(
+            face, framing.scale, framing.center_y, (photo.shape[1], photo.shape[0])
+        )
+        info = {
+            "portrait": "face",
+            "portrait_uri": task.portrait,
+            "portrait_size": [photo.shape[1], photo.shape[0]],
+            "face": face.as_list(),
+            "square": square.as_list(),
+            "driving": framing.driving,
+        }
+        compose = None
+        if canvas != "crop":
+            compose = PasteBack(photo, square, canvas, framing.feather)
+            info["canvas"] = [compose.width, compose.height]
+        return cut_square(photo, square), info, compose
+
+    def _portrait_face(self, task: RowTask, photo: np.ndarray, framing: FramingConfig) -> FaceBox:
+        if task.portrait_face is not None:  # validation found it already
+            return FaceBox(*task.portrait_face)
+        faces = self.portrait_detector.detect(photo)
+        if len(faces) <= framing.face_index:
+            raise RowError(no_face_message(task.portrait, len(faces), framing.face_index))
+        return faces[framing.face_index]
+
+    def _driving_framer(
+        self, task: RowTask, driving: Any, start: int, stack: ExitStack
+    ) -> DrivingFramer:
+        """The row's driving frames from ``start`` on, cut around the tracked face. The track
+        reads the video a second time, a little ahead, from enough samples before ``start``
+        that a resumed row gets the boxes the uninterrupted one had."""
+        framing, size, fit = task.framing, self.animator.resolution, self.video.fit
+        every = framing.detect_every
+        track_source = stack.enter_context(self._open(task.driving_video))
+        radius = FaceTrack.window_radius(framing.smoothing)
+        first_sample = max(0, start // every - radius - 1)
+        track_reader = VideoReader(
+            track_source, max_frames=task.max_frames, start_frame=first_sample * every
+        )
+        track = FaceTrack(
+            sample_detections(track_reader.sample(every), self.driving_detector, every),
+            every=every, sigma=framing.smoothing, face_index=framing.face_index,
+            first_sample=first_sample,
+        )  # fmt: skip
+        reader = VideoReader(driving, max_frames=task.max_frames, start_frame=start)
+
+        def whole_frame(frame: np.ndarray) -> np.ndarray:
+            square = square_picture(frame, fit)
+            return cut_square(square, Square(0, 0, square.shape[0]), size)
+
+        return DrivingFramer(
+            _indexed(reader), track, size=size, scale=framing.scale,
+            center_y=framing.center_y, whole_frame=whole_frame,
         )  # fmt: skip
 
     def _cached_conditioning(
@@ -317,6 +394,15 @@ class RowRenderer:
                 self.batcher.unregister(stream)
                 row.timeline.released_at = time.time()
 
+    def _framing_costs(self, row: _PreparedRow) -> None:
+        """What framing found and cost this attempt (CPU seconds on the row's own threads)."""
+        if row.framer is not None:
+            row.framing["driving_frames_without_face"] = row.framer.frames_without_face
+            row.framing["track_seconds"] = round(row.framer.seconds, 2)
+        if row.sink.compose is not None:
+            row.framing["compose_seconds"] = round(row.sink.compose_seconds, 2)
+        row.framing["encode_seconds"] = round(row.sink.encode_seconds, 2)
+
     def _report_progress(self, row: _PreparedRow) -> None:
         elapsed = time.monotonic() - row.streaming
         self.events(RowProgress(row.task.row_id, row.stream.frames_out, row.total, elapsed))
@@ -345,6 +431,7 @@ class RowRenderer:
             "attempt": task.attempt,
             "resumed_from_frame": row.record.frames_committed,
             "conditioning": "cached" if row.cached else "computed",
+            "framing": row.framing,
         }
         _, marker = ledger.commit_row(task.row_key, str(final), meta)
         return stream.frames_out, has_audio, marker["video"]
@@ -424,7 +511,13 @@ class RowRenderer:
             return nullcontext(local)
         return self.storage.open(uri)
 
-    def _load_portrait(self, uri: str) -> np.ndarray:
+    def _load_photo(self, uri: str) -> np.ndarray:
         with self._open(uri) as source:
-            image = load_image(source)
-        return square_image(image, self.video.fit)
+            return load_image(source)
+
+
+def _indexed(reader: VideoReader):
+    """``(frame index, frame)`` of a reader's frames."""
+    for chunk in reader.chunks(4):
+        for offset, frame in enumerate(chunk.frames):
+            yield chunk.start_index + offset, frame

@@ -6,6 +6,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -34,7 +35,8 @@ class SegmentSink:
     the sink's thread, so the row hands in its next chunk at once (it never waits for the GPU
     here). At most ``depth`` calls' frames wait in the queue (flat memory). A row's first segment
     is ``first_length`` frames (a short one puts the row's first frames, and its first resume
-    point, on storage early); the others are ``length``.
+    point, on storage early); the others are ``length``. ``compose``, when given, turns each
+    call's squares into the output pictures (paste-back onto the canvas) on the same thread.
     """
 
     depth = 8
@@ -51,9 +53,13 @@ class SegmentSink:
         first_index: int,
         first_frame: int,
         worker: str,
+        compose: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.ledger, self.task, self.scratch, self.video = ledger, task, scratch, video
         self.rate, self.size = rate, size
+        # output frames: the animated squares, or composed onto a canvas (paste-back)
+        self.compose = compose
+        self.height, self.width = getattr(compose, "shape", (size, size))
         self.length = segment_frames(rate, video.segment_seconds)
         first_seconds = video.first_segment_seconds
         self.first_length = (
@@ -68,6 +74,8 @@ class SegmentSink:
         self.error: BaseException | None = None
         self.first_frame_at: float | None = None  # Unix time the first frames were handed over
         self.first_commit_at: float | None = None  # Unix time this sink committed a segment first
+        self.compose_seconds = 0.0  # spent composing frames onto the canvas (paste-back)
+        self.encode_seconds = 0.0  # spent encoding them
         self._handed = first_index  # segments handed over (the index of the one being filled)
         self._queue: queue.Queue = queue.Queue(maxsize=self.depth)
         self._thread = threading.Thread(
@@ -113,7 +121,14 @@ class SegmentSink:
             frames, state = item
             try:
                 if frames is not None:
-                    self._encode(frames.result().numpy())
+                    pictures = frames.result().numpy()
+                    started = time.perf_counter()
+                    if self.compose is not None:
+                        pictures = self.compose(pictures)
+                    composed = time.perf_counter()
+                    self._encode(pictures)
+                    self.compose_seconds += composed - started
+                    self.encode_seconds += time.perf_counter() - composed
                 if state is not None and self.encoder is not None:
                     self._commit(state)
             except BaseException as err:  # noqa: BLE001 - re-raised in the row's thread
@@ -124,8 +139,8 @@ class SegmentSink:
             self.encoder = VideoEncoder(
                 self.scratch / f"segment-{self.index:06d}.mp4",
                 frame_rate=self.rate,
-                width=self.size,
-                height=self.size,
+                width=self.width,
+                height=self.height,
                 codec=self.video.codec,
                 crf=self.video.crf,
                 preset=self.video.preset,

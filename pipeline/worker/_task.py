@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import FramingConfig
+
 
 @dataclass(frozen=True)
 class RowTask:
@@ -19,6 +21,9 @@ class RowTask:
         seed: noise seed of the row.
         meta: recorded in the row's commit marker (fingerprint, config hash, model revision).
         attempt: 1 for the first try, 2 for the first retry, ...
+        framing: how the row's portrait and driving frames are framed (the job's settings).
+        portrait_face: the face validation found in the portrait (``[x, y, width, height]``
+            in the upright photo's pixels), so the worker need not look again; None: look.
     """
 
     row_id: str
@@ -33,6 +38,8 @@ class RowTask:
     attempt: int = 1
     isolate: bool = False  # render without other rows on the same worker (a retry after a crash)
     conditioning_uri: str | None = None  # cache of the driving video's pose/motion (shared by rows)
+    framing: FramingConfig = field(default_factory=FramingConfig)
+    portrait_face: tuple[float, float, float, float] | None = None
 
 
 @dataclass
@@ -84,6 +91,7 @@ class RowOutcome:
     worker: str = ""
     started_at: float = 0.0  # wall clock (Unix time) when the worker began the row; 0 if unknown
     timeline: RowTimeline | None = None
+    framing: dict[str, Any] | None = None  # where the face was, what was cut (see RowRenderer)
 
     @property
     def fps(self) -> float:
