@@ -216,6 +216,8 @@ def _run(cfg: DictConfig, settings, manifest_uri: str, stop: StopSignals) -> int
         JobStarted(name, total_rows=len(tasks) + len(results), skipped_rows=len(skipped))
     )
     for result in results:
+        if result.status == "skipped":  # counted once, by JobStarted.skipped_rows
+            continue
         reporter.handle(
             RowFinished(
                 result.row_id,

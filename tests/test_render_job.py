@@ -162,6 +162,37 @@ def test_a_failed_row_is_reported_and_sets_the_exit_code(
     assert "driving_video" in summary["bad"]["error"] and "notes.mp4" in summary["bad"]["error"]
 
 
+def test_status_counts_agree_with_the_summary_on_fresh_and_rerun_jobs(
+    ray_local, tiny_weights, tmp_path: Path
+) -> None:
+    """status.json and summary.json count each row once: a fresh job, a rerun with nothing to
+    do (every row skipped, once), and a rerun after a row was added (skipped plus done)."""
+    clip = pattern_video(tmp_path / "ok.mp4", frames=8)
+    portrait = REPO / "manifests/media/portrait_a.png"
+    rows = [{"id": f"r{i}", "portrait": str(portrait), "driving_video": str(clip), "seed": str(i)}
+            for i in range(3)]  # fmt: skip
+
+    def counts() -> tuple[dict, dict]:
+        job = tmp_path / "out/counted"
+        status = json.loads((job / "status.json").read_text())
+        totals = json.loads((job / "summary.json").read_text())["totals"]
+        return status, totals
+
+    for stage, manifest_rows, expected in (
+        ("fresh", rows[:2], {"done": 2, "skipped": 0}),
+        ("rerun", rows[:2], {"done": 0, "skipped": 2}),
+        ("added", rows, {"done": 1, "skipped": 2}),
+    ):
+        manifest = write_manifest(tmp_path / "counted.csv", manifest_rows)
+        assert render(manifest, tmp_path / "out", tiny_weights) == 0, stage
+        status, totals = counts()
+        assert status["state"] == "finished", stage
+        for key, value in expected.items():
+            assert status["rows"][key] == totals[key] == value, (stage, status["rows"], totals)
+        assert sum(status["rows"][k] for k in ("done", "failed", "skipped", "quarantined", "interrupted")) == len(manifest_rows), (stage, status["rows"])  # fmt: skip
+        assert totals["rows"] == len(manifest_rows), stage
+
+
 def test_rows_sharing_a_driving_video_reuse_its_pose_and_motion(
     ray_local, tiny_weights, tmp_path: Path
 ) -> None:
