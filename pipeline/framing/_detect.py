@@ -79,17 +79,22 @@ class FaceDetector:
         self.min_confidence = min_confidence
         self.coarse_side = coarse_side  # the coarse pass's copy is at most this long
         self.coarse_step = coarse_step  # its scale step (the fine pass measures in 2 % steps)
+        # imported here, in the thread that builds the detector: OpenCV's package bootstrap is
+        # not safe to run from several threads at once (a thread can see it half done)
+        import cv2  # noqa: PLC0415
+        import cv2.data  # noqa: PLC0415
+
+        self._path = cv2.data.haarcascades + "haarcascade_frontalface_alt2.xml"
         self._local = threading.local()
 
     def _cascade(self):
         cascade = getattr(self._local, "cascade", None)
         if cascade is None:
-            import cv2  # noqa: PLC0415 - only where faces are detected
+            import cv2  # noqa: PLC0415
 
-            path = cv2.data.haarcascades + "haarcascade_frontalface_alt2.xml"
-            cascade = cv2.CascadeClassifier(path)
+            cascade = cv2.CascadeClassifier(self._path)
             if cascade.empty():
-                raise RuntimeError(f"OpenCV could not load its face detector from {path}")
+                raise RuntimeError(f"OpenCV could not load its face detector from {self._path}")
             self._local.cascade = cascade
         return cascade
 
