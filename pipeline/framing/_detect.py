@@ -68,8 +68,6 @@ class FaceDetector:
     thread loads its own (a 0.5 MB XML file, ~20 ms).
     """
 
-    name = "haar"
-
     def __init__(
         self,
         min_confidence: float = MIN_CONFIDENCE,

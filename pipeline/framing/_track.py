@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ._detect import FaceBox, FaceDetector
-from ._geometry import Square, cut_square, face_square
+from ._geometry import cut_square, face_square
 
 #: a frame's place in the driving video and its pixels (display size, RGB)
 IndexedFrames = Iterator[tuple[int, np.ndarray]]
@@ -149,7 +149,6 @@ class DrivingFramer:
         self.scale, self.center_y = scale, center_y
         self.whole_frame = whole_frame
         self.frames_without_face = 0
-        self.last_square: Square | None = None
         self.seconds = 0.0  # spent following the face and cutting (decoding its frames included)
 
     def chunks(self, n: int) -> Iterator[np.ndarray]:
@@ -174,7 +173,5 @@ class DrivingFramer:
         if face is None:
             self.frames_without_face += 1
             return self.whole_frame(frame)
-        self.last_square = face_square(
-            face, self.scale, self.center_y, (frame.shape[1], frame.shape[0])
-        )
-        return cut_square(frame, self.last_square, self.size)
+        square = face_square(face, self.scale, self.center_y, (frame.shape[1], frame.shape[0]))
+        return cut_square(frame, square, self.size)

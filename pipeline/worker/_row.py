@@ -322,7 +322,7 @@ class RowRenderer:
             return cut_square(square, Square(0, 0, square.shape[0]), size)
 
         return DrivingFramer(
-            _indexed(reader), track, size=size, scale=framing.scale,
+            reader.sample(1), track, size=size, scale=framing.scale,
             center_y=framing.center_y, whole_frame=whole_frame,
         )  # fmt: skip
 
@@ -514,10 +514,3 @@ class RowRenderer:
     def _load_photo(self, uri: str) -> np.ndarray:
         with self._open(uri) as source:
             return load_image(source)
-
-
-def _indexed(reader: VideoReader):
-    """``(frame index, frame)`` of a reader's frames."""
-    for chunk in reader.chunks(4):
-        for offset, frame in enumerate(chunk.frames):
-            yield chunk.start_index + offset, frame
