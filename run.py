@@ -2,7 +2,8 @@
 
 Thin on purpose: Hydra composes and type-checks the config (``conf/`` against
 ``pipeline.config.RenderConfig``), then ``jobs.<kind>.run(cfg)`` does the work and returns the
-exit code. ``python run.py --help`` lists the config groups and every option.
+exit code. ``python run.py --help`` lists the config groups and every option with its
+description (`pipeline.cli_help`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from pipeline.cli_help import register_help_resolver
 from pipeline.config import register_configs
 from pipeline.logs import configure_logging
 
 register_configs()
+register_help_resolver()  # --help: every option and its description, from the schema
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")

@@ -21,9 +21,11 @@ def run_job(cfg: DictConfig) -> int:
         )
         return 2
     module = importlib.import_module(f"jobs.{kind}")
+    from pipeline.cluster import ClusterJoinError  # noqa: PLC0415 - light; after logging is set up
+
     try:
         return int(module.run(cfg))
-    except ConfigError as err:
+    except (ConfigError, ClusterJoinError) as err:  # the job could not start: what to do, exit 2
         logger.error("%s", err)
         return 2
 

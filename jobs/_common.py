@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.tree import Tree
 
 from pipeline.config import RenderConfig, config_problems
+from pipeline.logs import CONSOLE
 from pipeline.storage import join
 
 from . import ConfigError
@@ -51,6 +52,17 @@ def output_folder(settings: RenderConfig) -> str:
     return join(settings.storage.output_root, job_name(settings))
 
 
+def announce_config(cfg: DictConfig, settings: RenderConfig) -> None:
+    """Say where the job saves its composed config (one line); print the whole tree only with
+    ``job.verbose=true``, so the job's own output is not pushed off the screen."""
+    where = join(output_folder(settings), "config.yaml")
+    if settings.job.verbose:
+        CONSOLE.print(config_tree(cfg))
+        logger.info("composed config (above) saved as %s", where)
+    else:
+        logger.info("composed config saved as %s (job.verbose=true prints it here)", where)
+
+
 def config_tree(cfg: DictConfig) -> Tree:
     """The resolved config as a rich tree (printed at the start of a job)."""
     tree = Tree("[bold]config[/bold]")
@@ -76,3 +88,16 @@ def config_tree(cfg: DictConfig) -> Tree:
 
 def config_yaml(cfg: DictConfig) -> bytes:
     return OmegaConf.to_yaml(cfg, resolve=True).encode()
+
+
+def config_choices() -> dict[str, str]:
+    """The config groups chosen for this run (``preset``, ``model``, ``video``...), as Hydra
+    composed them; empty when the config was composed without Hydra's runtime (tests)."""
+    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {
+        str(k): str(v) for k, v in choices.items() if v is not None and not k.startswith("hydra")
+    }

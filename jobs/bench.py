@@ -70,6 +70,7 @@ class BenchResult:
     resolution: int
     frames_per_stream: int
     cuda_graphs: bool = False
+    fp8: str = "none"  # model.fp8
     timed_calls: int = 0
     output_fps: float = 0.0  # GPU: over the CUDA-event span of the timed calls; CPU: wall time
     wall_fps: float = 0.0  # over the host's wall time of the timed calls
@@ -112,6 +113,7 @@ def run(cfg: DictConfig) -> int:
         compile=model.compile,
         channels_last=model.channels_last,
         cuda_graphs=model.cuda_graphs,
+        fp8=model.fp8,
         vae_decoder=model.vae_decoder,
         resolution=model.resolution,
         frames_per_stream=int(options["frames"]),
@@ -136,6 +138,7 @@ def run(cfg: DictConfig) -> int:
             channels_last=model.channels_last,
             compile_mode=model.compile,
             cuda_graphs=model.cuda_graphs,
+            fp8=model.fp8,
         )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -547,7 +550,7 @@ def result_table(results: list[BenchResult]) -> Table:
         table.add_row(
             r.label,
             r.device,
-            r.dtype,
+            r.dtype + ("" if r.fp8 == "none" else f" +fp8 {r.fp8}"),
             str(r.streams),
             r.compile + (" +graphs" if r.cuda_graphs else ""),
             f"{r.output_fps:.2f}",

@@ -29,8 +29,9 @@ import psutil
 from omegaconf import DictConfig
 
 from pipeline.cluster import INTERRUPTED_RENDERING, RenderPool, describe_workers
+from pipeline.job_story import JobHistory, iso_time, provenance, run_entry, run_id
 from pipeline.ledger import Ledger, content_hash
-from pipeline.logs import CONSOLE
+from pipeline.logs import CONSOLE, show
 from pipeline.models import WeightsError, fetched_commits, missing_files
 from pipeline.progress import (
     JobFinished,
@@ -39,9 +40,11 @@ from pipeline.progress import (
     RowFinished,
     RowResult,
     StatusFile,
+    ThroughputSampler,
     make_reporter,
     startup_times,
     summary_table,
+    totals_of,
     write_summary_json,
 )
 from pipeline.report import write_report
@@ -50,7 +53,15 @@ from pipeline.validate import validate_manifest
 from pipeline.worker import RowOutcome, RowTask
 
 from . import ConfigError
-from ._common import config_tree, config_yaml, job_name, output_folder, require_manifest, typed
+from ._common import (
+    announce_config,
+    config_choices,
+    config_yaml,
+    job_name,
+    output_folder,
+    require_manifest,
+    typed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +152,7 @@ def run(cfg: DictConfig) -> int:
     """Render every row of the manifest ``cfg.manifest``; return the exit code (module docstring)."""
     settings = typed(cfg)
     manifest_uri = require_manifest(settings)
-    CONSOLE.print(config_tree(cfg))
+    announce_config(cfg, settings)
     with StopSignals() as stop:
         try:
             return _run(cfg, settings, manifest_uri, stop)
@@ -166,6 +177,7 @@ class _JobClock:
 
 def _run(cfg: DictConfig, settings, manifest_uri: str, stop: StopSignals) -> int:
     clock = _JobClock()
+    this_run = run_id(clock.started_at)
     name = job_name(settings)
     storage = Storage(settings.storage)
     out = output_folder(settings)
@@ -175,12 +187,17 @@ def _run(cfg: DictConfig, settings, manifest_uri: str, stop: StopSignals) -> int
         logger.error("cannot write to the output folder %s: %s; nothing was rendered", out, err)
         return EXIT_UNUSABLE
 
+    # 1. the rows: rows an earlier run committed are settled without opening their media
+    history = JobHistory.load(storage, out)
+    planner = RowPlanner(settings, storage, Ledger(storage, out), this_run)
     validation = validate_manifest(
         manifest_uri,
         storage,
         max_frames=settings.job.max_frames,
         allowed_input_roots=settings.storage.allowed_input_roots,
         framing=settings.framing,
+        strict=settings.job.strict_manifest,
+        settled=planner.settled,
     )
     if validation.problems:
         from pipeline.manifest import ManifestError  # noqa: PLC0415
@@ -190,31 +207,32 @@ def _run(cfg: DictConfig, settings, manifest_uri: str, stop: StopSignals) -> int
     if validation.structural:
         logger.error("the manifest %s cannot be used; nothing was rendered", manifest_uri)
         return EXIT_UNUSABLE
-    _prepare_weights(settings)
 
-    results: list[RowResult] = []
-    for label, problems in validation.failed_rows().items():
-        message = "; ".join(str(problem) for problem in problems)
-        results.append(RowResult(label, "failed", 0, 0.0, 0.0, error=f"invalid input: {message}"))
-
-    ledger = Ledger(storage, out)
+    # 2. their verdicts so far: invalid rows failed, committed rows skipped, the rest to render
+    results = _invalid_rows(validation)
     try:
-        tasks, skipped = _plan(settings, storage, ledger, validation.ready)
+        results += [planner.skipped(row, history) for row in validation.settled]
+        tasks = [planner.task(media) for media in validation.ready]
     except StorageError as err:
         logger.error("cannot read the inputs or earlier results of job %s: %s", name, err)
         return EXIT_UNUSABLE
-    results.extend(skipped)
+    planner.log_plan()
+    if tasks:  # a rerun with nothing to render needs no weights, no Ray
+        _prepare_weights(settings)
+
+    # 3. render, reporting progress to the console and status.json
+    throughput = ThroughputSampler(clock.started_at)
     reporter = MultiReporter(
         [
             make_reporter(settings.job.progress, console=CONSOLE),
             StatusFile(
                 join(out, "status.json"), write_bytes=lambda uri, data: storage.put(data, uri)
             ),
+            throughput,
         ]
     )
-    reporter.handle(
-        JobStarted(name, total_rows=len(tasks) + len(results), skipped_rows=len(skipped))
-    )
+    skipped = sum(result.status == "skipped" for result in results)
+    reporter.handle(JobStarted(name, total_rows=len(tasks) + len(results), skipped_rows=skipped))
     for result in results:
         if result.status == "skipped":  # counted once, by JobStarted.skipped_rows
             continue
@@ -229,36 +247,48 @@ def _run(cfg: DictConfig, settings, manifest_uri: str, stop: StopSignals) -> int
         )
     started = time.monotonic()
     if tasks and not stop.requested:
-        results.extend(_render(settings, tasks, reporter, stop, ledger, clock))
-    results.extend(_without_verdict(tasks, results, reporter))
+        results.extend(_render(settings, tasks, reporter, stop, planner, clock))
+    results.extend(_without_verdict(tasks, results, reporter, planner))
     state = "interrupted" if stop.requested else "finished"
     reporter.handle(JobFinished(state, time.monotonic() - started))
     reporter.close()
-    document = _write_summary(
+
+    # 4. the summary (this run's counts beside the job's outputs as they stand) and the report
+    run_totals = totals_of(results)
+    sections = {
+        "run": run_entry(this_run, clock.started_at, time.time(), state, run_totals),
+        "provenance": provenance(settings, planner.revision, config_choices()),
+        "throughput": throughput.samples,
+    }
+    sections["runs"] = history.runs_with(sections["run"])
+    startup = startup_times(
         results,
-        storage,
-        out,
-        name,
-        {
-            **startup_times(
-                results,
-                clock.started_at,
-                ray_ready_at=clock.ray_ready_at,
-                workers_ready_at=clock.workers_ready_at,
-            ),
-            "workers": clock.workers,
-        },
+        clock.started_at,
+        ray_ready_at=clock.ray_ready_at,
+        workers_ready_at=clock.workers_ready_at,
+    )
+    document = _write_summary(
+        results, storage, out, name, {**startup, "workers": clock.workers}, sections
     )
     if document is not None:
         try:
-            write_report(out, storage, summary=document)
+            show(f"report: {write_report(out, storage, summary=document)}", soft_wrap=True)
         except Exception as err:  # noqa: BLE001 - the report is a convenience; never the job's result
             logger.warning("could not write the job report in %s: %s", out, err)
     return _exit_code(results, stop, summary_written=document is not None)
 
 
+def _invalid_rows(validation) -> list[RowResult]:
+    """A failed result per row validation rejected, under the row's id."""
+    results = []
+    for label, problems in validation.failed_rows().items():
+        message = "; ".join(str(problem) for problem in problems)
+        results.append(RowResult(label, "failed", 0, 0.0, 0.0, error=f"invalid input: {message}"))
+    return results
+
+
 def _without_verdict(
-    tasks: list[RowTask], results: list[RowResult], reporter: MultiReporter
+    tasks: list[RowTask], results: list[RowResult], reporter: MultiReporter, planner: RowPlanner
 ) -> list[RowResult]:
     """An "interrupted" result for every row the render loop gave no verdict (the job stopped
     before it got there, or was stopped at once)."""
@@ -268,18 +298,35 @@ def _without_verdict(
         if task.row_id in known:
             continue
         error = "job interrupted before this row had a result; rerun the same job to render it"
-        missing.append(RowResult(task.row_id, "interrupted", 0, 0.0, 0.0, error=error))
+        missing.append(
+            RowResult(
+                task.row_id,
+                "interrupted",
+                0,
+                0.0,
+                0.0,
+                error=error,
+                **planner.described(task.row_id),
+            )
+        )
         reporter.handle(RowFinished(task.row_id, "interrupted", error=error))
     return missing
 
 
 def _write_summary(
-    results: list[RowResult], storage: Storage, out: str, name: str, startup: dict[str, Any]
+    results: list[RowResult],
+    storage: Storage,
+    out: str,
+    name: str,
+    startup: dict[str, Any],
+    sections: dict[str, Any],
 ) -> dict[str, Any] | None:
     """Print the summary table and write summary.json; None (and an error on stderr) when it
     cannot be written."""
     data: list[bytes] = []
-    document = write_summary_json(results, data.append, job_name=name, startup=startup)
+    document = write_summary_json(
+        results, data.append, job_name=name, startup=startup, sections=sections
+    )
     if startup["first_commit_seconds"] is not None:
         logger.info(
             "first frame out %.1f s and first segment committed %.1f s after the job started "
@@ -288,7 +335,7 @@ def _write_summary(
             startup["first_commit_seconds"],
             startup["workers_ready_seconds"] or 0.0,
         )
-    CONSOLE.print(summary_table(results, title=name))
+    show(summary_table(results, title=name))
     uri = join(out, "summary.json")
     try:
         storage.put(data[0], uri)
@@ -300,7 +347,7 @@ def _write_summary(
             err,
         )
         return None
-    logger.info("summary: %s", uri)
+    show(f"summary: {uri}", soft_wrap=True)
     return document
 
 
@@ -313,80 +360,132 @@ def _exit_code(results: list[RowResult], stop: StopSignals, *, summary_written: 
     return EXIT_FAILED_ROWS if failed else 0
 
 
-def _plan(
-    settings, storage: Storage, ledger: Ledger, ready
-) -> tuple[list[RowTask], list[RowResult]]:
-    """Row tasks for rows still to render; results for rows already committed (skipped)."""
-    settings_hash = content_hash(pixel_settings(settings))
-    revision = model_revision(settings.model)
-    tasks, skipped, resuming = [], [], 0
-    for media in ready:
-        row = media.row
-        fingerprint = {
-            "inputs": {
-                column: storage.fingerprint(uri) if uri else None
-                for column, uri in (
-                    ("portrait", row.portrait),
-                    ("driving_video", row.driving_video),
-                    ("audio", row.audio),
-                )
-            },
-            "max_frames": row.max_frames if row.max_frames is not None else settings.job.max_frames,
-            "seed": row.seed if row.seed is not None else settings.job.seed,
-            **({"framing": row.framing} if row.framing is not None else {}),
-            "settings": settings_hash,
-            "model": revision,
-        }
-        key = Ledger.row_key(row.output or row.id, fingerprint)
-        state = ledger.row(key)
-        if state.state == "committed" and ledger.verify_commit(state.commit):
-            ledger.tidy(key, state.commit)  # leftovers of an attempt killed after the commit
-            frames = int(state.commit.get("frames", 0))
-            skipped.append(
-                RowResult(
-                    row.id,
-                    "skipped",
-                    frames,
-                    0.0,
-                    0.0,
-                    output=state.commit["video"],
-                    error=f"already rendered (committed {state.commit.get('committed_at', '?')})",
-                )
-            )
-            continue
-        resuming += state.state == "partial"
+class RowPlanner:
+    """Turns manifest rows into this run's work: each row's key (its inputs' fingerprints and
+    every setting that changes its pixels), whether an earlier run committed it (then it is
+    skipped, with the story of who rendered it), else the task a worker renders."""
+
+    def __init__(self, settings, storage: Storage, ledger: Ledger, run: str) -> None:
+        self.settings, self.storage, self.ledger, self.run = settings, storage, ledger, run
+        self.settings_hash = content_hash(pixel_settings(settings))
+        self.revision = model_revision(settings.model)
+        self.rows: dict[str, Any] = {}  # row id -> ManifestRow, for the rows planned
+        self._fingerprints: dict[str, dict[str, Any]] = {}
+        self._commits: dict[str, dict[str, Any] | None] = {}
+        self._skipped = self._resuming = 0
+
+    def fingerprint(self, row) -> dict[str, Any]:
+        """What the row's output depends on (inputs' content fingerprints, frames, seed...)."""
+        if row.id not in self._fingerprints:
+            settings = self.settings
+            self._fingerprints[row.id] = {
+                "inputs": {
+                    column: self.storage.fingerprint(uri) if uri else None
+                    for column, uri in (
+                        ("portrait", row.portrait),
+                        ("driving_video", row.driving_video),
+                        ("audio", row.audio),
+                    )
+                },
+                "max_frames": row.max_frames
+                if row.max_frames is not None
+                else settings.job.max_frames,
+                "seed": row.seed if row.seed is not None else settings.job.seed,
+                **({"framing": row.framing} if row.framing is not None else {}),
+                "settings": self.settings_hash,
+                "model": self.revision,
+            }
+        return self._fingerprints[row.id]
+
+    def key(self, row) -> str:
+        return Ledger.row_key(row.output or row.id, self.fingerprint(row))
+
+    def commit(self, row) -> dict[str, Any] | None:
+        """The row's commit marker when an earlier run committed this very output (verified)."""
+        if row.id not in self._commits:
+            state = self.ledger.row(self.key(row))
+            committed = state.state == "committed" and self.ledger.verify_commit(state.commit)
+            self._commits[row.id] = state.commit if committed else None
+            self._resuming += state.state == "partial"
+        return self._commits[row.id]
+
+    def settled(self, row) -> bool:
+        """Whether the row is already rendered (validation then leaves its media unopened)."""
+        try:
+            return self.commit(row) is not None
+        except (StorageError, OSError) as err:  # validation will say what is wrong with it
+            logger.debug("row %s: cannot tell whether it is rendered: %s", row.id, err)
+            return False
+
+    def described(self, row_id: str) -> dict[str, Any]:
+        """The row's inputs and extra manifest columns, for its result."""
+        row = self.rows.get(row_id)
+        if row is None:
+            return {}
+        inputs = {"portrait": row.portrait, "driving_video": row.driving_video, "audio": row.audio}
+        return {"inputs": inputs, "extra": dict(row.extra) or None}
+
+    def skipped(self, row, history: JobHistory) -> RowResult:
+        """The result of a row an earlier run committed: skipped, with who rendered it."""
+        commit = self.commit(row)
+        assert commit is not None  # only settled rows are skipped
+        self.rows[row.id] = row
+        self._skipped += 1
+        self.ledger.tidy(self.key(row), commit)  # leftovers of an attempt killed after the commit
+        return RowResult(
+            row.id,
+            "skipped",
+            int(commit.get("frames", 0)),
+            0.0,
+            0.0,
+            output=commit["video"],
+            error=f"already rendered (committed {commit.get('committed_at', '?')})",
+            framing=commit.get("framing"),
+            conditioning=commit.get("conditioning"),
+            rendered=history.rendered_before(row.id, commit),
+            **self.described(row.id),
+            **history.carried(row.id, commit["video"]),
+        )
+
+    def task(self, media) -> RowTask:
+        """What a worker needs to render a row that is not committed yet."""
+        row, settings = media.row, self.settings
+        self.rows[row.id] = row
+        fingerprint, key = self.fingerprint(row), self.key(row)
+        self.commit(row)  # counts a partial row (it resumes from its last committed segment)
         conditioning = None
         if settings.model.cache_conditioning:
             conditioning = conditioning_uri(
-                settings, fingerprint["inputs"]["driving_video"], revision
+                settings, fingerprint["inputs"]["driving_video"], self.revision
             )
-        tasks.append(
-            RowTask(
-                row_id=row.id,
-                portrait=row.portrait,
-                driving_video=row.driving_video,
-                audio=row.audio,
-                job_uri=ledger.job_uri,
-                row_key=key,
-                max_frames=fingerprint["max_frames"],
-                seed=fingerprint["seed"],
-                meta={
-                    "inputs": fingerprint["inputs"],
-                    "settings_hash": settings_hash,
-                    "model_revision": revision,
-                },
-                conditioning_uri=conditioning,
-                framing=row_framing(settings.framing, row.framing),
-                portrait_face=media.face,
+        return RowTask(
+            row_id=row.id,
+            portrait=row.portrait,
+            driving_video=row.driving_video,
+            audio=row.audio,
+            job_uri=self.ledger.job_uri,
+            row_key=key,
+            max_frames=fingerprint["max_frames"],
+            seed=fingerprint["seed"],
+            meta={
+                "inputs": fingerprint["inputs"],
+                "settings_hash": self.settings_hash,
+                "model_revision": self.revision,
+                "run_id": self.run,
+            },
+            conditioning_uri=conditioning,
+            framing=row_framing(settings.framing, row.framing),
+            portrait_face=media.face,
+            signals_every_seconds=settings.job.signals_every_seconds,
+        )
+
+    def log_plan(self) -> None:
+        if self._skipped:
+            logger.info(
+                "%d row(s) already rendered by an earlier run of this job: skipped", self._skipped
             )
-        )
-    if skipped:
-        logger.info(
-            "%d row(s) already rendered by an earlier run of this job: skipped", len(skipped)
-        )
-    if resuming:
-        logger.info("%d row(s) resume from their last committed segment", resuming)
-    return tasks, skipped
+        if self._resuming:
+            logger.info("%d row(s) resume from their last committed segment", self._resuming)
 
 
 def conditioning_uri(settings, driving_fingerprint: str, revision: str) -> str:
@@ -427,7 +526,9 @@ def pixel_settings(settings) -> dict:
     return {
         "model": {
             k: getattr(model, k) for k in ("name", "architecture", "resolution", "dtype", "device")
-        },
+        }
+        # FP8 changes the frames slightly; "none" adds nothing, so earlier outputs keep their keys
+        | ({"fp8": model.fp8} if model.fp8 != "none" else {}),
         "animator": asdict(model.animator),
         "framing": asdict(settings.framing),
         "video": {
@@ -481,7 +582,7 @@ def _render(
     tasks: list[RowTask],
     reporter,
     stop: StopSignals,
-    ledger: Ledger,
+    planner: RowPlanner,
     clock: _JobClock,
 ) -> list[RowResult]:
     """Render ``tasks`` on a worker pool; the results of the rows that got a verdict.
@@ -498,7 +599,7 @@ def _render(
         status = outcome.status if outcome.status in known else "failed"
         error = outcome.error
         if status == "interrupted":
-            error = _interrupted_reason(outcome.error or "", ledger, by_id[outcome.row_id])
+            error = _interrupted_reason(outcome.error or "", planner.ledger, by_id[outcome.row_id])
         result = RowResult(
             outcome.row_id,
             status,
@@ -512,6 +613,10 @@ def _render(
             started_at=round(outcome.started_at, 3) or None,
             timeline=outcome.timeline.as_dict() if outcome.timeline else None,
             framing=outcome.framing,
+            conditioning=outcome.conditioning,
+            rendered=_rendered_now(outcome, planner.run) if status == "done" else None,
+            signals=getattr(outcome, "signals", None),
+            **planner.described(outcome.row_id),
         )
         results.append(result)
         reporter.handle(
@@ -542,6 +647,19 @@ def _render(
             raise
         stop.request(signal.SIGTERM)
     return results
+
+
+def _rendered_now(outcome: RowOutcome, run: str) -> dict[str, Any]:
+    """Who rendered a row done in this run (the summary's ``rendered``, as later runs keep it)."""
+    return {
+        "run": run,
+        "at": iso_time(outcome.timeline.finished_at if outcome.timeline else time.time()),
+        "frames": outcome.frames,
+        "seconds": round(outcome.seconds, 2),
+        "fps": round(outcome.fps, 2),
+        "worker": outcome.worker,
+        "started_at": round(outcome.started_at, 3) or None,
+    }
 
 
 def _start_workers(pool: RenderPool, should_stop: Callable[[], bool]) -> list[dict[str, Any]]:

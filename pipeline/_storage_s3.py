@@ -53,6 +53,8 @@ from s3transfer.utils import ChunksizeAdjuster
 
 from pipeline._storage_local import write_atomically
 from pipeline.storage import (
+    AccessDenied,
+    CredentialsError,
     MiB,
     NotFound,
     PutResult,
@@ -100,6 +102,43 @@ _AUTH_CODES = frozenset(
     }
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+# what to do when the store does not accept the credentials themselves, by error code
+_CREDENTIAL_FIXES = {
+    "InvalidAccessKeyId": (
+        "the access key ID is not one this store knows: check AWS_ACCESS_KEY_ID, or the profile "
+        "in AWS_PROFILE / storage.s3.profile, belongs to this store (storage.s3.endpoint_url)"
+    ),
+    "SignatureDoesNotMatch": (
+        "the secret key does not match the access key ID: check AWS_SECRET_ACCESS_KEY (or the "
+        "profile's aws_secret_access_key in ~/.aws/credentials)"
+    ),
+    "ExpiredToken": (
+        "the credentials have expired: refresh them (e.g. `aws sso login --profile <name>`, or "
+        "new AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN) and run again"
+    ),
+}
+_CREDENTIAL_FIXES["TokenRefreshRequired"] = _CREDENTIAL_FIXES["ExpiredToken"]
+_CREDENTIAL_FIXES["InvalidToken"] = (
+    "the session token is not valid for these keys: set AWS_SESSION_TOKEN to the token issued "
+    "with them (or unset it for long-term keys)"
+)
+NO_CREDENTIALS_FIX = (
+    "give the job AWS credentials: AWS_PROFILE=<name> or storage.s3.profile=<name> (a profile "
+    "of ~/.aws/config), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN "
+    "for temporary ones) in the environment, or run where an instance or pod role applies; "
+    "never in a config file"
+)
+# the IAM action each storage action needs (HEAD needs s3:GetObject too)
+_IAM_ACTIONS = {
+    "read the metadata of": "s3:GetObject",
+    "read": "s3:GetObject",
+    "download": "s3:GetObject",
+    "list": "s3:ListBucket",
+    "delete": "s3:DeleteObject",
+    "write": "s3:PutObject",
+    "upload": "s3:PutObject",
+    "create": "s3:PutObject",
+}
 _STREAM_ERRORS = (
     ResponseStreamingError,
     IncompleteReadError,
@@ -445,15 +484,18 @@ class S3Backend:
         if isinstance(err, ClientError):
             return self._client_error(err, action, uri, endpoint)
         if isinstance(err, (NoCredentialsError, PartialCredentialsError)):
-            message = (
-                f"no usable AWS credentials to {action} {uri}; set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or storage.s3.profile, or run with an instance role"
+            what = "no" if isinstance(err, NoCredentialsError) else "incomplete"
+            return CredentialsError(
+                f"{what} AWS credentials found to {action} {uri}", uri=uri, fix=NO_CREDENTIALS_FIX
             )
-        elif isinstance(err, (BotoConnectionError, HTTPClientError, IncompleteReadError)):
-            message = (
-                f"could not reach S3 endpoint {endpoint} after {self._cfg.max_attempts} attempts "
-                f"({self._connection_reason(err)}) to {action} {uri}; check storage.s3.endpoint_url "
-                "and that the store is up"
+        if isinstance(err, (BotoConnectionError, HTTPClientError, IncompleteReadError)):
+            return StorageError(
+                _redact(
+                    f"could not reach S3 endpoint {endpoint} after {self._cfg.max_attempts} "
+                    f"attempts ({self._connection_reason(err)}) to {action} {uri}"
+                ),
+                uri=uri,
+                fix="check storage.s3.endpoint_url and that the store is up",
             )
         else:
             message = f"could not {action} {uri} at {endpoint}: {type(err).__name__}"
@@ -464,18 +506,29 @@ class S3Backend:
         what = f"HTTP {status} {code}".strip()
         if code == "NoSuchBucket":
             return NotFound(
-                f"the bucket of {uri} does not exist at {endpoint} ({what}); check the URI and "
-                "storage.s3.endpoint_url",
+                f"the bucket of {uri} does not exist at {endpoint} ({what})",
                 uri=uri,
+                fix="check the bucket name in the URI and storage.s3.endpoint_url",
             )
         if status == 404 or code in _NOT_FOUND_CODES:
-            return NotFound(f"{uri} not found ({what})", uri=uri)
-        if status == 403 or code in _AUTH_CODES:
-            message = (
-                f"{endpoint} denied access to {action} {uri} ({what}); check the AWS credentials "
-                "(environment, AWS_PROFILE or storage.s3.profile, instance role) and the bucket policy"
+            return NotFound(
+                f"{uri} not found ({what})",
+                uri=uri,
+                fix="check the path: bucket and key (keys are case-sensitive)",
             )
-        elif status >= 500 or status == 429 or code in _THROTTLING_CODES:
+        if code in _CREDENTIAL_FIXES:
+            return CredentialsError(
+                _redact(f"{endpoint} did not accept the credentials to {action} {uri} ({what})"),
+                uri=uri,
+                fix=_CREDENTIAL_FIXES[code],
+            )
+        if status == 403 or code in _AUTH_CODES:
+            return AccessDenied(
+                _redact(f"{endpoint} denied access to {action} {uri} ({what})"),
+                uri=uri,
+                fix=_permission_fix(action, uri),
+            )
+        if status >= 500 or status == 429 or code in _THROTTLING_CODES:
             message = (
                 f"S3 endpoint {endpoint} kept failing to {action} {uri} after "
                 f"{self._cfg.max_attempts} attempts ({what}); the store is overloaded or down, "
@@ -496,7 +549,24 @@ class S3Backend:
         bucket, key = _parse_s3(uri)
         extra = {"ChecksumMode": "ENABLED"} if checksum else {}
         with self._errors("read the metadata of", uri):
-            return self.client.head_object(Bucket=bucket, Key=key, **extra)
+            try:
+                return self.client.head_object(Bucket=bucket, Key=key, **extra)
+            except ClientError as err:
+                raise self._why_forbidden(err, bucket, key) from err
+
+    def _why_forbidden(self, err: ClientError, bucket: str, key: str) -> ClientError:
+        """A HEAD's 403 has no body, so it cannot say whether the credentials were refused or
+        only this action: a one-byte GET's error says which. `err` itself otherwise."""
+        if _http_status(err) != 403 or _error_code(err) not in ("403", "Forbidden", ""):
+            return err
+        try:
+            self.client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")
+        except ClientError as explained:
+            if _error_code(explained) not in ("403", "Forbidden", ""):
+                return explained
+        except BotoCoreError:
+            pass
+        return err
 
     def exists(self, uri: str) -> bool:
         try:
@@ -715,6 +785,24 @@ class S3Backend:
                 retried,
                 extra=extra,
             )
+
+
+def _permission_fix(action: str, uri: str) -> str:
+    """What to grant for a 403 AccessDenied on `action` of `uri` (credentials were accepted)."""
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    iam_action = _IAM_ACTIONS.get(action, "the matching s3: action")
+    resource = (
+        f"arn:aws:s3:::{bucket}"
+        if iam_action == "s3:ListBucket"
+        else f"arn:aws:s3:::{bucket}/{key}"
+    )
+    fix = (
+        f"a permissions problem, not a path or credentials one: the job's identity needs "
+        f"{iam_action} on {resource} (its IAM policy, or the bucket policy of {bucket})"
+    )
+    if action == "read the metadata of":
+        fix += f"; without s3:ListBucket on arn:aws:s3:::{bucket}, S3 also answers 403 for a key that does not exist, so check the key too"
+    return fix
 
 
 def _error_chain(err: BaseException) -> Iterator[BaseException]:

@@ -55,6 +55,7 @@ class ModelConfig:
     random_init: bool = False  # create random weights in weights_dir when missing (demo/tests only: output is noise)
     random_seed: int = 0  # seed for random_init weights
     dtype: str = "auto"  # "auto" (fp16 on GPU, fp32 on CPU), "fp16", "bf16" or "fp32"
+    fp8: str = "none"  # "none" (every layer in dtype) or "unet-linear": the denoising UNet's large linear layers and 1x1 convolutions as FP8 (e4m3) matrix products (weights per output channel, activations per token; everything else stays in dtype); opt-in: it changes the frames slightly and, measured on an H200, is not faster yet (docs/benchmarks.md, "FP8 matrix work"); GPUs of compute capability 8.9+ only (Ada, Hopper), an error elsewhere
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda" or "cuda:N"
     attention: str = "sdpa"  # "sdpa" (PyTorch), "xformers" (GPU, when installed) or "eager"
     resolution: int = (
@@ -187,10 +188,13 @@ class JobConfig:
     )
     max_frames: int | None = None  # cap on frames per row (a row's own max_frames wins)
     seed: int = 42  # default seed for rows without one
+    strict_manifest: bool = False  # reject manifest columns the pipeline does not read (default: keep them as extra columns, carried to summary.json and the report)
     fail_fast: bool = False  # stop at the first failed row (default: finish every row)
     progress: str = (
         "auto"  # "auto" (rich bars on a terminal, log lines otherwise), "rich", "plain", "none"
     )
+    signals_every_seconds: float = 1.0  # job=render: per row, one identity/motion sample per this many seconds of output (CLIP similarity of the output to the portrait with the model's own image encoder, frame-to-frame change of output and driving frames; summary.json rows' "signals", docs/signals.md); 0: off
+    verbose: bool = False  # also print the whole composed config at the start (it is always saved as <job folder>/config.yaml)
     estimate_fps: float = 30.0  # job=validate: output frames/s per GPU assumed for the work estimate (a real render on an H100, docs/benchmarks.md)
     bench: dict[str, Any] = field(
         default_factory=dict
@@ -217,6 +221,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "job.progress": ("auto", "rich", "plain", "none"),
     "model.architecture": ("full", "tiny"),
     "model.dtype": ("auto", "fp16", "bf16", "fp32"),
+    "model.fp8": ("none", "unet-linear"),
     "model.attention": ("sdpa", "xformers", "eager"),
     "model.compile": ("none", "regional", "default", "max-autotune"),
     "model.vae_decoder": ("full", "tiny"),
@@ -314,6 +319,10 @@ def config_problems(cfg: RenderConfig) -> list[str]:
         problems.append(
             "framing.scale must be positive, framing.center_y between 0 and 1, "
             "framing.feather above 0 and at most 0.5"
+        )
+    if cfg.job.signals_every_seconds < 0:
+        problems.append(
+            f"job.signals_every_seconds={cfg.job.signals_every_seconds} must be 0 (off) or more"
         )
     if cfg.job.max_frames is not None and cfg.job.max_frames < 1:
         problems.append(

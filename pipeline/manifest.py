@@ -12,6 +12,11 @@ the value and how to fix it. `check_manifest` does the same checks but returns t
 together with the problems, so later validation steps (media probing) can add their own problems
 and report everything at once through `raise_if_problems`.
 
+Columns the pipeline does not read (campaign, caption, platform...) are kept as text in each
+row's `extra` and travel to summary.json and the report; one that looks like a misspelling of a
+known column is kept too, with a warning naming the column it resembles (``strict=True`` makes
+every unknown column a problem instead, as ``job.strict_manifest=true`` does).
+
 Cells are stripped of surrounding whitespace; rows whose cells are all empty are skipped.
 Numbering: ``row N`` is the N-th non-empty data row below the header (what a user counts in a
 spreadsheet, blank lines not counted); ``line L`` is the line number in the file (header = line 1
@@ -33,13 +38,13 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    from rich.console import RenderableType
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +104,8 @@ class ManifestProblem:
         message: what is wrong, e.g. ``"file not found at /data/clip.mov"``.
         fix: what the user should do about it.
         line: line number in the CSV file (1-based), when known.
+        row_id: the row's id (given in the `id` column or derived), when the row has one: a
+            row that fails keeps its id in every report, so results join on it.
     """
 
     row: int | None
@@ -107,6 +114,7 @@ class ManifestProblem:
     message: str
     fix: str
     line: int | None = None
+    row_id: str | None = None
 
     @classmethod
     def for_row(
@@ -114,7 +122,13 @@ class ManifestProblem:
     ) -> ManifestProblem:
         """A problem about a validated `row` (for later steps such as media probing)."""
         return cls(
-            row=row.number, column=column, value=value, message=message, fix=fix, line=row.line
+            row=row.number,
+            column=column,
+            value=value,
+            message=message,
+            fix=fix,
+            line=row.line,
+            row_id=row.id,
         )
 
     def location(self) -> str:
@@ -165,32 +179,61 @@ class ManifestError(ValueError):
             "(row N = N-th data row below the header; line = line number in the file):"
         ]
         shown = self.problems if limit is None else self.problems[:limit]
-        lines.extend(f"  {problem}" for problem in shown)
+        lines.extend(
+            f"  {problem.row_id}: {problem}" if problem.row_id else f"  {problem}"
+            for problem in shown
+        )
         if len(shown) < count:
             lines.append(f"  … and {count - len(shown)} more (see ManifestError.problems)")
         return "\n".join(lines)
 
-    def problems_table(self) -> Table:
-        """All problems as a rich Table (row, line, column, value, problem, fix)."""
+    def problems_table(self) -> RenderableType:
+        """Every problem for the console, compact enough for an 80-column terminal.
+
+        One block per problem: a heading that says where (the row's id, row and line, column),
+        then the value, the problem and its fix indented beneath it, wrapped to the terminal::
+
+            b_cut  row 2, line 3 · column driving_video
+               value    'media/cut.mp4'
+               problem  driving video is cut short: ...
+               fix      give the complete file: copy or upload it again
+        """
+        from rich.console import Group
+        from rich.padding import Padding
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(title=Text(f"Manifest problems: {self.uri or '<manifest>'}"))
-        for name in ("row", "line"):
-            table.add_column(name, justify="right", no_wrap=True)
-        for name in ("column", "value", "problem", "fix"):
-            table.add_column(name, overflow="fold")
+        count = len(self.problems)
+        rows = {problem.row for problem in self.problems if problem.row is not None}
+        title = Text(f"Manifest problems: {self.uri or '<manifest>'}", style="bold red")
+        title.append(
+            f" ({count} problem{'s' if count != 1 else ''}"
+            + (f" in {len(rows)} row{'s' if len(rows) != 1 else ''})" if rows else ")"),
+            style="default",
+        )
+        blocks: list[RenderableType] = [title]
         for problem in self.problems:
-            cells = (
-                "" if problem.row is None else str(problem.row),
-                "" if problem.line is None else str(problem.line),
-                problem.column or "",
-                "" if problem.value is None else _show(problem.value),
-                problem.message,
-                problem.fix,
-            )
-            table.add_row(*(Text(cell) for cell in cells))  # Text: user values are not markup
-        return table
+            heading = Text()  # Text, not markup: user values are shown verbatim
+            if problem.row_id:
+                heading.append(problem.row_id, style="bold")
+                heading.append("  ")
+            if problem.row is not None:
+                where = f"row {problem.row}" + (f", line {problem.line}" if problem.line else "")
+            else:
+                where = "manifest" + (f", line {problem.line}" if problem.line else "")
+            heading.append(where, style="bold" if not problem.row_id else "dim")
+            if problem.column is not None:
+                heading.append(" · column ", style="dim")
+                heading.append(problem.column, style="cyan")
+            details = Table.grid(padding=(0, 2))
+            details.add_column(style="dim", no_wrap=True)
+            details.add_column(overflow="fold")
+            if problem.value is not None:
+                details.add_row("value", Text(_show(problem.value)))
+            details.add_row("problem", Text(problem.message))
+            details.add_row("fix", Text(problem.fix, style="green"))
+            blocks += [heading, Padding(details, (0, 0, 0, 3))]
+        return Group(*blocks)
 
 
 def _rebuild_error(problems: tuple[ManifestProblem, ...], uri: str | None) -> ManifestError:
@@ -228,6 +271,9 @@ class ManifestRow:
     seed: int | None = None  # None: the job's default seed
     framing: str | None = None  # face | crop | pad | stretch; None: the job's framing.portrait
     source: str = ""  # URI of the manifest the row came from
+    # the row's cells in columns the pipeline does not read (header name as written -> text);
+    # not part of the row's id or key: adding a caption column re-renders nothing
+    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def number(self) -> int:
@@ -242,6 +288,8 @@ class Manifest:
     uri: str
     rows: tuple[ManifestRow, ...]
     columns: tuple[str, ...]  # normalised names of the columns present, in file order
+    extra_columns: tuple[str, ...] = ()  # columns kept as text for the results (as written)
+    warnings: tuple[str, ...] = ()  # e.g. an extra column that looks like a misspelling
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -292,6 +340,11 @@ def _read(uri: str, read_bytes: ReadBytes | None) -> bytes:
     except FileNotFoundError as err:
         problem = ManifestProblem(
             None, None, uri, f"manifest not found at {uri}", "check the manifest path or URI"
+        )
+        raise ManifestError([problem], uri=uri) from err
+    except PermissionError as err:
+        problem = ManifestProblem(
+            None, None, uri, f"cannot read the manifest: {err.strerror}", PERMISSION_FIX
         )
         raise ManifestError([problem], uri=uri) from err
     except OSError as err:
@@ -421,12 +474,25 @@ def _header_width(header: _Record) -> int:
     return max((i + 1 for i, cell in enumerate(header.cells) if cell), default=0)
 
 
+@dataclass
+class _Header:
+    """What the header names: known columns and extra ones (to cell positions), and what is
+    wrong with it."""
+
+    positions: dict[str, int] = field(default_factory=dict)  # known column -> position
+    extras: dict[str, int] = field(default_factory=dict)  # extra column (as written) -> position
+    problems: list[ManifestProblem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
 def _header_problems(
-    header: _Record, records: Sequence[_Record]
-) -> tuple[dict[str, int], list[ManifestProblem]]:
-    """Map known column names to cell positions; report unknown, duplicate and missing columns."""
-    positions: dict[str, int] = {}
-    problems: list[ManifestProblem] = []
+    header: _Record, records: Sequence[_Record], *, strict: bool = False
+) -> _Header:
+    """Map column names to cell positions; report duplicate and missing columns, and unknown
+    ones (kept as extra columns unless ``strict``; a likely misspelling is warned about)."""
+    found = _Header()
+    positions, problems = found.positions, found.problems
+    seen: dict[str, int] = {}  # every normalised name -> its first position (duplicates)
     line = header.line
     for position, raw in enumerate(header.cells[: _header_width(header)]):
         name = _normalise_header(raw)
@@ -442,42 +508,70 @@ def _header_problems(
                         line=line,
                     )
                 )
-        elif name in positions:
+        elif name in seen:
             problems.append(
                 ManifestProblem(
                     None,
                     name,
                     raw,
                     f"column {name!r} appears twice in the header "
-                    f"(columns {positions[name] + 1} and {position + 1})",
+                    f"(columns {seen[name] + 1} and {position + 1})",
                     "keep one of the two columns",
                     line=line,
                 )
             )
         elif name in KNOWN_COLUMNS:
-            positions[name] = position
-        else:
+            positions[name] = seen[name] = position
+        elif strict or _looks_like_another_separator(name) or _misspells_required(name, header):
+            seen[name] = position
             problems.append(_unknown_column(name, raw, line))
+        else:
+            seen[name] = position
+            found.extras[raw.strip().strip("\ufeff").strip()] = position
+            close = difflib.get_close_matches(name, KNOWN_COLUMNS, n=1, cutoff=0.6)
+            if close and close[0] not in _header_names(header):
+                found.warnings.append(
+                    f"column {raw.strip()!r} (line {line}) is not one the pipeline reads: did "
+                    f"you mean {close[0]!r}? It is kept as an extra column and carried to the "
+                    f"results; rename it to {close[0]!r} if it was meant as that "
+                    "(job.strict_manifest=true rejects unknown columns)"
+                )
     missing = [name for name in REQUIRED_COLUMNS if name not in positions]
     if missing:
         names = " and ".join(repr(name) for name in missing)
-        found = ", ".join(repr(cell) for cell in header.cells if cell)
+        named = ", ".join(repr(cell) for cell in header.cells if cell)
         problems.append(
             ManifestProblem(
                 None,
                 None,
                 None,
-                f"the header has no {names} column{'s' if len(missing) > 1 else ''} (found: {found})",
+                f"the header has no {names} column{'s' if len(missing) > 1 else ''} (found: {named})",
                 f"the first non-empty line must be the header: {_HEADER_HINT}",
                 line=line,
             )
         )
-    return positions, problems
+    return found
+
+
+def _header_names(header: _Record) -> set[str]:
+    return {_normalise_header(cell) for cell in header.cells}
+
+
+def _misspells_required(name: str, header: _Record) -> bool:
+    """An unknown name close to a required column the header lacks: the manifest cannot work
+    without that column, so the near miss is the problem to report (not an extra column)."""
+    missing = [column for column in REQUIRED_COLUMNS if column not in _header_names(header)]
+    return bool(difflib.get_close_matches(name, missing, n=1, cutoff=0.6))
+
+
+def _looks_like_another_separator(name: str) -> bool:
+    """A header cell holding several names joined by ';', tab or '|' (not comma-separated)."""
+    return len(name) > 1 and any(sep in name for sep in (";", "\t", "|"))
 
 
 def _unknown_column(name: str, raw: str, line: int) -> ManifestProblem:
     """Problem for a column name we don't know, with a spelling suggestion when close."""
-    if len(name) > 1 and any(sep in name for sep in (";", "\t", "|")):
+    if _looks_like_another_separator(name):
         return ManifestProblem(
             None,
             name,
@@ -604,24 +698,46 @@ def _inside_roots(resolved: str, local_roots: list[str], remote_roots: list[str]
     return any(os.path.commonpath([real, root]) == root for root in local_roots)
 
 
-def _local_missing(path: str) -> str | None:
-    """Why the local input `path` can't be used, or None when it is a readable file."""
-    if os.path.isfile(path):
-        return None if os.access(path, os.R_OK) else f"file at {path} is not readable"
+PATH_FIX = "check the path (relative paths are relative to the manifest's folder)"
+PERMISSION_FIX = (
+    "a file permissions problem: let the job's user read the file and enter its folders "
+    "(e.g. chmod o+r on the file, o+x on the folders), or run the job as a user who can"
+)
+#: (what is wrong, what to do), or None when the input can be used
+Missing = tuple[str, str] | None
+
+
+def _local_missing(path: str) -> Missing:
+    """Why the local input `path` can't be used, and the fix for that cause."""
+    try:
+        os.stat(path)
+    except PermissionError:
+        return f"{path} cannot be reached: a folder on its way does not let this user in", (
+            PERMISSION_FIX
+        )
+    except OSError:
+        return f"file not found at {path}", PATH_FIX
     if os.path.isdir(path):
-        return f"{path} is a folder, not a file"
-    return f"file not found at {path}"
+        return f"{path} is a folder, not a file", "name a file inside it"
+    if not os.access(path, os.R_OK):
+        return f"file at {path} is not readable by this user (permission denied)", PERMISSION_FIX
+    return None
 
 
-def _remote_missing(uri: str, exists: Exists) -> str | None:
-    """Why the remote input `uri` can't be used, or None when `exists` says it is there."""
+def _remote_missing(uri: str, exists: Exists) -> Missing:
+    """Why the remote input `uri` can't be used, and the fix the store's error gives for that
+    cause (credentials, permissions, endpoint), or None when `exists` says it is there."""
     try:
         found = exists(uri)
     # The injected checker talks to a remote store; any failure it raises becomes a
     # problem on this row instead of aborting the whole report.
     except Exception as err:  # noqa: BLE001
-        return f"could not check whether {uri} exists ({type(err).__name__}: {err})"
-    return None if found else f"object not found at {uri}"
+        fix = getattr(err, "fix", "")  # a StorageError knows what to do about its cause
+        if fix:
+            return getattr(err, "problem", str(err)), fix
+        message = f"could not check whether {uri} exists ({type(err).__name__}: {err})"
+        return message, "check the URI, and that the store is reachable with the job's settings"
+    return None if found else (f"object not found at {uri}", PATH_FIX)
 
 
 def _path_problems(
@@ -630,10 +746,18 @@ def _path_problems(
     allowed_input_roots: Sequence[str | os.PathLike[str]],
     exists: Exists | None,
     check_exists: bool,
+    manifest_uri: str = "",
 ) -> list[ManifestProblem]:
-    """Allowed-root and existence problems for resolved path cells (each URI checked once)."""
+    """Allowed-root and existence problems for resolved path cells (each URI checked once).
+
+    A manifest read from a remote URI may name remote inputs, and local files only under
+    ``allowed_input_roots``: whoever can write to the bucket must not make the job read this
+    machine's files (``/etc/passwd``, credentials). A local manifest may name any file unless
+    roots are set.
+    """
     local_roots, remote_roots = _split_roots(allowed_input_roots)
     roots_text = ", ".join([*local_roots, *remote_roots])
+    remote_manifest = bool(_SCHEME.match(manifest_uri))
     problems: list[ManifestProblem] = []
     to_check: list[_PathCheck] = []
     for check in checks:
@@ -642,7 +766,21 @@ def _path_problems(
             if allowed_input_roots
             else None
         )
-        if inside is False:
+        if remote_manifest and not local_roots and not _SCHEME.match(check.resolved):
+            problems.append(
+                ManifestProblem(
+                    check.row + 1,
+                    check.column,
+                    check.value,
+                    f"names the local file {check.resolved}, but a manifest read from "
+                    f"{manifest_uri.split('://')[0]}:// may name only remote inputs (s3://...) "
+                    "and local files under storage.allowed_input_roots",
+                    "upload the file and name its s3:// URI, or add its local folder to "
+                    "storage.allowed_input_roots",
+                    line=check.line,
+                )
+            )
+        elif inside is False:
             problems.append(
                 ManifestProblem(
                     check.row + 1,
@@ -659,22 +797,18 @@ def _path_problems(
     for check in to_check:
         reason = reasons.get(check.resolved)
         if reason is not None:
+            message, fix = reason
             problems.append(
                 ManifestProblem(
-                    check.row + 1,
-                    check.column,
-                    check.value,
-                    reason,
-                    "check the path (relative paths are relative to the manifest's folder)",
-                    line=check.line,
+                    check.row + 1, check.column, check.value, message, fix, line=check.line
                 )
             )
     return problems
 
 
-def _missing_reasons(uris: set[str], exists: Exists | None) -> dict[str, str | None]:
+def _missing_reasons(uris: set[str], exists: Exists | None) -> dict[str, Missing]:
     """Existence of each URI: local ones with os, remote ones with `exists` (concurrently)."""
-    reasons: dict[str, str | None] = {}
+    reasons: dict[str, Missing] = {}
     remote = sorted(uri for uri in uris if _is_s3(uri))
     for uri in uris:
         if not _is_s3(uri):
@@ -702,6 +836,7 @@ class _Draft:
     index: int
     line: int
     raw: dict[str, str]  # column -> stripped cell ("" when blank or the column is absent)
+    extra: dict[str, str] = field(default_factory=dict)  # extra column (as written) -> cell
     paths: dict[str, str] = field(default_factory=dict)  # column -> resolved URI
     id: str | None = None
     output: str | None = None
@@ -903,6 +1038,18 @@ def _assign_ids(drafts: Sequence[_Draft]) -> None:
             )
 
 
+def _with_row_ids(
+    problems: list[ManifestProblem], drafts: Sequence[_Draft]
+) -> list[ManifestProblem]:
+    """Each row problem labelled with its row's id (given or derived), so a row rejected by the
+    CSV checks is reported under the same id as one rejected later by a media check."""
+    ids = {draft.index + 1: draft.id for draft in drafts}
+    return [
+        replace(problem, row_id=ids.get(problem.row)) if problem.row is not None else problem
+        for problem in problems
+    ]
+
+
 def _build_row(draft: _Draft, uri: str) -> ManifestRow:
     assert draft.id is not None  # set by _assign_ids
     return ManifestRow(
@@ -917,6 +1064,7 @@ def _build_row(draft: _Draft, uri: str) -> ManifestRow:
         seed=draft.seed,
         framing=draft.framing,
         source=uri,
+        extra=draft.extra,
     )
 
 
@@ -948,14 +1096,15 @@ def _read_table(data: bytes) -> tuple[_Record | None, list[_Record], ManifestPro
 
 
 def _check_rows(
-    records: Sequence[_Record], positions: dict[str, int], width: int, uri: str
+    records: Sequence[_Record], found: _Header, width: int, uri: str
 ) -> tuple[list[_Draft], list[_PathCheck]]:
     """Per-row checks that need no file system: cells, numbers, names, ids, outputs."""
     drafts: list[_Draft] = []
     checks: list[_PathCheck] = []
     for index, record in enumerate(records):
-        raw = {name: record.cells[pos] for name, pos in positions.items()}
-        draft = _Draft(index=index, line=record.line, raw=raw)
+        raw = {name: record.cells[pos] for name, pos in found.positions.items()}
+        extra = {name: record.cells[pos] for name, pos in found.extras.items()}
+        draft = _Draft(index=index, line=record.line, raw=raw, extra=extra)
         _check_width(draft, record, width)
         checks += _check_paths(draft, uri)
         _check_numbers(draft)
@@ -976,13 +1125,14 @@ def parse_manifest(
     exists: Exists | None = None,
     allowed_input_roots: Sequence[str | os.PathLike[str]] = (),
     check_exists: bool = True,
+    strict: bool = False,
 ) -> tuple[Manifest, list[ManifestProblem]]:
     """Validate manifest bytes; return the valid rows and every problem found.
 
     Args:
         data: the CSV file's bytes.
         uri: the manifest's absolute path or s3:// URI (relative paths resolve against it).
-        exists, allowed_input_roots, check_exists: see `load_manifest`.
+        exists, allowed_input_roots, check_exists, strict: see `load_manifest`.
 
     Returns:
         ``(manifest, problems)``: `manifest.rows` holds only the rows without problems.
@@ -990,8 +1140,12 @@ def parse_manifest(
     header, records, problem = _read_table(data)
     if header is None:
         return Manifest(uri=uri, rows=(), columns=()), [problem] if problem else []
-    positions, problems = _header_problems(header, records)
+    found = _header_problems(header, records, strict=strict)
+    positions, problems = found.positions, found.problems
     columns = tuple(sorted(positions, key=positions.__getitem__))
+    extras = tuple(sorted(found.extras, key=found.extras.__getitem__))
+    for warning in found.warnings:
+        logger.warning("manifest %s: %s", uri, warning)
     if not records and positions:
         fix = "add one row per portrait/driving-video pair below the header"
         problems.append(
@@ -1005,16 +1159,21 @@ def parse_manifest(
             )
         )
     if not positions or not records:
-        return Manifest(uri=uri, rows=(), columns=columns), problems
+        return Manifest(uri, (), columns, extras, tuple(found.warnings)), problems
 
-    drafts, checks = _check_rows(records, positions, _header_width(header), uri)
+    drafts, checks = _check_rows(records, found, _header_width(header), uri)
     path_problems = _path_problems(
-        checks, allowed_input_roots=allowed_input_roots, exists=exists, check_exists=check_exists
+        checks,
+        allowed_input_roots=allowed_input_roots,
+        exists=exists,
+        check_exists=check_exists,
+        manifest_uri=uri,
     )
     rows_with_path_problems = {problem.row for problem in path_problems}
     for draft in drafts:
         problems += draft.problems
     problems += path_problems
+    problems = _with_row_ids(problems, drafts)
     problems.sort(key=_sort_key)
     complete = all(name in positions for name in REQUIRED_COLUMNS)
     rows = tuple(
@@ -1022,7 +1181,7 @@ def parse_manifest(
         for draft in drafts
         if complete and draft.valid and draft.index + 1 not in rows_with_path_problems
     )
-    return Manifest(uri=uri, rows=rows, columns=columns), problems
+    return Manifest(uri, rows, columns, extras, tuple(found.warnings)), problems
 
 
 def check_manifest(
@@ -1032,6 +1191,7 @@ def check_manifest(
     exists: Exists | None = None,
     allowed_input_roots: Sequence[str | os.PathLike[str]] = (),
     check_exists: bool = True,
+    strict: bool = False,
 ) -> tuple[Manifest, list[ManifestProblem]]:
     """Like `load_manifest`, but return ``(valid rows, problems)`` instead of raising.
 
@@ -1046,6 +1206,7 @@ def check_manifest(
         exists=exists,
         allowed_input_roots=allowed_input_roots,
         check_exists=check_exists,
+        strict=strict,
     )
     logger.info("manifest %s: %d valid rows, %d problems", uri, len(manifest), len(problems))
     return manifest, problems
@@ -1058,6 +1219,7 @@ def load_manifest(
     exists: Exists | None = None,
     allowed_input_roots: Sequence[str | os.PathLike[str]] = (),
     check_exists: bool = True,
+    strict: bool = False,
 ) -> Manifest:
     """Read and validate a CSV manifest.
 
@@ -1069,6 +1231,8 @@ def load_manifest(
         allowed_input_roots: when non-empty, local inputs (symlinks resolved) must lie inside
             one of these local folders; s3:// entries restrict s3:// inputs to those prefixes.
         check_exists: False skips the existence checks (syntax and roots are still checked).
+        strict: every column the pipeline does not read is a problem (default: such columns
+            are kept as each row's `extra`; one that looks like a misspelling is warned about).
 
     Returns:
         The manifest with every row validated.
@@ -1083,6 +1247,7 @@ def load_manifest(
         exists=exists,
         allowed_input_roots=allowed_input_roots,
         check_exists=check_exists,
+        strict=strict,
     )
     raise_if_problems(problems, uri=manifest.uri)
     return manifest

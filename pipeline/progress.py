@@ -181,6 +181,13 @@ class RowResult:
     # framing: where the portrait's face was ("face": [x, y, w, h]), the square cut around it
     # ("square": [x, y, side]), the canvas, and driving frames cut without a face
     framing: dict[str, Any] | None = None
+    inputs: dict[str, str | None] | None = None  # portrait, driving_video, audio (resolved URIs)
+    extra: dict[str, str] | None = None  # the manifest's extra columns for this row, as text
+    conditioning: str | None = None  # "cached" | "computed": the driving clip's pose and motion
+    # who made the committed output: run id, commit time, its seconds, fps, frames, worker; for a
+    # row skipped in this run, the earlier run's (this run's own seconds and fps stay 0)
+    rendered: dict[str, Any] | None = None
+    signals: dict[str, Any] | None = None  # identity and motion over the output (see docs)
 
     @classmethod
     def from_event(cls, event: RowFinished) -> RowResult:
@@ -861,6 +868,47 @@ class StatusFile:
         }
 
 
+class ThroughputSampler:
+    """Frames done by the job over time, for the report's fps chart: a sample
+    ``{"t": seconds since `started_at`, "frames": frames done}`` at most every
+    `interval_seconds` while rows render, and one at the end.
+
+    Args:
+        started_at: the moment ``t`` counts from (Unix time).
+        interval_seconds: shortest time between two samples.
+        now: wall clock (Unix time).
+    """
+
+    def __init__(
+        self, started_at: float, *, interval_seconds: float = 2.0, now: Clock = time.time
+    ) -> None:
+        self.started_at = started_at
+        self.interval_seconds = interval_seconds
+        self.now = now
+        self.tracker = JobTracker(clock=now)
+        self.samples: list[dict[str, float | int]] = []
+        self._last: float | None = None
+
+    def handle(self, event: Event) -> None:
+        self.tracker.handle(event)
+        if isinstance(event, (RowProgress, RowFinished, JobFinished)):
+            moment = self.now()
+            final = isinstance(event, JobFinished)
+            if final or self._last is None or moment - self._last >= self.interval_seconds:
+                self._sample(moment)
+
+    def _sample(self, moment: float) -> None:
+        self._last = moment
+        sample = {"t": round(moment - self.started_at, 2), "frames": self.tracker.frames_done}
+        if self.samples and self.samples[-1]["t"] == sample["t"]:
+            self.samples[-1] = sample
+        else:
+            self.samples.append(sample)
+
+    def close(self) -> None:
+        pass
+
+
 # --------------------------------------------------------------------------------------------
 # Choosing a reporter
 # --------------------------------------------------------------------------------------------
@@ -898,7 +946,8 @@ def make_reporter(
 # --------------------------------------------------------------------------------------------
 
 
-def _totals(results: Sequence[RowResult]) -> dict[str, Any]:
+def totals_of(results: Sequence[RowResult]) -> dict[str, Any]:
+    """This run's counts per status, frames, row-seconds, mean and aggregate rates."""
     frames = sum(r.frames for r in results)
     seconds = sum(r.seconds for r in results)
     totals = {
@@ -938,14 +987,22 @@ def summary_table(results: Iterable[RowResult], *, title: str | None = "Summary"
             f"{result.fps:.1f}",
             Text(first_line(result.error, 60), no_wrap=True, overflow="ellipsis"),
         )
-    totals = _totals(results)
+    totals = totals_of(results)
     counts = ", ".join(f"{totals[s]} {s}" for s in ROW_STATUSES if totals[s])
     rate = ""
     if "aggregate_fps" in totals:  # the job's own rate, rows on several workers overlapping
         rate = f" · {totals['aggregate_fps']:.1f} frames/s over {totals['span_seconds']:.1f} s"
+    outputs = output_totals(results)
+    standing = ""
+    if any(r.rendered for r in results if r.status == "skipped"):  # earlier runs' outputs too
+        rendered = f" rendered at {outputs['fps']:.1f} frames/s" if outputs["fps"] else ""
+        standing = (
+            f" · outputs as they stand: {outputs['committed']} videos, {outputs['frames']} "
+            f"frames{rendered}"
+        )
     table.caption = (
         f"{totals['rows']} rows: {counts or 'none'} · {totals['frames']} frames in "
-        f"{totals['row_seconds']:.1f} row-seconds{rate} · full errors in summary.json"
+        f"{totals['row_seconds']:.1f} row-seconds{rate}{standing} · full errors in summary.json"
     )
     return table
 
@@ -973,12 +1030,29 @@ def startup_times(
     }
 
 
+def output_totals(results: Sequence[RowResult]) -> dict[str, Any]:
+    """The job's outputs as they stand, whichever run rendered them: rows with a committed video
+    (done in this run or skipped as done before), their frames, and the seconds and rate at
+    which they were rendered."""
+    committed = [r for r in results if r.status in ("done", "skipped") and r.output]
+    frames = sum(r.frames for r in committed)
+    seconds = sum(float((r.rendered or {}).get("seconds") or 0.0) for r in committed)
+    return {
+        "rows": len(results),
+        "committed": len(committed),
+        "frames": frames,
+        "render_seconds": round(seconds, 3),
+        "fps": round(frames / seconds, 3) if seconds > 0 else None,
+    }
+
+
 def write_summary_json(
     results: Iterable[RowResult],
     path_or_writer: str | os.PathLike[str] | Callable[[bytes], None],
     *,
     job_name: str | None = None,
     startup: dict[str, Any] | None = None,
+    sections: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``summary.json`` (every row's result with its full error text, plus totals).
 
@@ -987,15 +1061,19 @@ def write_summary_json(
         path_or_writer: a local path (written atomically) or ``writer(data: bytes)``.
         job_name: recorded as ``"job"``.
         startup: recorded as ``"startup"`` (see :func:`startup_times`).
+        sections: more top-level entries (``run``, ``runs``, ``provenance``, ``throughput``).
 
     Returns:
-        The written document.
+        The written document: ``totals`` counts this run's work, ``outputs`` the job's outputs
+        as they stand (`output_totals`).
     """
     results = list(results)
     document = {
         "job": job_name,
-        "totals": _totals(results),
+        "totals": totals_of(results),
+        "outputs": output_totals(results),
         "startup": startup,
+        **(sections or {}),
         "rows": [asdict(result) for result in results],
     }
     data = json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n"

@@ -1,54 +1,63 @@
 """``report.html``: a job's results as one self-contained page a person would rather look at.
 
 `write_report` reads ``summary.json`` (and, when present, ``status.json`` for when and how long
-the job ran) from a job folder and writes ``report.html`` beside them: a header with the job's
-totals, then one card per row with its status, the output video (playable, with a poster frame),
-a contact sheet of frames spread evenly across it (click a frame to seek the video there),
-timings, fps, attempts, worker and the full error text of failed rows.
+the job ran) from a job folder and writes ``report.html`` beside them. The page is rendered from
+the Jinja2 templates in ``pipeline/templates/`` (autoescaped): a header with the job's state and
+totals, the job's outputs as they stand beside this run's counts, the run history, provenance
+(model, weights, preset, encoder, versions), the rows on the workers over time and the job's
+frames per second over time. The rows themselves travel in the page as JSON (``|tojson``, safe
+inside ``<script>``) and the page's script lays them out page by page with search, sort and a
+status filter, so a 1,000-row job opens as fast as a 10-row one. Per row: the portrait (with the
+face found and the square animated), the driving clip and the output side by side, the driving
+clip following the output's playback; a contact sheet (click a frame to play from there); the
+row's extra manifest columns; which run rendered it; its identity and motion signals.
 
 Images are JPEG files under ``report/`` next to the page (``report/<row>-poster.jpg``,
-``report/<row>-sheet.jpg``); videos are linked by their path relative to the page, so the folder
-can be copied, served or synced as a whole. ``python -m pipeline.report <job folder>`` rebuilds
-the report of a finished job (e.g. one rendered before reports existed). The page has inline CSS and a few lines of inline
-JavaScript (seek on click, filter by status); no external URL. Every text from a row (ids,
-errors, workers) is HTML-escaped.
-
-Frames are decoded with `pipeline.media.VideoReader`, streaming: a short output is decoded once
-keeping only the picked frames; a long one is read by seeking to each picked frame. Local and
-``s3://`` job folders work alike (reads through `Storage.open`, writes through `Storage.put`).
+``report/<row>-sheet.jpg``, ``report/<row>-portrait.jpg``); videos and inputs are linked by their
+path relative to the page, so the folder can be copied, served or synced as a whole (an input the
+page cannot reach, e.g. on S3 beside a local job folder, gets a note instead). ``report/assets.json``
+records what each image was made from (source URI and `Storage.fingerprint`): rebuilding the page
+of an unchanged job decodes no video. ``python -m pipeline.report <job folder>`` rebuilds the
+report of a job. Local and ``s3://`` job folders work alike (reads through `Storage.open`,
+writes through `Storage.put`).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import html
 import io
 import json
 import logging
+import math
 import os
 import posixpath
 import re
 import sys
 import urllib.parse
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
+from functools import cache
 from typing import Any
 
+import jinja2
 import numpy as np
+from markupsafe import Markup
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.config import StorageConfig
 from pipeline.media import MediaSource, VideoReader, load_image
 from pipeline.progress import ROW_STATUSES, format_duration
 from pipeline.storage import NotFound, Storage, StorageError, is_s3, join
-from pipeline.timeline import timeline_svg
+from pipeline.timeline import FpsSeries, fps_over_time, nice_ticks, timeline_svg
 
 __all__ = [
     "ASSETS_FOLDER",
+    "ASSETS_INDEX",
     "REPORT_NAME",
     "ReportError",
     "asset_stem",
@@ -63,6 +72,10 @@ logger = logging.getLogger(__name__)
 REPORT_NAME = "report.html"
 #: Folder (inside the job folder) holding the page's JPEG images.
 ASSETS_FOLDER = "report"
+#: The index of those images (inside `ASSETS_FOLDER`): what each was made from.
+ASSETS_INDEX = "assets.json"
+#: Bumped when the images or the index change shape: older indexes are then ignored.
+ASSETS_VERSION = 1
 #: Largest width of one frame on the poster and on the contact sheet (smaller videos stay smaller).
 THUMB_WIDTH = 320
 #: Frames on a contact sheet, and how many of them per sheet row.
@@ -74,11 +87,23 @@ JPEG_QUALITY = 82
 LABEL_SCALE = 0.13
 #: Outputs up to this many frames are decoded once; longer ones are read by seeking per frame.
 DECODE_ALL_MAX_FRAMES = 1000
+#: Width of the portrait thumbnail (with the face and square drawn on it).
+PORTRAIT_THUMB_WIDTH = 200
+#: Rows per page of the row list (the reader can change it on the page).
+PAGE_SIZE = 50
 
 #: Display order of the rows: problems first, then the rest in summary order.
 _STATUS_ORDER = {"failed": 0, "quarantined": 1, "interrupted": 2, "done": 3, "skipped": 4}
 _FAILURES = ("failed", "quarantined")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+
+#: What the signals chart of a row measures, and what it does not (shown on every chart).
+SIGNALS_NOTE = (
+    "Identity: cosine similarity of the CLIP image embedding of output frames to the portrait's "
+    "— a drop means the output drifts away from the portrait's look; it does not judge lip sync, "
+    "realism or expression. Motion: how much the output changes from frame to frame, beside the "
+    "same for the driving clip (a flat output under a moving driving clip is a frozen face)."
+)
 
 
 class ReportError(ValueError):
@@ -101,7 +126,7 @@ class Thumbnail:
 
 @dataclass(frozen=True)
 class Preview:
-    """A row's media as the page links it (URLs relative to ``report.html``)."""
+    """A row's output as the page links it (URLs relative to ``report.html``)."""
 
     video_src: str | None = None  # None: the output is missing or not reachable from the page
     poster_src: str | None = None
@@ -109,21 +134,39 @@ class Preview:
     times: tuple[float, ...] = ()  # presentation times of the contact-sheet frames, in order
     width: int | None = None
     height: int | None = None
-    frame_rate: Fraction | None = None
+    frame_rate: float | None = None
     duration_seconds: float | None = None
     problem: str | None = None  # why there is no picture (missing output, unreadable video)
-    portrait_src: str | None = None  # the portrait with the face and square framing found
+
+
+@dataclass(frozen=True)
+class InputView:
+    """A row's portrait or driving clip as the page shows it."""
+
+    src: str | None = None  # the input itself, relative to the page (None: not reachable)
+    thumb: str | None = None  # the portrait's thumbnail under report/
+    framed: bool = False  # the thumbnail has the face and square drawn on it
+    note: str | None = None  # why it is not shown
 
 
 @dataclass(frozen=True)
 class JobRun:
-    """When and how the job ran, from ``status.json`` (all None when there is none)."""
+    """When and how the job ran, from ``summary["run"]`` or ``status.json`` (None: unknown)."""
 
     state: str | None = None  # finished | failed | interrupted | running
     started_at: datetime | None = None
     finished_at: datetime | None = None
     wall_seconds: float | None = None
     total_rows: int | None = None  # rows the job set out to do
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Badge:
+    """The job's state as the header's badge: a label and a tone (ok, bad, warn, live)."""
+
+    label: str
+    tone: str
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,14 +193,15 @@ def write_report(
     page = build_report(job_folder_uri, storage, summary=summary)
     uri = join(job_folder_uri, REPORT_NAME)
     storage.put(page.encode("utf-8"), uri)
-    logger.info("report: %s", uri)
+    logger.debug("report: %s", uri)
     return uri
 
 
 def build_report(
     job_folder_uri: str, storage: Storage, *, summary: Mapping[str, Any] | None = None
 ) -> str:
-    """The HTML of a job's report; writes the page's JPEG images under ``report/`` as it goes.
+    """The HTML of a job's report; writes the page's JPEG images under ``report/`` as it goes
+    (reusing those ``report/assets.json`` says are still current).
 
     Args:
         job_folder_uri: the job's output folder (local path or ``s3://`` URI).
@@ -172,20 +216,22 @@ def build_report(
     """
     document = dict(summary) if summary is not None else load_summary(job_folder_uri, storage)
     rows = _rows_in_display_order(document.get("rows") or [])
-    run = _job_run(_load_json(join(job_folder_uri, "status.json"), storage))
-    previews = [
-        replace(
-            _row_preview(row, job_folder_uri, storage),
-            portrait_src=_framed_portrait(row, job_folder_uri, storage),
-        )
-        for row in rows
-    ]
+    run = _job_run(document, _load_json(join(job_folder_uri, "status.json"), storage))
+    assets = AssetIndex(job_folder_uri, storage)
+    inputs = _InputLinks(job_folder_uri, storage)
+    row_data = []
+    for row in rows:
+        preview = _row_preview(row, job_folder_uri, storage, assets)
+        portrait = _portrait(row, job_folder_uri, storage, assets, inputs)
+        driving = inputs.link(_row_inputs(row).get("driving_video"), "driving clip")
+        row_data.append(_row_data(row, preview, portrait, driving))
+    assets.save()
     links = [
         name
         for name in ("summary.json", "status.json", "config.yaml")
         if storage.exists(join(job_folder_uri, name))
     ]
-    return _page(document, run, list(zip(rows, previews)), links)
+    return _render_page(document, run, rows, row_data, links)
 
 
 def load_summary(job_folder_uri: str, storage: Storage) -> dict[str, Any]:
@@ -216,30 +262,37 @@ def _load_json(uri: str, storage: Storage) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
-def _job_run(status: Mapping[str, Any] | None) -> JobRun:
-    """`JobRun` from a ``status.json`` document (its end time and elapsed seconds)."""
-    if not status:
-        return JobRun()
-    finished_at = _parse_time(status.get("updated_at"))
-    wall = status.get("elapsed_seconds")
-    wall = float(wall) if isinstance(wall, (int, float)) else None
-    started_at = finished_at - timedelta(seconds=wall) if finished_at and wall else None
-    rows = status.get("rows")
-    total = rows.get("total") if isinstance(rows, dict) else None
+def _job_run(summary: Mapping[str, Any], status: Mapping[str, Any] | None) -> JobRun:
+    """When the job ran: ``summary["run"]`` first (this run's own record), else ``status.json``
+    (its end time and elapsed seconds); the live state always from ``status.json``."""
+    status = status or {}
+    this_run = _mapping(summary.get("run"))
+    finished_at = _parse_time(this_run.get("finished_at")) or _parse_time(status.get("updated_at"))
+    wall = _number_or_none(this_run.get("wall_seconds"))
+    if wall is None:
+        wall = _number_or_none(status.get("elapsed_seconds"))
+    started_at = _parse_time(this_run.get("started_at"))
+    if started_at is None and finished_at and wall:
+        started_at = finished_at - timedelta(seconds=wall)
+    total = _mapping(status.get("rows")).get("total")
+    state = status.get("state") or this_run.get("state")
     return JobRun(
-        state=str(status.get("state") or "") or None,
+        state=str(state) if state else None,
         started_at=started_at,
         finished_at=finished_at,
         wall_seconds=wall,
         total_rows=total if isinstance(total, int) else None,
+        run_id=str(this_run["id"]) if this_run.get("id") else None,
     )
 
 
 def _parse_time(value: object) -> datetime | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return datetime.fromtimestamp(value, timezone.utc)
     if not isinstance(value, str):
         return None
     try:
-        moment = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
@@ -249,6 +302,16 @@ def _rows_in_display_order(rows: Sequence[Any]) -> list[dict[str, Any]]:
     """Row dicts, failed and quarantined first (stable: summary order within a status)."""
     valid = [dict(row) for row in rows if isinstance(row, Mapping)]
     return sorted(valid, key=lambda row: _STATUS_ORDER.get(str(row.get("status")), 5))
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _number_or_none(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,7 +419,106 @@ def _jpeg(image: Image.Image) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------
-# Rows: where their outputs are, and their previews
+# The image cache: report/assets.json
+# --------------------------------------------------------------------------------------------
+
+
+class AssetIndex:
+    """``report/assets.json``: per image set (a row's poster and sheet, its portrait thumbnail)
+    the source it was made from, that source's `Storage.fingerprint` (size, mtime and a hash of
+    its ends; ETag on S3) and what was learnt decoding it. An entry whose source, fingerprint and
+    parameters match and whose files all exist is reused: nothing is decoded again."""
+
+    def __init__(self, job_folder_uri: str, storage: Storage) -> None:
+        self.folder = join(job_folder_uri, ASSETS_FOLDER)
+        self.storage = storage
+        self.uri = join(self.folder, ASSETS_INDEX)
+        loaded = _load_json(self.uri, storage) or {}
+        version_ok = loaded.get("version") == ASSETS_VERSION
+        self.entries: dict[str, Any] = dict(loaded.get("entries") or {}) if version_ok else {}
+        self.used: dict[str, Any] = {}
+        # what this build made, by source: rows sharing a source share its pictures (their
+        # entries stay with the first row, so a later change of that row redoes them)
+        self.made: dict[Any, Any] = {}
+        self._files: set[str] | None = None  # names under report/, listed on first need
+
+    def _existing(self) -> set[str]:
+        if self._files is None:
+            try:
+                listed = self.storage.list(self.folder)
+            except StorageError as err:
+                logger.debug("report: cannot list %s: %s", self.folder, err)
+                listed = []
+            prefix = self.folder.rstrip("/") + "/"
+            self._files = {uri[len(prefix) :] for uri, _ in listed if uri.startswith(prefix)}
+        return self._files
+
+    def lookup(
+        self, key: str, source: str, fingerprint: str | None, params: object = None
+    ) -> dict[str, Any] | None:
+        """The cached entry for `key` if it was made from this very source, else None."""
+        entry = self.entries.get(key)
+        if fingerprint is None or not isinstance(entry, dict):
+            return None
+        same = (
+            entry.get("source") == source
+            and entry.get("fingerprint") == fingerprint
+            and entry.get("params") == _plain(params)
+        )
+        if not same or not set(entry.get("files") or ()) <= self._existing():
+            return None
+        self.used[key] = entry
+        return entry
+
+    def store(
+        self,
+        key: str,
+        source: str,
+        fingerprint: str | None,
+        files: dict[str, bytes],
+        data: dict[str, Any],
+        params: object = None,
+    ) -> None:
+        """Write `files` under report/ and remember them (when the source has a fingerprint)."""
+        for name, content in files.items():
+            self.storage.put(content, join(self.folder, name))
+            self._existing().add(name)
+        if fingerprint is None:
+            return
+        self.used[key] = {
+            "source": source,
+            "fingerprint": fingerprint,
+            "params": _plain(params),
+            "files": sorted(files),
+            "data": data,
+        }
+
+    def save(self) -> None:
+        """Write the index when it changed (a no-op rebuild writes nothing here)."""
+        if self.used == self.entries:
+            return
+        document = {"version": ASSETS_VERSION, "entries": self.used}
+        try:
+            self.storage.put(json.dumps(document, indent=1, sort_keys=True).encode(), self.uri)
+        except StorageError as err:  # the cache is a convenience: the page is complete without it
+            logger.warning("report: could not write %s: %s", self.uri, err)
+
+
+def _plain(value: object) -> object:
+    """`value` as JSON would give it back (tuples as lists), for comparing with a loaded entry."""
+    return json.loads(json.dumps(value))
+
+
+def _fingerprint(uri: str, storage: Storage) -> str | None:
+    try:
+        return storage.fingerprint(uri)
+    except (StorageError, OSError) as err:
+        logger.debug("report: no fingerprint of %s: %s", uri, err)
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Rows: where their outputs and inputs are, and their previews
 # --------------------------------------------------------------------------------------------
 
 
@@ -415,8 +577,10 @@ def _media_source(uri: str, storage: Storage) -> Iterator[MediaSource]:
         yield stream
 
 
-def _row_preview(row: Mapping[str, Any], job_folder_uri: str, storage: Storage) -> Preview:
-    """Find the row's output, write its poster and contact sheet, and say how to link them."""
+def _row_preview(
+    row: Mapping[str, Any], job_folder_uri: str, storage: Storage, assets: AssetIndex
+) -> Preview:
+    """Find the row's output, make (or reuse) its poster and contact sheet, say how to link them."""
     output = row.get("output")
     if not output:
         return Preview()
@@ -424,6 +588,25 @@ def _row_preview(row: Mapping[str, Any], job_folder_uri: str, storage: Storage) 
     if uri is None:
         return Preview(problem=f"the output {output} does not exist (moved or deleted?)")
     video_src = _relative_url(uri, job_folder_uri, storage)
+    if uri in assets.made:  # another row of this job shows the same video: same pictures
+        return assets.made[uri]
+    preview = _make_preview(row, uri, video_src, storage, assets)
+    assets.made[uri] = preview
+    return preview
+
+
+def _make_preview(
+    row: Mapping[str, Any], uri: str, video_src: str | None, storage: Storage, assets: AssetIndex
+) -> Preview:
+    """The poster and contact sheet of the output at `uri`: reused from ``report/`` when
+    ``assets.json`` says they were made from this very file, else decoded and written."""
+    stem = asset_stem(str(row.get("row_id", "")))
+    key, fingerprint = f"output:{stem}", _fingerprint(uri, storage)
+    cached = assets.lookup(key, uri, fingerprint)
+    if cached is not None:
+        data = dict(cached["data"])
+        data["times"] = tuple(data.get("times") or ())
+        return Preview(video_src=video_src, **data)
     try:
         with _media_source(uri, storage) as source:
             reader = VideoReader(source)
@@ -431,130 +614,297 @@ def _row_preview(row: Mapping[str, Any], job_folder_uri: str, storage: Storage) 
             info = reader.info.video
     except (ValueError, OSError, StorageError) as err:  # MediaError is a ValueError
         logger.warning("report: no preview of %s: %s", uri, err)
-        return Preview(video_src=video_src, problem=f"no preview: {err}")
+        problem = Preview(problem=f"no preview: {err}")
+        assets.store(key, uri, fingerprint, {}, {"problem": problem.problem})
+        return replace_src(problem, video_src)
     if not thumbnails:
+        assets.store(key, uri, fingerprint, {}, {"problem": "the output has no frame"})
         return Preview(video_src=video_src, problem="the output has no frame")
-    stem = asset_stem(str(row.get("row_id", "")))
-    poster = thumbnails[len(thumbnails) // 2].image
-    poster_name, sheet_name = f"{stem}-poster.jpg", f"{stem}-sheet.jpg"
-    storage.put(_jpeg(poster), join(job_folder_uri, ASSETS_FOLDER, poster_name))
-    storage.put(_jpeg(contact_sheet(thumbnails)), join(job_folder_uri, ASSETS_FOLDER, sheet_name))
     assert info is not None  # VideoReader only opens videos
-    return Preview(
-        video_src=video_src,
+    poster_name, sheet_name = f"{stem}-poster.jpg", f"{stem}-sheet.jpg"
+    preview = Preview(
         poster_src=f"{ASSETS_FOLDER}/{urllib.parse.quote(poster_name)}",
         sheet_src=f"{ASSETS_FOLDER}/{urllib.parse.quote(sheet_name)}",
         times=tuple(t.pts_seconds for t in thumbnails),
         width=info.width,
         height=info.height,
-        frame_rate=info.frame_rate,
+        frame_rate=float(Fraction(info.frame_rate)),
         duration_seconds=reader.num_frames / float(info.frame_rate),
     )
+    files = {
+        poster_name: _jpeg(thumbnails[len(thumbnails) // 2].image),
+        sheet_name: _jpeg(contact_sheet(thumbnails)),
+    }
+    data = {k: v for k, v in asdict(preview).items() if k != "video_src"}
+    assets.store(key, uri, fingerprint, files, data)
+    return replace_src(preview, video_src)
 
 
-#: width of the framed-portrait thumbnail
-PORTRAIT_THUMB_WIDTH = 200
+def replace_src(preview: Preview, video_src: str | None) -> Preview:
+    """`preview` linking the output at `video_src`."""
+    return Preview(**{**asdict(preview), "video_src": video_src})
 
 
-def _framed_portrait(row: Mapping[str, Any], job_folder_uri: str, storage: Storage) -> str | None:
-    """A thumbnail of the row's portrait with the face found (green) and the square animated
-    (white) drawn on it; None without face framing or when the portrait cannot be read."""
-    framing = row.get("framing") or {}
-    face, square, uri = framing.get("face"), framing.get("square"), framing.get("portrait_uri")
-    if not (face and square and uri):
-        return None
-    try:
-        with _media_source(str(uri), storage) as source:
-            photo = Image.fromarray(load_image(source))
-    except (ValueError, OSError, StorageError) as err:
-        logger.warning("report: no portrait thumbnail of %s: %s", uri, err)
-        return None
+def _row_inputs(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _mapping(row.get("inputs"))
+
+
+class _InputLinks:
+    """Links to a job's inputs, checked once per URI (many rows share a driving clip)."""
+
+    def __init__(self, job_folder_uri: str, storage: Storage) -> None:
+        self.folder = job_folder_uri
+        self.storage = storage
+        self._seen: dict[str, InputView] = {}
+
+    def link(self, uri: object, what: str) -> InputView:
+        """The input's link, or a note saying why the page cannot reach it."""
+        if not isinstance(uri, str) or not uri:
+            return InputView()
+        if uri not in self._seen:
+            self._seen[uri] = self._check(uri, what)
+        return self._seen[uri]
+
+    def _check(self, uri: str, what: str) -> InputView:
+        try:
+            src = _relative_url(uri, self.folder, self.storage)
+        except (StorageError, ValueError) as err:
+            return InputView(note=f"the {what} {uri} cannot be linked: {err}")
+        if src is None:
+            where = "on S3" if is_s3(uri) else "on this machine"
+            return InputView(
+                note=f"the {what} is {where} ({uri}), out of this page's reach: open it there"
+            )
+        try:
+            if not self.storage.exists(uri):
+                return InputView(note=f"the {what} {uri} does not exist any more")
+        except StorageError as err:
+            return InputView(src=src, note=f"could not check the {what} {uri}: {err}")
+        return InputView(src=src)
+
+
+def _portrait(
+    row: Mapping[str, Any],
+    job_folder_uri: str,
+    storage: Storage,
+    assets: AssetIndex,
+    links: _InputLinks,
+) -> InputView:
+    """The row's portrait: a thumbnail (with the face found, green, and the square animated,
+    white, when framing found them) and a link to the photo itself."""
+    framing = _mapping(row.get("framing"))
+    uri = _row_inputs(row).get("portrait") or framing.get("portrait_uri")
+    if not isinstance(uri, str) or not uri:
+        return InputView()
+    link = links.link(uri, "portrait")
+    face, square = framing.get("face"), framing.get("square")
+    boxes = {"face": face, "square": square} if face and square else None
+    stem = asset_stem(str(row.get("row_id", "")))
+    name = f"{stem}-portrait.jpg"
+    made = ("portrait", uri, json.dumps(boxes))
+    if made in assets.made:  # another row has the same portrait, framed the same
+        return assets.made[made]
+    key, fingerprint = f"portrait:{stem}", _fingerprint(uri, storage)
+    thumb_src = f"{ASSETS_FOLDER}/{urllib.parse.quote(name)}"
+    view = InputView(src=link.src, thumb=thumb_src, framed=boxes is not None, note=link.note)
+    if assets.lookup(key, uri, fingerprint, boxes) is None:
+        try:
+            with _media_source(uri, storage) as source:
+                photo = Image.fromarray(load_image(source))
+        except (ValueError, OSError, StorageError) as err:
+            logger.warning("report: no portrait thumbnail of %s: %s", uri, err)
+            note = link.note or f"the portrait cannot be read: {err}"
+            return InputView(src=link.src, note=note)
+        thumb = _jpeg(_framed_thumbnail(photo, boxes))
+        assets.store(key, uri, fingerprint, {name: thumb}, {}, boxes)
+    assets.made[made] = view
+    return view
+
+
+def _framed_thumbnail(photo: Image.Image, boxes: Mapping[str, Any] | None) -> Image.Image:
+    """`photo` `PORTRAIT_THUMB_WIDTH` wide, with the square (white) and face (green) drawn."""
     factor = PORTRAIT_THUMB_WIDTH / photo.width
     thumb = photo.resize(
         (PORTRAIT_THUMB_WIDTH, max(1, round(photo.height * factor))), Image.Resampling.LANCZOS
     )
-    draw = ImageDraw.Draw(thumb)
-    x, y, side = (v * factor for v in square)
-    draw.rectangle([x, y, x + side, y + side], outline=(255, 255, 255), width=2)
-    fx, fy, fw, fh = (v * factor for v in face)
-    draw.rectangle([fx, fy, fx + fw, fy + fh], outline=(34, 197, 94), width=2)
-    name = f"{asset_stem(str(row.get('row_id', '')))}-portrait.jpg"
-    storage.put(_jpeg(thumb), join(job_folder_uri, ASSETS_FOLDER, name))
-    return f"{ASSETS_FOLDER}/{urllib.parse.quote(name)}"
+    if boxes:
+        draw = ImageDraw.Draw(thumb)
+        x, y, side = (v * factor for v in boxes["square"])
+        draw.rectangle([x, y, x + side, y + side], outline=(255, 255, 255), width=2)
+        fx, fy, fw, fh = (v * factor for v in boxes["face"])
+        draw.rectangle([fx, fy, fx + fw, fy + fh], outline=(34, 197, 94), width=2)
+    return thumb
 
 
 # --------------------------------------------------------------------------------------------
-# HTML
+# The rows as the page's data
 # --------------------------------------------------------------------------------------------
 
 
-def _e(value: object) -> str:
-    """HTML-escape any value's text (quotes too: safe in attributes)."""
-    return html.escape(str(value), quote=True)
+def _row_data(
+    row: Mapping[str, Any], preview: Preview, portrait: InputView, driving: InputView
+) -> dict[str, Any]:
+    """One row as the page's script gets it (plain JSON; the script shows every text as text)."""
+    row_id = str(row.get("row_id", ""))
+    status = str(row.get("status", "unknown"))
+    digits = timestamp_digits(preview.times)
+    framing = _mapping(row.get("framing"))
+    output = None
+    if preview.video_src or preview.sheet_src:
+        output = {
+            "src": preview.video_src,
+            "poster": preview.poster_src,
+            "sheet": preview.sheet_src,
+            "times": [round(t, 4) for t in preview.times],
+            "labels": [format_timestamp(t, digits) for t in preview.times],
+            "columns": min(SHEET_COLUMNS, len(preview.times)) or 1,
+            "width": preview.width,
+            "height": preview.height,
+            "rate": preview.frame_rate,
+            "duration": _round(preview.duration_seconds, 3),
+        }
+    meta = [f"worker {row.get('worker')}" if row.get("worker") else "no worker"]
+    if preview.width and preview.height:
+        meta.append(f"{preview.width}×{preview.height}")
+    if preview.frame_rate is not None:
+        meta.append(f"{preview.frame_rate:.4g} fps")
+    if preview.duration_seconds is not None:
+        meta.append(f"{preview.duration_seconds:.1f} s")
+    if row.get("conditioning"):
+        meta.append(f"driving conditioning {row['conditioning']}")
+    lost = framing.get("driving_frames_without_face")
+    if lost:
+        meta.append(f"{lost} driving frame(s) without a face: cut whole")
+    audio = _row_inputs(row).get("audio")
+    return {
+        "id": row_id,
+        "stem": asset_stem(row_id),
+        "status": status if status in ROW_STATUSES else "unknown",
+        "label": status,
+        "frames": _round(row.get("frames")),
+        "seconds": _round(row.get("seconds"), 3),
+        "fps": _round(row.get("fps"), 3),
+        "attempts": _round(row.get("attempts")),
+        "worker": str(row.get("worker") or ""),
+        "error": str(row["error"]) if row.get("error") else None,
+        "failure": status in _FAILURES,
+        "output": output,
+        "problem": preview.problem,
+        "portrait": _nonempty(asdict(portrait)),
+        "driving": _nonempty(asdict(driving)),
+        "audio": str(audio) if audio else None,
+        "extra": {str(k): _text(v) for k, v in _mapping(row.get("extra")).items()},
+        "rendered": _rendered(row.get("rendered")),
+        "signals": _signals(row.get("signals")),
+        "meta": " · ".join(meta),
+    }
 
 
-def _number(value: object, digits: int = 0) -> str:
-    if not isinstance(value, (int, float)):
-        return "–"
-    return f"{value:,.{digits}f}"
+def _nonempty(view: dict[str, Any]) -> dict[str, Any] | None:
+    return view if any(v for v in view.values()) else None
 
 
-def _utc(moment: datetime | None) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
 
 
-def _page(
-    summary: Mapping[str, Any],
-    run: JobRun,
-    cards: Sequence[tuple[Mapping[str, Any], Preview]],
-    links: Sequence[str],
-) -> str:
-    """The whole document."""
-    name = str(summary.get("job") or "job")
-    body = "\n".join(_card(row, preview) for row, preview in cards)
-    if not cards:
-        body = '<p class="empty">This job has no rows.</p>'
-    footer_links = " · ".join(f'<a href="{_e(link)}">{_e(link)}</a>' for link in links)
-    built = _utc(datetime.now(timezone.utc))
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(name)} · portrait-render report</title>
-<link rel="icon" href="data:,">
-<style>{_CSS}</style>
-</head>
-<body>
-{_header(name, summary, run, len(cards))}
-{_timeline(summary)}
-<main class="grid">
-{body}
-</main>
-<footer>Built {_e(built)} by portrait-render{" · " if footer_links else ""}{footer_links}</footer>
-<script>{_JS}</script>
-</body>
-</html>
-"""
+def _round(value: object, digits: int = 0) -> float | int | None:
+    number = _number_or_none(value)
+    if number is None:
+        return None
+    return round(number, digits) if digits else round(number)
 
 
-def _header(name: str, summary: Mapping[str, Any], run: JobRun, rows: int) -> str:
-    """Job name, when it ran, the totals as tiles (status tiles filter the cards)."""
-    totals = summary.get("totals") or {}
-    when = ""
-    if run.started_at and run.finished_at:
-        when = f"Ran {_utc(run.started_at)} → {run.finished_at.strftime('%H:%M:%S')} UTC"
-    elif run.finished_at:
-        when = f"Last update {_utc(run.finished_at)}"
+def _rendered(value: object) -> dict[str, Any] | None:
+    """Who rendered the committed output: run, when, how fast (None when not told)."""
+    rendered = _mapping(value)
+    if not rendered:
+        return None
+    at = _parse_time(rendered.get("at"))
+    return {
+        "run": _text(rendered.get("run")) or None,
+        "at": _utc(at) if at else _text(rendered.get("at")) or None,
+        "seconds": _round(rendered.get("seconds"), 2),
+        "fps": _round(rendered.get("fps"), 2),
+        "frames": _round(rendered.get("frames")),
+        "worker": _text(rendered.get("worker")) or None,
+    }
+
+
+def _signals(value: object) -> dict[str, Any] | None:
+    """The row's identity and motion series, finite numbers only (None when not computed)."""
+    signals = _mapping(value)
+    times = signals.get("times")
+    if not isinstance(times, list) or not times:
+        return None
+
+    def series(name: str) -> list[float | None] | None:
+        values = signals.get(name)
+        if not isinstance(values, list) or len(values) != len(times):
+            return None
+        return [_round(v, 4) for v in values]
+
+    return {
+        "times": [_round(t, 3) for t in times],
+        "identity": series("identity"),
+        "motion": series("motion"),
+        "driving_motion": series("driving_motion"),
+        "model": _text(signals.get("model")) or None,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The job: badge, tiles, provenance, history, charts
+# --------------------------------------------------------------------------------------------
+
+
+def job_badge(run: JobRun, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Badge:
+    """The header's badge. A job with failed or quarantined rows is never green: red "finished
+    with failures"; interrupted is amber; running blue."""
+    totals = _mapping(summary.get("totals"))
+    statuses = Counter(str(row.get("status")) for row in rows)
+    failures = sum(max(int(totals.get(s) or 0), statuses[s]) for s in _FAILURES)
+    interrupted = max(int(totals.get("interrupted") or 0), statuses["interrupted"])
     state = run.state or "finished"
-    tiles = [f'<button class="tile" data-filter="all"><b>{rows}</b><span>rows</span></button>']
-    for status in ROW_STATUSES:
-        count = totals.get(status, 0) or 0
-        muted = "" if count else " muted"
-        tiles.append(
-            f'<button class="tile st-{status}{muted}" data-filter="{status}">'
-            f"<b>{_number(count)}</b><span>{status}</span></button>"
-        )
+    if state == "running":
+        return Badge("running", "live")
+    if state == "interrupted":
+        return Badge("interrupted" + (" with failures" if failures else ""), "warn")
+    if state == "failed":
+        return Badge("failed", "bad")
+    if failures:
+        return Badge("finished with failures", "bad")
+    if interrupted:
+        return Badge("finished, rows interrupted", "warn")
+    return Badge(state, "ok" if state == "finished" else "warn")
+
+
+def _when(run: JobRun) -> str:
+    if run.started_at and run.finished_at:
+        return f"Ran {_utc(run.started_at)} → {run.finished_at.strftime('%H:%M:%S')} UTC"
+    if run.finished_at:
+        return f"Last update {_utc(run.finished_at)}"
+    if run.started_at:
+        return f"Started {_utc(run.started_at)}"
+    return ""
+
+
+def _banner(run: JobRun, rows: int) -> str:
+    """A note when the job is still running or stopped before every row had a result."""
+    missing = (run.total_rows or 0) - rows
+    if run.state in (None, "finished", "failed") and missing <= 0:
+        return ""
+    what = "is still running" if run.state == "running" else f"was {run.state or 'stopped'}"
+    detail = f": {missing} of {run.total_rows} rows have no result yet" if missing > 0 else ""
+    return f"This job {what}{detail}. The report shows the rows finished so far."
+
+
+def _tiles(summary: Mapping[str, Any], run: JobRun, rows: int) -> dict[str, Any]:
+    """This run's counts (status tiles filter the rows) and figures."""
+    totals = _mapping(summary.get("totals"))
+    statuses = [
+        {"status": status, "count": _number(totals.get(status, 0) or 0)} for status in ROW_STATUSES
+    ]
     stats = [
         (_number(totals.get("frames")), "frames"),
         (format_duration(run.wall_seconds) if run.wall_seconds is not None else "–", "wall time"),
@@ -563,23 +913,151 @@ def _header(name: str, summary: Mapping[str, Any], run: JobRun, rows: int) -> st
         # jobs with no rendered row have only the mean rate per row
         (_number(totals.get("aggregate_fps", totals.get("fps")), 1), "frames/s"),
     ]
-    tiles += [
-        f'<div class="tile stat"><b>{_e(v)}</b><span>{label}</span></div>' for v, label in stats
-    ]
-    return f"""<header class="top">
-<div class="title"><h1>{_e(name)}</h1><span class="pill state-{_e(state)}">{_e(state)}</span></div>
-<p class="when">{_e(when)}</p>
-{_partial_banner(run, rows)}
-<div class="tiles">{"".join(tiles)}</div>
-</header>"""
+    return {"rows": rows, "statuses": statuses, "stats": stats}
 
 
-def _timeline(summary: Mapping[str, Any]) -> str:
-    """The rows on the workers' stream slots over time (nothing when no row streamed)."""
-    picture = timeline_svg(summary)
-    if not picture:
-        return ""
-    startup = summary.get("startup") or {}
+def _outputs(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The job's outputs as they stand (whichever run rendered them), when the summary says."""
+    outputs = _mapping(summary.get("outputs"))
+    if not outputs:
+        return None
+    return {
+        "committed": _number(outputs.get("committed")),
+        "rows": _number(outputs.get("rows")),
+        "frames": _number(outputs.get("frames")),
+        "render_time": format_duration(_number_or_none(outputs.get("render_seconds"))),
+        "fps": _number(outputs.get("fps"), 1),
+    }
+
+
+#: The runs table's count columns, in order.
+RUN_COUNTS = ("done", "failed", "skipped", "quarantined", "interrupted", "frames")
+
+
+def _runs(summary: Mapping[str, Any], run: JobRun) -> list[dict[str, Any]]:
+    """The job's history across reruns, oldest first (this run marked)."""
+    found = []
+    for entry in summary.get("runs") or []:
+        entry = _mapping(entry)
+        if not entry:
+            continue
+        started, finished = (
+            _parse_time(entry.get("started_at")),
+            _parse_time(entry.get("finished_at")),
+        )
+        found.append(
+            {
+                "id": _text(entry.get("id")),
+                "started": _utc(started) if started else "–",
+                "took": format_duration((finished - started).total_seconds())
+                if started and finished
+                else "–",
+                "state": _text(entry.get("state")) or "–",
+                "counts": [_number(entry.get(key)) for key in RUN_COUNTS],
+                "fps": _number(entry.get("aggregate_fps"), 1),
+                "current": bool(run.run_id) and _text(entry.get("id")) == run.run_id,
+            }
+        )
+    return found
+
+
+#: Provenance fields in the order a reader looks for them, with their labels.
+_PROVENANCE_LABELS = {
+    "model": "model",
+    "architecture": "architecture",
+    "weights_revision": "weights",
+    "random_init": "random weights",
+    "dtype": "dtype",
+    "resolution": "resolution",
+    "preset": "preset",
+    "video": "video",
+    "framing": "framing",
+    "streams_per_worker": "streams per worker",
+    "versions": "versions",
+    "host": "host",
+    "command": "command",
+    "config": "config",
+}
+
+
+def _provenance(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What produced the outputs: the summary's provenance, plus the rows' conditioning."""
+    provenance = _mapping(summary.get("provenance"))
+    items = []
+    for key in [*_PROVENANCE_LABELS, *sorted(k for k in provenance if k not in _PROVENANCE_LABELS)]:
+        if key not in provenance or provenance[key] in (None, "", {}, []):
+            continue
+        value = provenance[key]
+        if isinstance(value, Mapping):
+            text = " · ".join(f"{k} {_text(v)}" for k, v in value.items() if v not in (None, ""))
+        elif isinstance(value, bool):
+            text = "yes" if value else "no"
+        else:
+            text = _text(value)
+        items.append({"key": key, "label": _PROVENANCE_LABELS.get(key, key), "text": text})
+    conditioning = Counter(str(row["conditioning"]) for row in rows if row.get("conditioning"))
+    if conditioning:
+        text = ", ".join(f"{count} {how}" for how, count in sorted(conditioning.items()))
+        items.append({"key": "conditioning", "label": "driving conditioning", "text": text})
+    return {
+        "items": items,
+        "random_init": provenance.get("random_init") is True,
+        "command": _text(provenance.get("command")) or None,
+    }
+
+
+@dataclass(frozen=True)
+class LineChart:
+    """A small line chart's geometry in SVG units, for the template to draw."""
+
+    width: int
+    height: int
+    left: int
+    top: int
+    plot_width: int
+    plot_height: int
+    line: str  # polyline points
+    area: str  # closed polygon under the line
+    mean_line: str  # the running mean, dashed
+    x_ticks: list[tuple[float, str]] = field(default_factory=list)
+    y_ticks: list[tuple[float, str]] = field(default_factory=list)
+
+
+def fps_chart(series: FpsSeries | None) -> LineChart | None:
+    """The job's frames per second over time as a `LineChart` (None without data)."""
+    if series is None or len(series.points) < 2:
+        return None
+    width, height, left, top, bottom, right = 1000, 180, 56, 10, 26, 14
+    plot_w, plot_h = width - left - right, height - top - bottom
+    end = max(t for t, _ in series.points) or 1.0
+    high = max(max(fps for _, fps in series.points), max(m for _, m in series.mean)) or 1.0
+    y_ticks = nice_ticks(high, target=4)
+    high = max(high, y_ticks[-1])
+
+    def xy(t: float, value: float) -> str:
+        return f"{left + t / end * plot_w:.1f},{top + plot_h - value / high * plot_h:.1f}"
+
+    line = " ".join(xy(t, fps) for t, fps in series.points)
+    first, last = series.points[0][0], series.points[-1][0]
+    area = f"{xy(first, 0)} {line} {xy(last, 0)}"
+    mean = " ".join(xy(t, m) for t, m in series.mean)
+    return LineChart(
+        width=width,
+        height=height,
+        left=left,
+        top=top,
+        plot_width=plot_w,
+        plot_height=plot_h,
+        line=line,
+        area=area,
+        mean_line=mean,
+        x_ticks=[(left + t / end * plot_w, f"{t:g} s") for t in nice_ticks(end, target=8)],
+        y_ticks=[(top + plot_h - v / high * plot_h, f"{v:g}") for v in y_ticks],
+    )
+
+
+def _startup_marks(summary: Mapping[str, Any]) -> str:
+    startup = _mapping(summary.get("startup"))
     firsts = [
         f"{label} {startup[key]:.1f} s"
         for key, label in (
@@ -590,255 +1068,91 @@ def _timeline(summary: Mapping[str, Any]) -> str:
         )
         if isinstance(startup.get(key), (int, float))
     ]
-    after = f" After the job started: {', '.join(firsts)} (marked)." if firsts else ""
-    return f"""<section class="timeline-box">
-<h2>Rows on the workers over time</h2>
-<p class="legend"><span class="key stream"></span> streaming in a slot (its denoising calls)
-<span class="key prep"></span> prepared, then finished (off the GPU's path).{_e(after)}</p>
-{picture}
-</section>"""
+    return f"After the job started: {', '.join(firsts)} (marked)." if firsts else ""
 
 
-def _partial_banner(run: JobRun, rows: int) -> str:
-    """A note when the job is still running or stopped before every row had a result."""
-    missing = (run.total_rows or 0) - rows
-    if run.state in (None, "finished", "failed") and missing <= 0:
-        return ""
-    what = "is still running" if run.state == "running" else f"was {run.state or 'stopped'}"
-    detail = f": {missing} of {run.total_rows} rows have no result yet" if missing > 0 else ""
-    return f'<p class="banner">This job {_e(what)}{_e(detail)}. The report shows the rows finished so far.</p>'
+# --------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------
 
 
-def _card(row: Mapping[str, Any], preview: Preview) -> str:
-    """One row: id and status, media (or the error in their place), figures, error text."""
-    row_id = str(row.get("row_id", ""))
-    status = str(row.get("status", "unknown"))
-    status_class = status if status in ROW_STATUSES else "unknown"
-    has_media = preview.video_src is not None or preview.sheet_src is not None
-    if has_media:
-        media = _media(row_id, preview) + _note(preview.problem)
-        text = _error_text(status, row.get("error"), box="error")
-    elif status in _FAILURES and row.get("error"):
-        media, text = _error_text(status, row.get("error"), box="media-error"), ""
-    else:
-        media = f'<div class="media-none">{_e(preview.problem or "no output video")}</div>'
-        text = _error_text(status, row.get("error"), box="error")
-    return f"""<article class="card st-{status_class}" data-status="{_e(status_class)}" id="row-{_e(asset_stem(row_id))}">
-<div class="card-head"><h2 title="{_e(row_id)}">{_e(row_id)}</h2><span class="pill st-{status_class}">{_e(status)}</span></div>
-{media}
-{_stats(row, preview)}
-{text}
-</article>"""
+@cache
+def _environment() -> jinja2.Environment:
+    """The templates of ``pipeline/templates`` (autoescaped: every value is text unless marked)."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("pipeline", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
 
 
-def _note(text: str | None) -> str:
-    return f'<p class="note">{_e(text)}</p>' if text else ""
+@cache
+def _static(name: str) -> Markup:
+    """A static file of the templates folder (the page's CSS or script) to inline as is."""
+    source, _, _ = _environment().loader.get_source(_environment(), name)  # type: ignore[union-attr]
+    if re.search(r"</(script|style)", source, re.IGNORECASE):
+        raise ValueError(f"{name} must not contain a closing script or style tag")
+    return Markup(source)
 
 
-def _error_text(status: str, error: object, *, box: str) -> str:
-    """The row's full error text (failed, quarantined), or why it was skipped; escaped."""
-    if not error:
-        return ""
-    if status not in _FAILURES:
-        return f'<div class="reason"><b>Note</b><pre>{_e(error)}</pre></div>'
-    title = "No output" if box == "media-error" else "Error"
-    return f'<div class="{box}"><b>{title}</b><pre>{_e(error)}</pre></div>'
+def _number(value: object, digits: int = 0) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    return f"{value:,.{digits}f}"
 
 
-def _media(row_id: str, preview: Preview) -> str:
-    """The playable video (poster frame shown before playing) and the clickable contact sheet."""
-    parts: list[str] = []
-    if preview.portrait_src is not None:
-        parts.append(
-            f'<figure class="portrait"><img src="{_e(preview.portrait_src)}" loading="lazy" '
-            f'alt="portrait of {_e(row_id)} with the face found">'
-            "<figcaption>portrait: face found (green), square animated (white)</figcaption>"
-            "</figure>"
+def _utc(moment: datetime | None) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
+
+
+def _render_page(
+    summary: Mapping[str, Any],
+    run: JobRun,
+    rows: Sequence[Mapping[str, Any]],
+    row_data: Sequence[dict[str, Any]],
+    links: Sequence[str],
+) -> str:
+    """The whole document."""
+    name = str(summary.get("job") or "job")
+    series = fps_over_time(summary)
+    timeline = timeline_svg(summary)
+    data = {
+        "rows": list(row_data),
+        "pageSize": PAGE_SIZE,
+        "runId": run.run_id,
+        "statusOrder": _STATUS_ORDER,
+        "signalsNote": SIGNALS_NOTE,
+    }
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            name=name,
+            badge=job_badge(run, summary, rows),
+            when=_when(run),
+            banner=_banner(run, len(rows)),
+            tiles=_tiles(summary, run, len(rows)),
+            outputs=_outputs(summary),
+            runs=_runs(summary, run),
+            run_counts=RUN_COUNTS,
+            provenance=_provenance(summary, rows),
+            timeline=Markup(timeline) if timeline else None,  # timeline_svg escapes its texts
+            timeline_note=_startup_marks(summary),
+            fps=fps_chart(series),
+            fps_source=series.source if series else None,
+            links=links,
+            built=_utc(datetime.now(timezone.utc)),
+            data=data,
+            css=_static("report.css"),
+            script=_static("report.js"),
         )
-    if preview.video_src is not None:
-        poster = f' poster="{_e(preview.poster_src)}"' if preview.poster_src else ""
-        size = (
-            f' width="{preview.width}" height="{preview.height}"'
-            if preview.width and preview.height
-            else ""
-        )
-        parts.append(
-            f'<video controls preload="metadata"{poster}{size} src="{_e(preview.video_src)}">'
-            f'<a href="{_e(preview.video_src)}">{_e(row_id)}</a></video>'
-        )
-    if preview.sheet_src is not None:
-        columns = min(SHEET_COLUMNS, len(preview.times)) or 1
-        digits = timestamp_digits(preview.times)
-        labels = [format_timestamp(t, digits) for t in preview.times]
-        buttons = "".join(
-            f'<button type="button" data-t="{t:.3f}" title="play from {label}">'
-            f'<span class="sr">{label}</span></button>'
-            for t, label in zip(preview.times, labels)
-        )
-        parts.append(
-            f'<figure class="sheet"><img src="{_e(preview.sheet_src)}" loading="lazy" '
-            f'alt="{len(preview.times)} frames of {_e(row_id)}">'
-            f'<div class="cells" style="--cols:{columns}">{buttons}</div>'
-            f"<figcaption>{len(preview.times)} frames across the video · click one to play from there"
-            "</figcaption></figure>"
-        )
-    return f'<div class="media">{"".join(parts)}</div>'
-
-
-def _stats(row: Mapping[str, Any], preview: Preview) -> str:
-    """Frames, time, fps and attempts as figures; worker and the video's format as a line."""
-    items = [
-        ("frames", _number(row.get("frames"))),
-        ("time", f"{_number(row.get('seconds'), 1)} s"),
-        ("speed", f"{_number(row.get('fps'), 1)} fps"),
-        ("attempts", _number(row.get("attempts"))),
-    ]
-    cells = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in items)
-    meta = [f"worker {row.get('worker')}" if row.get("worker") else "no worker"]
-    if preview.width and preview.height:
-        meta.append(f"{preview.width}×{preview.height}")
-    if preview.frame_rate is not None:
-        meta.append(f"{float(preview.frame_rate):.4g} fps")
-    if preview.duration_seconds is not None:
-        meta.append(f"{preview.duration_seconds:.1f} s")
-    framing = row.get("framing") or {}
-    lost = framing.get("driving_frames_without_face")
-    if lost:
-        meta.append(f"{lost} driving frame(s) without a face: cut whole")
-    return f'<dl class="stats">{cells}</dl><p class="meta">{_e(" · ".join(meta))}</p>'
-
-
-_CSS = """
-:root{--bg:#f3f4f6;--card:#fff;--ink:#111827;--muted:#6b7280;--line:#e5e7eb;
---done:#15803d;--done-bg:#dcfce7;--failed:#b91c1c;--failed-bg:#fee2e2;
---skipped:#4b5563;--skipped-bg:#e5e7eb;--quarantined:#a16207;--quarantined-bg:#fef3c7;
---interrupted:#c2410c;--interrupted-bg:#ffedd5;
---unknown:#6b7280;--unknown-bg:#f3f4f6;--head:#111827;--head-ink:#f9fafb}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--ink);
-font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-.top{background:var(--head);color:var(--head-ink);padding:28px clamp(16px,4vw,48px) 24px}
-.title{display:flex;align-items:center;gap:14px;flex-wrap:wrap}
-h1{margin:0;font-size:clamp(22px,3vw,32px);font-weight:700;letter-spacing:-.01em;
-overflow-wrap:anywhere}
-.when{margin:6px 0 18px;color:#9ca3af;font-size:14px}
-.banner{background:#fef3c7;color:#78350f;border-radius:8px;padding:10px 14px;margin:0 0 16px}
-.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(104px,1fr));gap:10px}
-.tile{background:#1f2937;color:inherit;border:1px solid #374151;border-radius:10px;
-padding:10px 12px;text-align:left;font:inherit;display:flex;flex-direction:column}
-button.tile{cursor:pointer}button.tile:hover,button.tile.on{border-color:#9ca3af}
-.tile b{font-size:22px;font-variant-numeric:tabular-nums;line-height:1.2}
-.tile span{font-size:12px;text-transform:uppercase;letter-spacing:.06em;color:#9ca3af}
-.tile.st-done b{color:#4ade80}.tile.st-failed b{color:#f87171}
-.tile.st-quarantined b{color:#fbbf24}.tile.st-skipped b{color:#d1d5db}
-.tile.st-interrupted b{color:#fb923c}
-.tile.muted b{color:#6b7280}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,380px),1fr));
-gap:20px;padding:24px clamp(16px,4vw,48px);max-width:1800px;margin:0 auto;align-items:start}
-.card{background:var(--card);border-radius:12px;box-shadow:0 1px 3px rgba(0,0,0,.08),
-0 4px 16px rgba(0,0,0,.04);overflow:hidden;border-top:4px solid var(--unknown);
-display:flex;flex-direction:column}
-.card[hidden]{display:none}
-.card.st-done{border-top-color:var(--done)}.card.st-failed{border-top-color:var(--failed)}
-.card.st-skipped{border-top-color:var(--skipped)}
-.card.st-quarantined{border-top-color:var(--quarantined)}
-.card.st-interrupted{border-top-color:var(--interrupted)}
-.card-head{display:flex;align-items:center;justify-content:space-between;gap:10px;
-padding:12px 16px}
-h2{margin:0;font:600 15px/1.3 ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace;
-overflow-wrap:anywhere}
-.pill{flex:none;border-radius:999px;padding:2px 10px;font-size:12px;font-weight:600;
-text-transform:uppercase;letter-spacing:.05em;background:var(--unknown-bg);color:var(--unknown)}
-.pill.st-done{background:var(--done-bg);color:var(--done)}
-.pill.st-failed{background:var(--failed-bg);color:var(--failed)}
-.pill.st-skipped{background:var(--skipped-bg);color:var(--skipped)}
-.pill.st-quarantined{background:var(--quarantined-bg);color:var(--quarantined)}
-.pill.st-interrupted{background:var(--interrupted-bg);color:var(--interrupted)}
-.pill.state-finished{background:#166534;color:#dcfce7}
-.pill.state-failed,.pill.state-interrupted{background:#991b1b;color:#fee2e2}
-.pill.state-running{background:#1e40af;color:#dbeafe}
-.media{background:#0b0f19}
-video{display:block;width:100%;height:auto;max-height:70vh;object-fit:contain;background:#000}
-.portrait{margin:0;padding:8px 16px;display:flex;gap:10px;align-items:flex-end;background:#fafafa}
-.portrait img{width:100px;height:auto;border-radius:4px}
-.portrait figcaption{font-size:12px;color:var(--muted)}
-.sheet{position:relative;margin:0;border-top:1px solid #000}
-.sheet img{display:block;width:100%;height:auto}
-.cells{position:absolute;top:0;left:0;right:0;bottom:28px;display:grid;
-grid-template-columns:repeat(var(--cols),1fr);grid-auto-rows:1fr}
-.cells button{all:unset;cursor:pointer}
-.cells button:hover,.cells button:focus-visible{outline:2px solid #60a5fa;outline-offset:-2px}
-.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
-figcaption{color:#9ca3af;font-size:12px;padding:6px 12px;height:28px;white-space:nowrap;
-overflow:hidden;text-overflow:ellipsis}
-.media-error{margin:0 16px;padding:14px 16px;border-radius:10px;background:var(--failed-bg);
-color:var(--failed);border:1px solid #fca5a5}
-.media-error b{font-size:16px}
-.media-none{margin:0 16px;padding:28px 16px;border-radius:10px;background:var(--bg);
-color:var(--muted);text-align:center}
-pre{margin:8px 0 0;white-space:pre-wrap;overflow-wrap:anywhere;max-height:22em;overflow:auto;
-font:12.5px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace;
-color:#7f1d1d}
-.stats{display:grid;grid-template-columns:repeat(4,1fr);gap:8px 12px;margin:0;
-padding:14px 16px 4px}
-.stats div{min-width:0}
-dt{font-size:11px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted)}
-dd{margin:0;font-weight:600;font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
-.error{margin:0 16px 16px;padding:10px 14px;border-left:4px solid var(--failed);
-background:var(--failed-bg);border-radius:6px;color:var(--failed)}
-.note{margin:8px 16px 0;color:var(--muted);font-size:13px}
-.reason{margin:0 16px 16px;padding:10px 14px;border-left:4px solid var(--skipped);
-background:var(--bg);border-radius:6px;color:var(--muted)}
-.reason pre{color:inherit}
-.meta{margin:0;padding:0 16px 14px;color:var(--muted);font-size:13px;overflow-wrap:anywhere}
-.timeline-box{background:var(--card);margin:24px clamp(16px,4vw,48px) 0;padding:14px 16px;
-border-radius:12px;box-shadow:0 1px 3px rgba(0,0,0,.08)}
-.legend{margin:4px 0 8px;color:var(--muted);font-size:13px}
-.key{display:inline-block;width:14px;height:8px;margin:0 4px 0 10px;border-radius:2px}
-.key.stream{background:#2563eb}.key.prep{background:#93c5fd}
-svg.timeline{width:100%;height:auto;font:10px system-ui,sans-serif}
-svg.timeline text{fill:var(--muted)}svg.timeline line.lane{stroke:var(--line)}
-svg.timeline line.tick{stroke:var(--line);stroke-dasharray:2 3}
-svg.timeline line.mark{stroke:#16a34a;stroke-width:1.5}
-svg.timeline .stream{fill:#2563eb}svg.timeline .prep,svg.timeline .finish{fill:#93c5fd}
-svg.timeline .st-failed .stream{fill:var(--failed)}
-svg.timeline .st-interrupted .stream{fill:var(--interrupted)}
-.empty{color:var(--muted)}
-footer{color:var(--muted);font-size:13px;text-align:center;padding:8px 16px 32px}
-footer a{color:inherit}
-@media (prefers-color-scheme:dark){:root{--bg:#0b0f19;--card:#161b26;--ink:#e5e7eb;
---line:#273042;--done-bg:#052e16;--failed-bg:#450a0a;--skipped-bg:#1f2937;
---quarantined-bg:#422006;--done:#4ade80;--failed:#f87171;--quarantined:#fbbf24;
---interrupted-bg:#431407;--interrupted:#fb923c;
---skipped:#d1d5db}pre{color:#fecaca}.media-error{border-color:#7f1d1d}}
-"""
-
-_JS = """
-document.querySelectorAll(".cells button[data-t]").forEach(function (button) {
-  button.addEventListener("click", function () {
-    var video = button.closest(".card").querySelector("video");
-    if (!video) return;
-    video.currentTime = parseFloat(button.dataset.t);
-    var playing = video.play();
-    if (playing && playing.catch) playing.catch(function () {});
-  });
-});
-document.querySelectorAll(".tile[data-filter]").forEach(function (tile) {
-  tile.addEventListener("click", function () {
-    var wanted = tile.dataset.filter;
-    document.querySelectorAll(".tile[data-filter]").forEach(function (other) {
-      other.classList.toggle("on", other === tile && wanted !== "all");
-    });
-    document.querySelectorAll(".card").forEach(function (card) {
-      card.hidden = wanted !== "all" && card.dataset.status !== wanted;
-    });
-  });
-});
-"""
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pipeline.report <job folder>``: (re)build the report of a finished job."""
+    """``python -m pipeline.report <job folder>``: (re)build the report of a job."""
     parser = argparse.ArgumentParser(description="Write <job folder>/report.html.")
     parser.add_argument("job_folder", help="local folder or s3:// URI holding summary.json")
     args = parser.parse_args(argv)

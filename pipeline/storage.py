@@ -67,15 +67,32 @@ class StorageError(RuntimeError):
 
     Attributes:
         uri: the URI the operation was about (``None`` when no single URI is involved).
+        problem: what went wrong (the message without the advice).
+        fix: what to do about it for this cause ("" when the message has no separate advice).
     """
 
-    def __init__(self, message: str, *, uri: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, uri: str | None = None, fix: str = "") -> None:
+        super().__init__(f"{message}; {fix}" if fix else message)
         self.uri = uri
+        self.problem = message
+        self.fix = fix
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # keep uri, problem and fix (and a subclass's attributes) across pickling (Ray)
+        return (type(self), (str(self),), self.__dict__)
 
 
 class NotFound(StorageError):
     """The object or file does not exist."""
+
+
+class CredentialsError(StorageError):
+    """No usable credentials: none found, expired, or not accepted by the store (an unknown
+    access key, a secret that does not match it)."""
+
+
+class AccessDenied(StorageError):
+    """The store knows the credentials but does not allow them this action on this object."""
 
 
 class DiskFull(StorageError):

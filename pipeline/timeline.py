@@ -1,4 +1,5 @@
-"""A job's rows on its workers' stream slots over time: as data, and drawn as an SVG picture.
+"""A job over time: its rows on the workers' stream slots (data and an SVG picture) and its
+frames per second.
 
 Every rendered row in ``summary.json`` carries a timeline (Unix times: accepted by its worker,
 streaming in a slot, first frame out, first segment committed, slot released, committed). This
@@ -6,11 +7,16 @@ module turns those into bars, one lane per worker slot, for ``report.html`` and 
 benchmark (``scripts/bench_render.sh``): a lane with gaps is a slot the batched denoising call ran
 without; a row's light bar before its solid one is its preparation, after it its finish (last
 segment, join, audio, commit), both off the GPU's path.
+
+`fps_over_time` gives the job's rate over the run: from ``summary["throughput"]`` (cumulative
+frames sampled while rendering) when the summary has it, else rebuilt from the rows' own spans
+(each row's frames spread evenly over the time it emitted them).
 """
 
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -167,6 +173,120 @@ def _ticks(end: float) -> list[float]:
         7200.0,
     )
     return [i * step for i in range(int(end // step) + 1)]
+
+
+def nice_ticks(high: float, target: int = 5) -> list[float]:
+    """Round tick values from 0 to at least ``high`` (about `target` of them: 1, 2 or 5 x 10^n
+    apart)."""
+    if not math.isfinite(high) or high <= 0:
+        return [0.0, 1.0]
+    raw = high / max(1, target)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    count = math.ceil(high / step - 1e-9)
+    return [round(i * step, 10) for i in range(count + 1)]
+
+
+# --------------------------------------------------------------------------------------------
+# Frames per second over time
+# --------------------------------------------------------------------------------------------
+
+#: Points of a derived fps curve (bins over the job's span).
+FPS_BINS = 60
+
+
+@dataclass(frozen=True)
+class FpsSeries:
+    """The job's rate over time: ``points`` (seconds since the start, frames/s in the moment)
+    and ``mean`` (seconds, frames done so far / seconds); ``source`` says where it came from:
+    "sampled" (``summary["throughput"]``) or "rows" (rebuilt from the rows' spans)."""
+
+    points: list[tuple[float, float]]
+    mean: list[tuple[float, float]]
+    source: str
+
+
+def fps_over_time(summary: Mapping[str, Any]) -> FpsSeries | None:
+    """The job's frames per second over time; None when neither the throughput samples nor
+    the rows say when frames came out."""
+    sampled = _sampled(summary.get("throughput"))
+    if sampled is not None:
+        return sampled
+    return _from_rows(summary)
+
+
+def _sampled(throughput: object) -> FpsSeries | None:
+    """From cumulative (t, frames) samples: the rate over a window of about five samples (one
+    sample's rate jumps with every committed segment)."""
+    if not isinstance(throughput, list):
+        return None
+    samples = sorted(
+        (float(s["t"]), float(s["frames"]))
+        for s in throughput
+        if isinstance(s, Mapping) and _finite(s.get("t")) and _finite(s.get("frames"))
+    )
+    if len(samples) < 2:
+        return None
+    points, mean = [], []
+    for i, (t, frames) in enumerate(samples):
+        j = max(0, i - 4)
+        t0, f0 = samples[j]
+        if i == 0 or t <= t0:
+            points.append((t, 0.0 if i == 0 else points[-1][1]))
+        else:
+            points.append((t, max(0.0, (frames - f0) / (t - t0))))
+        mean.append((t, frames / t if t > 0 else 0.0))
+    return FpsSeries(_rounded(points), _rounded(mean), "sampled")
+
+
+def _from_rows(summary: Mapping[str, Any]) -> FpsSeries | None:
+    """From the rows: each rendered row's frames spread evenly over the time it emitted them
+    (first frame to slot release from its timeline; else its start plus its seconds)."""
+    spans = []
+    for row in summary.get("rows") or []:
+        if not isinstance(row, Mapping):
+            continue
+        frames = row.get("frames")
+        if not _finite(frames) or frames <= 0:
+            continue
+        times = row.get("timeline") if isinstance(row.get("timeline"), Mapping) else {}
+        start = times.get("first_frame_at", times.get("streaming_at", row.get("started_at")))
+        end = times.get("released_at")
+        if not _finite(end) and _finite(row.get("started_at")) and _finite(row.get("seconds")):
+            end = row["started_at"] + row["seconds"]
+        if _finite(start) and _finite(end) and end > start:
+            spans.append((float(start), float(end), float(frames)))
+    if not spans:
+        return None
+    startup = summary.get("startup") if isinstance(summary.get("startup"), Mapping) else {}
+    origin = startup.get("started_at") if _finite(startup.get("started_at")) else None
+    origin = min(origin if origin is not None else math.inf, *(s for s, _, _ in spans))
+    span = max(end for _, end, _ in spans) - origin
+    width = max(span / FPS_BINS, 0.5)
+    count = max(2, math.ceil(span / width))
+    produced = [0.0] * count
+    for start, end, frames in spans:
+        rate = frames / (end - start)
+        for index in range(
+            int((start - origin) // width), min(count, int((end - origin) // width) + 1)
+        ):
+            low, high = origin + index * width, origin + (index + 1) * width
+            produced[index] += rate * max(0.0, min(end, high) - max(start, low))
+    points, mean, done = [], [], 0.0
+    for index, frames in enumerate(produced):
+        done += frames
+        t = (index + 1) * width
+        points.append(((index + 0.5) * width, frames / width))
+        mean.append((t, done / t))
+    return FpsSeries(_rounded(points), _rounded(mean), "rows")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _rounded(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    return [(round(t, 3), round(v, 3)) for t, v in points]
 
 
 def _e(value: object) -> str:

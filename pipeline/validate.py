@@ -25,10 +25,10 @@ import re
 import shlex
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import IO, Any, Literal
 
@@ -113,11 +113,14 @@ class Validation:
             itself could not be read as a manifest.
         ready: the rows with no problem at all, with their media facts.
         problems: every problem found, in manifest order.
+        settled: rows the caller's ``settled`` check took out before probing (e.g. rows whose
+            output an earlier run already committed): their files were not opened.
     """
 
     manifest: Manifest | None
     ready: list[RowMedia]
     problems: list[ManifestProblem]
+    settled: list[ManifestRow] = field(default_factory=list)  # rows `settled` said need no probe
 
     @property
     def structural(self) -> bool:
@@ -125,13 +128,13 @@ class Validation:
         return self.manifest is None or any(p.row is None for p in self.problems)
 
     def failed_rows(self) -> dict[str, list[ManifestProblem]]:
-        """Problems per row: keyed by the row id when the row parsed, else ``row <n>``."""
-        by_line = {row.line: row.id for row in (self.manifest.rows if self.manifest else ())}
+        """Problems per row: keyed by the row's id (given or derived; ``row <n>`` only for a row
+        whose own id cell is unusable)."""
         failed: dict[str, list[ManifestProblem]] = {}
         for problem in self.problems:
             if problem.row is None:
                 continue
-            label = by_line.get(problem.line) or f"row {problem.row}"
+            label = problem.row_id or f"row {problem.row}"
             failed.setdefault(label, []).append(problem)
         return failed
 
@@ -145,6 +148,8 @@ def validate_manifest(
     workers: int = 8,
     max_portrait_pixels: int = MAX_PORTRAIT_PIXELS,
     framing: FramingConfig | None = None,
+    strict: bool = False,
+    settled: Callable[[ManifestRow], bool] | None = None,
 ) -> Validation:
     """Parse ``uri`` and check every row's portrait, driving video and audio.
 
@@ -159,6 +164,10 @@ def validate_manifest(
             being decoded.
         framing: with ``portrait="face"``, each portrait's face is looked for (a portrait
             without one, or without the ``face_index``-th, is the row's problem).
+        strict: every manifest column the pipeline does not read is a problem (default: kept
+            as the rows' extra columns).
+        settled: ``settled(row)`` True takes a row out before its media are probed (a rerun's
+            rows that are already rendered: nothing of theirs is opened, no face searched).
 
     Returns:
         The rows ready to render and every problem of every row. Rows with a CSV-level problem
@@ -173,16 +182,26 @@ def validate_manifest(
             read_bytes=storage.read_bytes if is_s3(uri) else None,
             exists=storage.exists,
             allowed_input_roots=allowed_input_roots,
+            strict=strict,
         )
     except (NotFound, StorageError) as err:
         return Validation(
-            None, [], [ManifestProblem(None, None, uri, str(err), "check the manifest path or URI")]
+            None,
+            [],
+            [
+                ManifestProblem(
+                    None, None, uri, err.problem, err.fix or "check the manifest path or URI"
+                )
+            ],
         )
     except ManifestError as err:
         return Validation(None, [], list(err.problems))
     problems = list(problems)
     bad_lines = {p.line for p in problems if p.line is not None}
     candidates = [row for row in manifest.rows if row.line not in bad_lines]
+    done = [row for row in candidates if settled is not None and settled(row)]
+    done_ids = {row.id for row in done}
+    candidates = [row for row in candidates if row.id not in done_ids]
 
     started = time.monotonic()
     job_framing = framing.portrait if framing is not None else None
@@ -209,7 +228,7 @@ def validate_manifest(
         len(inputs),
         time.monotonic() - started,
     )
-    return Validation(manifest, ready, problems)
+    return Validation(manifest, ready, problems, done)
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,8 +355,8 @@ def _check_input(
     except StorageError as err:
         return _Checked(
             _Problem(
-                f"{noun} could not be read from storage: {err}",
-                "check the URI, and that the job's credentials can read it",
+                f"{noun} could not be read from storage: {err.problem}",
+                err.fix or "check the URI, and that the job's settings can reach the store",
             )
         )
     except Exception as err:  # noqa: BLE001 - one odd file must not stop the other rows' checks
@@ -566,6 +585,13 @@ def _unreadable_video(source: MediaSource, err: MediaError) -> _Problem:
             "give the complete file: copy or upload it again (a recording must be stopped "
             "properly for its index to be written)",
         )
+    cut = _CUT_AFTER_INDEX.search(str(err))
+    if cut is not None:
+        return _Problem(
+            f"driving video is cut short: the file has {cut['size']} bytes but its index says "
+            f"its data runs to byte {cut['end']} (the upload or copy stopped early)",
+            "give the complete file: copy or upload it again",
+        )
     if isinstance(err.__cause__, EOFError):
         return _Problem(
             "driving video ends before any media data: it is empty, has zero frames, or was cut "
@@ -577,6 +603,13 @@ def _unreadable_video(source: MediaSource, err: MediaError) -> _Problem:
         f"{VIDEO_FIX} that plays from start to end (re-encode it if needed: "
         "ffmpeg -i in.mov -c:v libx264 out.mp4)",
     )
+
+
+# pipeline.media's words for an MP4 whose index (written first) points past the end of the file
+_CUT_AFTER_INDEX = re.compile(
+    r"is truncated: its index places \w+ stream #\d+ data up to byte (?P<end>[\d,]+) but the "
+    r"file has (?P<size>[\d,]+) bytes"
+)
 
 
 def _restate(err: MediaError, source: MediaSource, noun: str) -> str:

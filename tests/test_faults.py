@@ -181,6 +181,15 @@ INTERRUPTED_WAITING = "job interrupted before this row started; rerun the same j
 
 
 @pytest.mark.slow
+def assert_status_agrees_with_summary(job_folder: Path) -> None:
+    """status.json counts each row once, as summary.json does (in every state of the job)."""
+    status = json.loads((job_folder / "status.json").read_text())
+    totals = json.loads((job_folder / "summary.json").read_text())["totals"]
+    statuses = ("done", "failed", "skipped", "quarantined", "interrupted")
+    assert {k: status["rows"][k] for k in statuses} == {k: totals[k] for k in statuses}
+    assert status["rows"]["total"] == totals["rows"]
+
+
 def test_sigint_drains_the_job_and_a_rerun_resumes_the_interrupted_row(
     ray_local, tiny_weights, clips, tmp_path: Path
 ) -> None:
@@ -219,6 +228,7 @@ def test_sigint_drains_the_job_and_a_rerun_resumes_the_interrupted_row(
     assert rows["short-a"]["error"] == rows["short-b"]["error"] == INTERRUPTED_WAITING
     status = json.loads((job_folder / "status.json").read_text())
     assert status["state"] == "interrupted" and status["rows"]["interrupted"] == 3
+    assert_status_agrees_with_summary(job_folder)
     assert (job_folder / "report.html").is_file()
     # nothing half-written looks complete: no public video, no commit marker, no temp file
     assert not list(job_folder.glob("*.mp4")) and not list(job_folder.rglob("commit.json"))
@@ -234,6 +244,7 @@ def test_sigint_drains_the_job_and_a_rerun_resumes_the_interrupted_row(
     assert run_in_process(args) == 0
     rows = summary_rows(job_folder)
     assert {entry["status"] for entry in rows.values()} == {"done"}
+    assert_status_agrees_with_summary(job_folder)
     marker = json.loads((job_folder / "_rows" / key / "commit.json").read_text())
     assert marker["resumed_from_frame"] == committed.frames_committed
     # frame for frame what a render that was never interrupted gives

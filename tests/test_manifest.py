@@ -163,7 +163,7 @@ def test_misspelled_column_suggests_the_right_name(media: Path) -> None:
 
 def test_unknown_column_without_close_match_lists_allowed(media: Path) -> None:
     path = write_manifest(media, "portrait,driving_video,colour\nalice.png,clip.mp4,red\n")
-    (problem,) = problems_of(path)
+    (problem,) = problems_of(path, strict=True)
     assert problem.message == "unknown column 'colour'"
     assert problem.fix == (
         "remove or rename it (allowed columns: portrait, driving_video, id, audio, output, "
@@ -570,7 +570,7 @@ def test_many_problems_across_many_rows_are_all_reported(media: Path) -> None:
     lines = [f"missing{i}.png,clip.mp4,{-i - 1}" for i in range(150)]
     path = write_manifest(media, "portrait,driving_video,seed,colour\n" + "\n".join(lines) + "\n")
     with pytest.raises(ManifestError) as info:
-        load_manifest(path)
+        load_manifest(path, strict=True)
     error = info.value
     assert len(error.problems) == 1 + 150 * 2
     assert [p.row for p in error.problems[1:3]] == [1, 1]
@@ -621,3 +621,112 @@ def test_manifest_error_survives_pickling(media: Path) -> None:
         load_manifest(path)
     copy = pickle.loads(pickle.dumps(info.value))
     assert (copy.problems, copy.uri, str(copy)) == (info.value.problems, str(path), str(info.value))
+
+
+# ------------------------------------------------------------------------------------------
+# Extra columns: carried, not rejected
+# ------------------------------------------------------------------------------------------
+
+
+def test_extra_columns_are_kept_per_row_and_do_not_change_ids(
+    media: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = load_manifest(write_manifest(media, "portrait,driving_video\nalice.png,clip.mp4\n"))
+    path = write_manifest(
+        media,
+        "portrait,driving_video,Campaign,caption\n"
+        'alice.png,clip.mp4,spring-24,"Hello, <world>"\nbob.png,clip.mp4,,\n',
+    )
+    with caplog.at_level("WARNING"):
+        manifest = load_manifest(path)
+    assert manifest.extra_columns == ("Campaign", "caption")
+    assert [row.extra for row in manifest.rows] == [
+        {"Campaign": "spring-24", "caption": "Hello, <world>"},
+        {"Campaign": "", "caption": ""},
+    ]
+    assert manifest.rows[0].id == plain.rows[0].id  # a caption column re-renders nothing
+    assert manifest.warnings == () and not caplog.records
+
+
+def test_extra_column_like_a_known_one_is_kept_with_a_warning(
+    media: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_manifest(media, "portrait,driving_video,sead\nalice.png,clip.mp4,7\n")
+    with caplog.at_level("WARNING"):
+        manifest = load_manifest(path)
+    assert manifest.rows[0].seed is None and manifest.rows[0].extra == {"sead": "7"}
+    (warning,) = manifest.warnings
+    assert "column 'sead' (line 1) is not one the pipeline reads: did you mean 'seed'?" in warning
+    assert "job.strict_manifest=true" in warning
+    assert warning in caplog.text
+    (problem,) = problems_of(path, strict=True)
+    assert problem.message == "unknown column 'sead' — did you mean 'seed'?"
+
+
+def test_extra_column_named_twice_is_a_problem(media: Path) -> None:
+    path = write_manifest(media, "portrait,driving_video,note,Note\nalice.png,clip.mp4,a,b\n")
+    (problem,) = problems_of(path)
+    assert problem.message == "column 'note' appears twice in the header (columns 3 and 4)"
+
+
+# ------------------------------------------------------------------------------------------
+# Inputs a remote manifest may name
+# ------------------------------------------------------------------------------------------
+
+
+def _remote_manifest(text: str, **kwargs: object) -> tuple[object, list[ManifestProblem]]:
+    from pipeline.manifest import check_manifest
+
+    return check_manifest(
+        "s3://bucket/jobs/m.csv",
+        read_bytes=lambda uri: text.encode(),
+        exists=lambda uri: True,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_remote_manifest_may_not_name_local_files() -> None:
+    manifest, problems = _remote_manifest(
+        "id,portrait,driving_video\nspy,/etc/passwd,clip.mp4\nok,faces/a.png,clip.mp4\n"
+    )
+    (problem,) = problems
+    assert (problem.row_id, problem.column, problem.value) == ("spy", "portrait", "/etc/passwd")
+    assert problem.message == (
+        "names the local file /etc/passwd, but a manifest read from s3:// may name only remote "
+        "inputs (s3://...) and local files under storage.allowed_input_roots"
+    )
+    assert "storage.allowed_input_roots" in problem.fix
+    assert [row.portrait for row in manifest.rows] == ["s3://bucket/jobs/faces/a.png"]
+
+
+def test_remote_manifest_may_name_local_files_under_allowed_roots(media: Path) -> None:
+    touch(media, "alice.png")
+    inside, outside = media / "alice.png", "/etc/passwd"
+    manifest, problems = _remote_manifest(
+        f"id,portrait,driving_video\nin,{inside},clip.mp4\nout,{outside},clip.mp4\n",
+        allowed_input_roots=[str(media)],
+    )
+    assert [row.id for row in manifest.rows] == ["in"]
+    (problem,) = problems
+    assert problem.row_id == "out" and "outside the allowed input roots" in problem.message
+
+
+def test_local_manifest_keeps_its_freedom_without_roots(media: Path) -> None:
+    touch(media, "clip.mp4")
+    manifest = load_manifest(
+        write_manifest(media, "portrait,driving_video\n/etc/hostname,clip.mp4\n")
+    )
+    assert manifest.rows[0].portrait == "/etc/hostname"
+
+
+def test_problems_of_rejected_rows_carry_their_ids(media: Path) -> None:
+    touch(media, "clip.mp4")
+    path = write_manifest(
+        media,
+        "id,portrait,driving_video,seed\nnamed,missing.png,clip.mp4,\n,missing.png,clip.mp4,-1\n",
+    )
+    problems = problems_of(path)
+    assert [p.row_id for p in problems if p.row == 1] == ["named"]
+    second = {p.row_id for p in problems if p.row == 2}  # missing file and negative seed
+    assert len([p for p in problems if p.row == 2]) == 2 and len(second) == 1
+    assert second.pop().startswith("row-")  # its derived id, as a valid row would get

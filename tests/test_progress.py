@@ -33,6 +33,7 @@ from pipeline.progress import (
     RowRetrying,
     RowStarted,
     StatusFile,
+    ThroughputSampler,
     format_duration,
     make_reporter,
     summary_table,
@@ -514,6 +515,18 @@ def test_write_summary_json_to_path_and_writer(tmp_path: Path) -> None:
         "started_at": None,
         "timeline": None,
         "framing": None,
+        "inputs": None,
+        "extra": None,
+        "conditioning": None,
+        "rendered": None,
+        "signals": None,
+    }
+    assert on_disk["outputs"] == {
+        "rows": 3,
+        "committed": 1,  # row-a: done with an output (row-c was skipped without one)
+        "frames": 100,
+        "render_seconds": 0.0,
+        "fps": None,
     }
     captured: list[bytes] = []
     write_summary_json(RESULTS, captured.append)
@@ -561,3 +574,41 @@ def test_demo_job_is_a_consistent_8_row_2_worker_job(tmp_path: Path) -> None:
     status = tmp_path / "status.json"
     demo.replay(events, StatusFile(status), speed=1e6)
     assert json.loads(status.read_text())["rows"]["done"] == 6
+
+
+def test_summary_caption_tells_the_outputs_as_they_stand_after_a_rerun() -> None:
+    """A rerun that skips every row still says what the job's outputs are and how fast they were
+    rendered (by the earlier run)."""
+    rendered = {
+        "run": "r1",
+        "at": "2026-12-03T12:00:00+00:00",
+        "frames": 90,
+        "seconds": 3.0,
+        "fps": 30.0,
+    }
+    results = [
+        RowResult("a", "skipped", 90, 0.0, 0.0, output="a.mp4", rendered=rendered),
+        RowResult("b", "skipped", 90, 0.0, 0.0, output="b.mp4", rendered={**rendered, "seconds": 6.0}),
+    ]  # fmt: skip
+    caption = str(summary_table(results).caption)
+    assert "2 rows: 2 skipped · 180 frames in 0.0 row-seconds" in caption
+    assert "outputs as they stand: 2 videos, 180 frames rendered at 20.0 frames/s" in caption
+    outputs = write_summary_json(results, lambda data: None)["outputs"]
+    assert outputs == {"rows": 2, "committed": 2, "frames": 180, "render_seconds": 9.0, "fps": 20.0}
+
+
+def test_throughput_sampler_records_frames_over_time() -> None:
+    now = [100.0]
+    sampler = ThroughputSampler(90.0, interval_seconds=2.0, now=lambda: now[0])
+    sampler.handle(JobStarted("demo", total_rows=1))
+    for second, frames in ((100.0, 0), (101.0, 10), (102.5, 30), (103.0, 40)):
+        now[0] = second
+        sampler.handle(RowProgress("a", frames, 50, second - 100.0))
+    now[0] = 104.0
+    sampler.handle(RowFinished("a", "done", 50, 4.0))
+    sampler.handle(JobFinished("finished", 4.0))
+    assert sampler.samples == [
+        {"t": 10.0, "frames": 0},
+        {"t": 12.5, "frames": 30},
+        {"t": 14.0, "frames": 50},
+    ]

@@ -162,35 +162,67 @@ def test_a_failed_row_is_reported_and_sets_the_exit_code(
     assert "driving_video" in summary["bad"]["error"] and "notes.mp4" in summary["bad"]["error"]
 
 
-def test_status_counts_agree_with_the_summary_on_fresh_and_rerun_jobs(
-    ray_local, tiny_weights, tmp_path: Path
+def test_status_counts_agree_with_the_summary_and_a_rerun_keeps_the_jobs_story(
+    ray_local, tiny_weights, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """status.json and summary.json count each row once: a fresh job, a rerun with nothing to
-    do (every row skipped, once), and a rerun after a row was added (skipped plus done)."""
+    """status.json and summary.json count each row once: a fresh job, a partial one (a row with
+    a missing file fails under its own id), a rerun with nothing to do (every row skipped, once,
+    without starting workers), a rerun after a row was added (skipped plus done). The summary of
+    a rerun still says which run rendered each output, how fast, and lists the runs."""
+    import jobs.render as render_module
+
     clip = pattern_video(tmp_path / "ok.mp4", frames=8)
     portrait = REPO / "manifests/media/portrait_a.png"
-    rows = [{"id": f"r{i}", "portrait": str(portrait), "driving_video": str(clip), "seed": str(i)}
-            for i in range(3)]  # fmt: skip
+    rows = [{"id": f"r{i}", "portrait": str(portrait), "driving_video": str(clip), "seed": str(i),
+             "campaign": f"spring-{i}"} for i in range(3)]  # fmt: skip
+    missing = {"id": "lost", "portrait": str(tmp_path / "gone.png"), "driving_video": str(clip),
+               "seed": "9", "campaign": "x"}  # fmt: skip
 
-    def counts() -> tuple[dict, dict]:
-        job = tmp_path / "out/counted"
-        status = json.loads((job / "status.json").read_text())
-        totals = json.loads((job / "summary.json").read_text())["totals"]
-        return status, totals
+    def read(name: str) -> dict:
+        return json.loads((tmp_path / "out/counted" / name).read_text())
 
-    for stage, manifest_rows, expected in (
-        ("fresh", rows[:2], {"done": 2, "skipped": 0}),
-        ("rerun", rows[:2], {"done": 0, "skipped": 2}),
-        ("added", rows, {"done": 1, "skipped": 2}),
+    class NoPool:
+        def __init__(self, *args, **kwargs) -> None:
+            raise AssertionError("a rerun with nothing to render must not start workers")
+
+    first_run = None
+    for stage, manifest_rows, expected, code in (
+        ("fresh", rows[:2], {"done": 2, "skipped": 0, "failed": 0}, 0),
+        ("partial", [*rows[:2], missing], {"done": 0, "skipped": 2, "failed": 1}, 1),
+        ("rerun", rows[:2], {"done": 0, "skipped": 2, "failed": 0}, 0),
+        ("added", rows, {"done": 1, "skipped": 2, "failed": 0}, 0),
     ):
         manifest = write_manifest(tmp_path / "counted.csv", manifest_rows)
-        assert render(manifest, tmp_path / "out", tiny_weights) == 0, stage
-        status, totals = counts()
+        with monkeypatch.context() as patch:
+            if expected["done"] == 0:
+                patch.setattr(render_module, "RenderPool", NoPool)
+            assert render(manifest, tmp_path / "out", tiny_weights) == code, stage
+        status, summary = read("status.json"), read("summary.json")
+        totals = summary["totals"]
         assert status["state"] == "finished", stage
         for key, value in expected.items():
             assert status["rows"][key] == totals[key] == value, (stage, status["rows"], totals)
         assert sum(status["rows"][k] for k in ("done", "failed", "skipped", "quarantined", "interrupted")) == len(manifest_rows), (stage, status["rows"])  # fmt: skip
         assert totals["rows"] == len(manifest_rows), stage
+        by_id = {row["row_id"]: row for row in summary["rows"]}
+        assert set(by_id) == {row["id"] for row in manifest_rows}, stage  # ids, never "row 3"
+        assert by_id["r0"]["extra"] == {"campaign": "spring-0"}, stage
+        assert by_id["r0"]["inputs"]["portrait"] == str(portrait), stage
+        if stage == "fresh":
+            first_run = summary["run"]["id"]
+        if stage == "partial":
+            assert by_id["lost"]["status"] == "failed" and "gone.png" in by_id["lost"]["error"]
+        # the outputs as they stand: r0 and r1 were rendered by the first run, whatever came later
+        for row_id in ("r0", "r1"):
+            rendered = by_id[row_id]["rendered"]
+            assert rendered["run"] == first_run and rendered["frames"] == 8, (stage, rendered)
+            assert rendered["seconds"] > 0 and rendered["fps"] > 0, (stage, rendered)
+        assert summary["outputs"]["committed"] == len(manifest_rows) - expected["failed"], stage
+        assert [run["id"] for run in summary["runs"]][-1] == summary["run"]["id"], stage
+        provenance = summary["provenance"]
+        assert provenance["architecture"] == "tiny" and provenance["weights_revision"], stage
+    assert [run["done"] for run in summary["runs"]] == [2, 0, 0, 1]
+    assert by_id["r2"]["rendered"]["run"] == summary["run"]["id"] != first_run
 
 
 def test_rows_sharing_a_driving_video_reuse_its_pose_and_motion(

@@ -45,6 +45,7 @@ from pipeline.report import (
     write_report,
 )
 from pipeline.storage import Storage
+from pipeline.timeline import fps_over_time
 
 NASTY_ID = "<script>alert(1)</script>"
 NASTY_ERROR = (
@@ -87,8 +88,26 @@ def job(tmp_path: Path) -> Path:
     folder = tmp_path / "out" / "synthetic"
     make_video(folder / "ok.mp4", OK_FRAMES, *OK_SIZE)
     make_video(folder / "clips" / "take 1.mp4", TAKE_FRAMES, 64, 64)
+    # the done row's inputs: a portrait with its face found and the driving clip it followed
+    make_video(folder / "inputs" / "driving.mp4", OK_FRAMES, *OK_SIZE)
+    Image.new("RGB", (240, 160), (200, 170, 150)).save(folder / "inputs" / "portrait.png")
+    inputs = {
+        "portrait": str(folder / "inputs" / "portrait.png"),
+        "driving_video": str(folder / "inputs" / "driving.mp4"),
+        "audio": None,
+    }
+    framing = {"face": [80, 30, 60, 70], "square": [60, 10, 110], "portrait": "face"}
     rows = [
-        summary_row("ok", "done", frames=30, seconds=1.5, fps=20.0, output=str(folder / "ok.mp4")),
+        summary_row(
+            "ok",
+            "done",
+            frames=30,
+            seconds=1.5,
+            fps=20.0,
+            output=str(folder / "ok.mp4"),
+            inputs=inputs,
+            framing=framing | {"portrait_uri": inputs["portrait"]},
+        ),
         summary_row(NASTY_ID, "failed", seconds=0.2, error=NASTY_ERROR, attempts=3),
         summary_row(
             QUARANTINED_ID,
@@ -138,15 +157,43 @@ def parse(page: str) -> Tags:
     return parser
 
 
+DATA = re.compile(r'<script type="application/json" id="report-data">(.*?)</script>', re.DOTALL)
+
+
+def page_data(page: str) -> dict[str, Any]:
+    """The JSON the page's script lays the rows out from."""
+    (found,) = DATA.findall(page)
+    return json.loads(found)
+
+
+def page_rows(page: str) -> list[dict[str, Any]]:
+    """The page's rows, in the order it shows them by default."""
+    return page_data(page)["rows"]
+
+
+def row_links(row: dict[str, Any]) -> list[str]:
+    """The files a row's card links: output, poster, sheet, portrait and driving clip."""
+    output, portrait, driving = row["output"] or {}, row["portrait"] or {}, row["driving"] or {}
+    found = [output.get(k) for k in ("src", "poster", "sheet")]
+    found += [portrait.get("thumb"), portrait.get("src"), driving.get("src")]
+    return [link for link in found if link]
+
+
 def local_links(page: str) -> list[str]:
-    """src/poster/href values of the page that point to files (not data:, anchors or http)."""
-    links = []
+    """src/poster/href values of the page (its tags and its rows' data) that point to files
+    (not data:, anchors or http)."""
+    links = [link for row in page_rows(page) for link in row_links(row)]
     for _, attrs in parse(page).tags:
         for name in ("src", "poster", "href"):
             value = attrs.get(name)
             if value and not value.startswith(("data:", "#", "http:", "https:")):
                 links.append(value)
     return links
+
+
+def output_videos(page: str) -> list[dict[str, Any]]:
+    """The output video of every row that has one, in display order."""
+    return [row["output"] for row in page_rows(page) if row["output"] and row["output"]["src"]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,28 +214,48 @@ def test_report_files_exist_and_every_link_resolves(job: Path, storage: Storage)
     for link in links:
         assert not link.startswith("/") and "://" not in link, link  # relative to the page
         assert (job / urllib.parse.unquote(link)).is_file(), link
-    videos = parse(page).find("video")
+    videos = output_videos(page)
     assert [v["src"] for v in videos] == ["clips/take%201.mp4", "ok.mp4"]  # problems first
-    assert all("controls" in v and v["preload"] == "metadata" for v in videos)
+    (player,) = [v for v in parse(page).find("video") if v.get("class") == "output"]
+    assert "controls" in player and player["preload"] == "metadata"  # the card's output player
     assert videos[1]["poster"] == "report/ok-poster.jpg"
-    assert (videos[1]["width"], videos[1]["height"]) == ("96", "64")
+    assert (videos[1]["width"], videos[1]["height"]) == (96, 64)
+    ok = next(row for row in page_rows(page) if row["id"] == "ok")
+    assert ok["driving"] == {
+        "src": "inputs/driving.mp4",
+        "thumb": None,
+        "framed": False,
+        "note": None,
+    }
+    assert ok["portrait"]["src"] == "inputs/portrait.png" and ok["portrait"]["framed"]
+    assert ok["portrait"]["thumb"] == "report/ok-portrait.jpg"
 
 
 def test_page_is_self_contained(job: Path, storage: Storage) -> None:
     page = build_report(str(job), storage)
     assert "http://" not in page and "https://" not in page and "//cdn" not in page
-    assert page.count("<script") == 1 and page.count("<style>") == 1  # inline only
+    scripts = parse(page).find("script")  # inline only: the rows' data and the code
+    assert [s.get("type") for s in scripts] == ["application/json", None]
+    assert all("src" not in s for s in scripts)
+    assert page.count("<script") == 2 and page.count("<style>") == 1
     assert '<link rel="stylesheet"' not in page
 
 
 def test_row_text_is_escaped(job: Path, storage: Storage) -> None:
     page = build_report(str(job), storage)
     assert NASTY_ID not in page and "alert(2)</script>" not in page and "<img src=x" not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "q&amp;a &#x27;row&#x27;" in page
-    text = "".join(parse(page).text)
-    assert NASTY_ID in text and NASTY_ERROR in text  # shown in full, as text
+    # in the rows' JSON, "<", ">", "&" and "'" are escapes: nothing can close the script element
+    assert "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e" in page
+    assert "q\\u0026a \\u0027row\\u0027" in page
+    (data,) = DATA.findall(page)
+    assert "<" not in data and ">" not in data and "&" not in data
+    rows = {row["id"]: row for row in page_rows(page)}
+    assert NASTY_ID in rows and rows[NASTY_ID]["error"] == NASTY_ERROR  # in full, as text
+    assert QUARANTINED_ID in rows
     assert [a.get("src") for a in parse(page).find("img") if "alert" in str(a)] == []
+    # the script puts every text in with textContent (the browser test checks the cards)
+    script = (Path(report.__file__).parent / "templates" / "report.js").read_text()
+    assert "innerHTML" not in script and "insertAdjacentHTML" not in script
 
 
 def test_header_shows_totals_and_when_it_ran(job: Path, storage: Storage) -> None:
@@ -205,11 +272,15 @@ def test_failed_row_without_output_shows_the_error_instead_of_media(
     job: Path, storage: Storage
 ) -> None:
     page = build_report(str(job), storage)
-    cards = page.split("<article")[1:]
-    failed = next(card for card in cards if 'data-status="failed"' in card)
-    assert '<div class="media-error"><b>No output</b>' in failed
-    assert "<video" not in failed and "<img" not in failed
-    assert cards.index(failed) == 0  # failures come first
+    rows = page_rows(page)
+    failed = next(row for row in rows if row["status"] == "failed")
+    # no output, no inputs: the card shows the error where the media would be (the browser
+    # test checks the card: a "No output" box, no video and no image)
+    assert failed["output"] is None and failed["portrait"] is None and failed["driving"] is None
+    assert failed["failure"] and failed["error"] == NASTY_ERROR
+    assert rows.index(failed) == 0  # failures come first
+    template = page.split('<template id="card">')[1].split("</template>")[0]
+    assert '<div class="media-error" data-f="media-error"><b>No output</b>' in template
 
 
 def test_running_job_says_so(job: Path, storage: Storage) -> None:
@@ -235,12 +306,282 @@ def test_missing_or_unreadable_output_is_reported_not_raised(job: Path, storage:
     ]
     page = build_report(str(job), storage, summary=summary)
     assert "does not exist (moved or deleted?)" in page
-    assert "no preview:" in page and 'src="bad.mp4"' in page
+    rows = {row["id"]: row for row in page_rows(page)}
+    assert rows["gone"]["output"] is None and "(moved or deleted?)" in rows["gone"]["problem"]
+    assert rows["bad"]["problem"].startswith("no preview:")
+    assert rows["bad"]["output"]["src"] == "bad.mp4"
 
 
 def test_command_line_rebuilds_a_report(job: Path, tmp_path: Path) -> None:
     assert report.main([str(job)]) == 0 and (job / "report.html").is_file()
     assert report.main([str(tmp_path / "nothing-here")]) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# The job: its state, its outputs as they stand, its history and provenance
+# --------------------------------------------------------------------------------------------
+
+
+def badge(page: str) -> tuple[str, str]:
+    """(label, tone) of the header's badge."""
+    match = re.search(r'<span class="badge tone-(\w+)" id="job-state">([^<]*)</span>', page)
+    assert match, "no badge"
+    return match[2], match[1]
+
+
+@pytest.mark.parametrize(
+    ("state", "statuses", "expected"),
+    [
+        ("finished", ["done", "done"], ("finished", "ok")),
+        ("finished", ["done", "failed"], ("finished with failures", "bad")),
+        ("finished", ["done", "quarantined"], ("finished with failures", "bad")),
+        ("failed", ["failed"], ("failed", "bad")),
+        ("interrupted", ["done", "interrupted"], ("interrupted", "warn")),
+        ("running", ["done"], ("running", "live")),
+    ],
+)
+def test_a_job_with_failures_never_looks_green(
+    tmp_path: Path, storage: Storage, state: str, statuses: list[str], expected: tuple[str, str]
+) -> None:
+    rows = [summary_row(f"r{i}", status) for i, status in enumerate(statuses)]
+    totals = {status: statuses.count(status) for status in set(statuses)}
+    (tmp_path / "status.json").write_text(json.dumps({"state": state}))
+    page = build_report(str(tmp_path), storage, summary={"totals": totals, "rows": rows})
+    assert badge(page) == expected
+
+
+def test_badge_counts_failures_from_the_totals_too(tmp_path: Path, storage: Storage) -> None:
+    """A summary whose rows list was cut short still says the job had failures."""
+    summary = {"totals": {"done": 3, "failed": 1}, "rows": [summary_row("a", "done")]}
+    assert badge(build_report(str(tmp_path), storage, summary=summary))[1] == "bad"
+
+
+def contract_summary(job: Path) -> dict[str, Any]:
+    """The fixture job's summary with the fields the render job adds: this run, the run
+    history, the outputs as they stand, provenance and throughput samples."""
+    summary = json.loads((job / "summary.json").read_text())
+    summary["run"] = {
+        "id": "20261203T120102Z-4821",
+        "started_at": "2026-12-03T12:01:02Z",
+        "finished_at": "2026-12-03T12:03:12Z",
+        "state": "finished",
+        "wall_seconds": 130.0,
+    }
+    summary["runs"] = [
+        {"id": "20261202T090000Z-1111", "started_at": "2026-12-02T09:00:00Z",
+         "finished_at": "2026-12-02T09:40:00Z", "state": "interrupted", "done": 40,
+         "failed": 0, "skipped": 0, "quarantined": 0, "interrupted": 60, "frames": 3600,
+         "aggregate_fps": 1.5},
+        {"id": "20261203T120102Z-4821", "started_at": "2026-12-03T12:01:02Z",
+         "finished_at": "2026-12-03T12:03:12Z", "state": "finished", "done": 1, "failed": 1,
+         "skipped": 0, "quarantined": 1, "interrupted": 0, "frames": 46, "aggregate_fps": 38.3},
+    ]  # fmt: skip
+    summary["outputs"] = {
+        "rows": 3, "committed": 2, "frames": 46, "render_seconds": 1.7, "fps": 27.06,
+    }  # fmt: skip
+    summary["provenance"] = {
+        "model": "personalive",
+        "architecture": "full",
+        "dtype": "bfloat16",
+        "resolution": 512,
+        "weights_revision": "org/PersonaLive@0123abcd",
+        "random_init": False,
+        "preset": "social",
+        "video": {"codec": "libx264", "crf": 18, "preset": "medium", "pix_fmt": "yuv420p",
+                  "canvas": "1080x1920"},
+        "versions": {"portrait_render": "0.1.0", "torch": "2.13.0"},
+        "host": "gpu-node-7",
+        "command": "python run.py job=render manifest=m.csv preset=social <b>",
+    }  # fmt: skip
+    summary["throughput"] = [{"t": 2.0 * k, "frames": 12 * k} for k in range(12)]
+    for row in summary["rows"]:
+        row["conditioning"] = "cached"
+    return summary
+
+
+def test_provenance_run_history_and_outputs_are_shown(job: Path, storage: Storage) -> None:
+    page = build_report(str(job), storage, summary=contract_summary(job))
+    text = " ".join(" ".join(parse(page).text).split())
+    # the outputs as they stand beside this run's own counts
+    assert "The job's outputs as they stand" in text and "2 / 3 rows with a video" in text
+    assert "27.1 frames/s rendering them" in text and "This run" in text
+    # when this run ran comes from summary["run"]
+    assert "Ran 2026-12-03 12:01:02 UTC → 12:03:12 UTC" in text and "2:10 wall time" in text
+    # provenance
+    for fact in ("weights org/PersonaLive@0123abcd", "model personalive", "preset social",
+                 "codec libx264 · crf 18", "host gpu-node-7", "driving conditioning 3 cached"):  # fmt: skip
+        assert fact in text, fact
+    assert "python run.py job=render manifest=m.csv preset=social <b>" in text  # as text
+    assert "preset=social <b>" not in page
+    # the run history, this run marked
+    runs = page.split('<table class="runs">')[1].split("</table>")[0]
+    assert runs.count("<tr") == 3 and 'class="current"' in runs and "this run" in runs
+    assert "20261202T090000Z-1111" in runs and "interrupted" in runs and "40:00" in runs
+    # fps over time, from the samples
+    assert '<svg class="chart"' in page and "Sampled while rendering." in text
+
+
+def test_random_weights_are_called_out(job: Path, storage: Storage) -> None:
+    summary = contract_summary(job)
+    summary["provenance"] |= {"random_init": True, "weights_revision": "random-tiny-seed0"}
+    page = build_report(str(job), storage, summary=summary)
+    assert "randomly initialised weights" in page and "random-tiny-seed0" in page
+
+
+def test_an_old_summary_without_the_new_fields_still_renders(
+    tmp_path: Path, storage: Storage
+) -> None:
+    summary = {"rows": [summary_row("a", "done"), {"row_id": "b"}, "not a row"]}
+    page = build_report(str(tmp_path), storage, summary=summary)
+    assert badge(page) == ("finished", "ok")
+    assert [row["id"] for row in page_rows(page)] == ["a", "b"]
+    assert "Provenance" not in page and '<svg class="chart"' not in page
+
+
+def test_fps_over_time_from_samples_or_from_the_rows() -> None:
+    sampled = fps_over_time({"throughput": [{"t": 2.0 * k, "frames": 50 * k} for k in range(8)]})
+    assert sampled is not None and sampled.source == "sampled"
+    assert all(fps == pytest.approx(25.0) for _, fps in sampled.points[1:])
+    assert sampled.mean[-1] == (14.0, pytest.approx(25.0))
+    # no samples: two rows of 100 frames, each over 10 s, one after the other from t=0
+    rows = [
+        {"frames": 100, "started_at": 1000.0, "seconds": 10.0},
+        {"frames": 100, "started_at": 1010.0, "seconds": 10.0},
+        {"frames": 0, "started_at": 1005.0, "seconds": 3.0},  # rendered nothing: ignored
+    ]
+    derived = fps_over_time({"rows": rows, "startup": {"started_at": 1000.0}})
+    assert derived is not None and derived.source == "rows"
+    assert all(fps == pytest.approx(10.0) for _, fps in derived.points)
+    assert derived.mean[-1][1] == pytest.approx(10.0)
+    assert fps_over_time({"rows": [summary_row("a", "skipped")]}) is None
+
+
+# --------------------------------------------------------------------------------------------
+# Rows: extra columns, who rendered them, their inputs, their signals
+# --------------------------------------------------------------------------------------------
+
+
+def test_extra_columns_rendered_and_signals_travel_as_text(job: Path, storage: Storage) -> None:
+    summary = json.loads((job / "summary.json").read_text())
+    ok = next(row for row in summary["rows"] if row["row_id"] == "ok")
+    ok["extra"] = {"campaign": "spring </script><script>alert(4)</script>", "caption": "a & b"}
+    ok["rendered"] = {"run": "run-1", "at": "2026-12-02T09:30:00Z", "seconds": 1.5, "fps": 20.0,
+                      "frames": 30, "worker": "gpu-worker-0", "started_at": 1.0}  # fmt: skip
+    ok["signals"] = {"times": [0.2, 0.6, 1.0], "identity": [0.95, 0.91, float("nan")],
+                     "motion": [0.02, 0.03, 0.01], "driving_motion": [0.03, 0.03, 0.02],
+                     "every_seconds": 0.4, "model": "clip"}  # fmt: skip
+    page = build_report(str(job), storage, summary=summary)
+    assert "alert(4)</script>" not in page and "</script><script>" not in page
+    row = next(row for row in page_rows(page) if row["id"] == "ok")
+    assert row["extra"] == ok["extra"]
+    assert row["rendered"]["run"] == "run-1" and row["rendered"]["at"] == "2026-12-02 09:30:00 UTC"
+    assert row["signals"]["identity"] == [0.95, 0.91, None]  # not-a-number is no JSON number
+    assert row["signals"]["times"] == [0.2, 0.6, 1.0]
+    assert page_data(page)["signalsNote"] == report.SIGNALS_NOTE
+    assert "does not judge lip sync" in report.SIGNALS_NOTE
+
+
+def test_inputs_the_page_cannot_reach_get_a_note(job: Path, storage: Storage) -> None:
+    summary = json.loads((job / "summary.json").read_text())
+    ok = next(row for row in summary["rows"] if row["row_id"] == "ok")
+    ok["inputs"]["driving_video"] = "s3://media/driving/take 1.mp4"
+    quarantined = next(row for row in summary["rows"] if row["status"] == "quarantined")
+    quarantined["inputs"] = {"driving_video": str(job / "gone.mp4"), "portrait": None}
+    rows = {row["id"]: row for row in page_rows(build_report(str(job), storage, summary=summary))}
+    assert rows["ok"]["driving"]["src"] is None
+    assert (
+        "on S3 (s3://media/driving/take 1.mp4), out of this page's reach"
+        in (rows["ok"]["driving"]["note"])
+    )
+    assert rows["ok"]["portrait"]["src"] == "inputs/portrait.png"  # the local portrait still is
+    assert "does not exist any more" in rows[QUARANTINED_ID]["driving"]["note"]
+
+
+def test_inputs_outside_the_job_folder_are_linked_relative_to_the_page(
+    tmp_path: Path, storage: Storage
+) -> None:
+    media = tmp_path / "manifests" / "media"
+    make_video(media / "drive clip.mp4", 4, 32, 32)
+    job = tmp_path / "outputs" / "job"
+    job.mkdir(parents=True)
+    inputs = {"driving_video": str(media / "drive clip.mp4"), "portrait": None}
+    summary = {"rows": [summary_row("a", "done", inputs=inputs)]}
+    (row,) = page_rows(build_report(str(job), storage, summary=summary))
+    assert row["driving"]["src"] == "../../manifests/media/drive%20clip.mp4"
+
+
+# --------------------------------------------------------------------------------------------
+# Rebuilding: unchanged outputs are not decoded again
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the report decodes: 'video' per VideoReader opened, 'image' per portrait read."""
+    opened: list[str] = []
+    reader, load_image = report.VideoReader, report.load_image
+
+    def counting_reader(*args: Any, **kwargs: Any) -> Any:
+        opened.append("video")
+        return reader(*args, **kwargs)
+
+    def counting_image(*args: Any, **kwargs: Any) -> Any:
+        opened.append("image")
+        return load_image(*args, **kwargs)
+
+    monkeypatch.setattr(report, "VideoReader", counting_reader)
+    monkeypatch.setattr(report, "load_image", counting_image)
+    return opened
+
+
+def test_rebuilding_an_unchanged_job_decodes_nothing(
+    job: Path, storage: Storage, decodes: list[str]
+) -> None:
+    first = write_report(str(job), storage)
+    assert sorted(decodes) == ["image", "video", "video"]
+    assets = {path.name: path.stat().st_mtime_ns for path in (job / "report").iterdir()}
+    assert "assets.json" in assets and "ok-sheet.jpg" in assets
+    page = (job / "report.html").read_text()
+    decodes.clear()
+
+    assert write_report(str(job), storage) == first
+    assert decodes == []  # no video decoded, no portrait read
+    assert {p.name: p.stat().st_mtime_ns for p in (job / "report").iterdir()} == assets
+    strip = functools.partial(re.sub, r"Built [^<]* by", "Built")
+    assert strip((job / "report.html").read_text()) == strip(page)  # the same page
+
+    # a re-rendered output (new content, same name) is decoded again; the rest is not
+    make_video(job / "ok.mp4", 12, *OK_SIZE)
+    decodes.clear()
+    rebuilt = build_report(str(job), storage)
+    assert decodes == ["video"]
+    ok = next(row for row in page_rows(rebuilt) if row["id"] == "ok")
+    assert ok["output"]["times"] == pytest.approx([i / 25 for i in pick_frame_indices(12)])
+    assert (job / "report" / "ok-sheet.jpg").stat().st_mtime_ns != assets["ok-sheet.jpg"]
+
+
+def test_a_lost_picture_or_a_new_face_box_is_made_again(
+    job: Path, storage: Storage, decodes: list[str]
+) -> None:
+    write_report(str(job), storage)
+    (job / "report" / "ok-poster.jpg").unlink()
+    summary = json.loads((job / "summary.json").read_text())
+    ok = next(row for row in summary["rows"] if row["row_id"] == "ok")
+    ok["framing"]["face"] = [10, 10, 50, 50]
+    decodes.clear()
+    write_report(str(job), storage, summary=summary)
+    assert sorted(decodes) == ["image", "video"]
+    assert (job / "report" / "ok-poster.jpg").is_file()
+
+
+def test_rows_sharing_an_output_share_its_pictures(
+    tmp_path: Path, storage: Storage, decodes: list[str]
+) -> None:
+    make_video(tmp_path / "same.mp4", 10, 32, 32)
+    rows = [summary_row(f"r{i}", "done", output=str(tmp_path / "same.mp4")) for i in range(5)]
+    page = build_report(str(tmp_path), storage, summary={"rows": rows})
+    assert decodes == ["video"]
+    assert {row["output"]["sheet"] for row in page_rows(page)} == {"report/r0-sheet.jpg"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,8 +640,9 @@ def test_contact_sheet_holds_evenly_spaced_frames(
     assert np.allclose(levels, expected, atol=4), (levels, expected)
     poster = np.asarray(Image.open(job / "report" / "ok-poster.jpg").convert("L"))
     assert abs(float(poster[OK_SIZE[1] // 2 :].mean()) - grey(16)) <= 4  # the middle pick
-    times = [f'data-t="{index / 25:.3f}"' for index in pick_frame_indices(OK_FRAMES)]
-    assert all(t in page for t in times)
+    ok = next(row for row in page_rows(page) if row["id"] == "ok")
+    times = [index / 25 for index in pick_frame_indices(OK_FRAMES)]
+    assert ok["output"]["times"] == pytest.approx(times, abs=1e-3)  # each cell seeks there
 
 
 def test_thumbnails_are_at_most_320_wide(tmp_path: Path, storage: Storage) -> None:
@@ -341,7 +683,7 @@ def test_report_of_an_s3_job_folder(
         keys = {item["Key"] for item in client.list_objects_v2(Bucket=bucket)["Contents"]}
         page = client.get_object(Bucket=bucket, Key="jobs/synthetic/report.html")["Body"].read()
     assert {"jobs/synthetic/report/ok-poster.jpg", "jobs/synthetic/report/ok-sheet.jpg"} <= keys
-    videos = parse(page.decode()).find("video")
+    videos = output_videos(page.decode())
     assert [v["src"] for v in videos] == ["clips/take%201.mp4", "ok.mp4"]
 
 
@@ -534,6 +876,8 @@ PAGE_STATE = """
       video.addEventListener("error", done, {once: true});
       setTimeout(done, 8000);
     })));
+  document.querySelector(".card[data-status=done]").scrollIntoView();  // the row list pages
+  await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
   const box = (el) => { const r = el.getBoundingClientRect();
     return [r.left, r.top, r.width, r.height]; };
   return {
@@ -551,8 +895,20 @@ SEEK_BY_CLICK = """
 (() => {
   const card = document.querySelector(".card[data-status=done]");
   card.querySelectorAll(".cells button")[5].click();
-  return card.querySelector("video").currentTime;
+  return card.querySelector("video.output").currentTime;
 })()
+"""
+
+CARDS = """
+(() => [...document.querySelectorAll(".card")].map((card) => ({
+  status: card.dataset.status,
+  id: card.querySelector("h2").textContent,
+  text: card.textContent,
+  noOutput: [...card.querySelectorAll(".media-error > b")].map((b) => b.textContent),
+  videos: [...card.querySelectorAll("video")].map((v) => v.className),
+  images: card.querySelectorAll("img").length,
+  injected: card.querySelectorAll("script, b b, pre b, pre img, img[src=x]").length,
+})))()
 """
 
 FILTER_BY_CLICK = """
@@ -575,6 +931,7 @@ def test_report_in_headless_chromium(
         browser.open(url)
         state = browser.evaluate(PAGE_STATE)
         png = browser.screenshot()
+        cards = browser.evaluate(CARDS)
         seek_time = browser.evaluate(SEEK_BY_CLICK)
         visible = browser.evaluate(FILTER_BY_CLICK)
     finally:
@@ -591,6 +948,14 @@ def test_report_in_headless_chromium(
         assert error is None and ready >= 1 and duration > 0, (src, ready, duration, error)
     assert seek_time == pytest.approx(pick_frame_indices(OK_FRAMES)[5] / 25, abs=1e-3)
     assert visible == ["failed"]
+    # every text of a row shown in full, as text: nothing parsed as HTML
+    failed, quarantined, done = cards
+    assert failed["id"] == NASTY_ID and NASTY_ERROR in failed["text"]
+    assert quarantined["id"] == QUARANTINED_ID and all(card["injected"] == 0 for card in cards)
+    # the failed row without output: its error where the media would be, no video, no image
+    assert failed["noOutput"] == ["No output"] and failed["videos"] == [] and failed["images"] == 0
+    # the done row: portrait, driving clip and output side by side, then the contact sheet
+    assert done["videos"] == ["driving", "output"] and done["images"] == 2
 
     screenshot = Image.open(io.BytesIO(png)).convert("RGB")
     assert screenshot.size == (1280, 1400)

@@ -34,6 +34,7 @@ from test_faults import (
     PORTRAIT,
     job_args,
     kill_session,
+    make_bucket,
     run_in_process,
     start_job,
     summary_rows,
@@ -330,3 +331,49 @@ def test_embedded_ray_and_the_test_s3_server_listen_on_loopback_only(watched_s3_
         for name, addresses in listeners.items()
     }
     assert {name: found for name, found in exposed.items() if found} == {}
+
+
+def test_a_manifest_read_from_s3_may_name_only_remote_inputs_and_local_files_under_roots(
+    moto_s3_server, tmp_path: Path
+) -> None:
+    """A manifest in a bucket (whoever can write there must not make the job read this machine's
+    files): a local absolute path fails with the rule and the option to name; an s3:// input and,
+    once roots are set, a local file under a root are accepted."""
+    from pipeline.config import S3Config
+    from pipeline.validate import validate_manifest
+
+    endpoint = moto_s3_server.endpoint_url
+    client = make_bucket(endpoint, "remote-manifests")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    pattern_video(inputs / "clip.mp4", frames=8)
+    shutil.copy(PORTRAIT, inputs / "face.png")
+    client.upload_file(str(inputs / "clip.mp4"), "remote-manifests", "batch/clip.mp4")
+    client.upload_file(str(PORTRAIT), "remote-manifests", "batch/face.png")
+    manifest = (
+        "id,portrait,driving_video\n"
+        "remote,face.png,clip.mp4\n"
+        "passwd,/etc/passwd,clip.mp4\n"
+        f"local,{inputs / 'face.png'},{inputs / 'clip.mp4'}\n"
+    )
+    client.put_object(Bucket="remote-manifests", Key="batch/m.csv", Body=manifest.encode())
+    uri = "s3://remote-manifests/batch/m.csv"
+
+    def verdicts(roots: list[str]) -> tuple[set[str], dict[str, str]]:
+        storage = Storage(
+            StorageConfig(s3=S3Config(endpoint_url=endpoint), allowed_input_roots=roots)
+        )
+        validation = validate_manifest(uri, storage, allowed_input_roots=roots, framing=None)
+        failed = {label: str(problems[0]) for label, problems in validation.failed_rows().items()}
+        return {media.row.id for media in validation.ready}, failed
+
+    ready, failed = verdicts([])
+    assert ready == {"remote"} and set(failed) == {"passwd", "local"}
+    assert (
+        "names the local file /etc/passwd, but a manifest read from s3:// may name only "
+        in failed["passwd"]
+    )
+    assert "storage.allowed_input_roots" in failed["passwd"]
+    ready, failed = verdicts([str(inputs)])
+    assert ready == {"remote", "local"} and set(failed) == {"passwd"}
+    assert f"/etc/passwd is outside the allowed input roots [{inputs}]" in failed["passwd"]

@@ -182,6 +182,20 @@ class StreamingAnimator:
             motion_bank=motion.clone(),
         )
 
+    def clip_inputs(self, images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
+        """The image encoder's input ``(n, 3, S, S)`` (host, float32) for uint8 RGB images,
+        preprocessed as :meth:`fuse_reference` preprocesses the portrait (CPU work: resizing)."""
+        size = self.models.clip_image_size
+        return torch.cat([clip_pixels(as_rgb_array(image), size) for image in images])
+
+    @torch.no_grad()
+    def embed_images(self, inputs: torch.Tensor) -> torch.Tensor:
+        """CLIP image embeddings ``(n, C)`` on the model's device of :meth:`clip_inputs`, by the
+        loaded image encoder, as the portrait's ``StreamState.clip_embeds`` is made: output frames
+        can be compared with their portrait (a row's signals)."""
+        models = self.models
+        return models.image_encoder(to_device(inputs, models.device).to(models.dtype)).image_embeds
+
     def _noise(self, generator: torch.Generator, frames: int) -> torch.Tensor:
         """``(frames, 4, h, w)`` Gaussian noise, drawn as the reference draws it: ``(1, 4, frames, h, w)``."""
         size = self.latent_size

@@ -19,6 +19,7 @@ from ._attention import (
 )
 from ._cuda_graphs import GraphedCall
 from ._fast_layers import check_kernels, use_fast_layers
+from ._fp8 import check_fp8_kernels, check_fp8_mode, use_fp8
 from ._keypoints import KeypointExtractor
 from ._motion_encoder import MotionEncoder
 from ._pose_guider import PoseGuider
@@ -136,6 +137,7 @@ class PersonaLiveModels:
         compile_mode: str = "none",
         cuda_graphs: bool = False,
         backend: str = "inductor",
+        fp8: str = "none",
     ) -> None:
         """Speed levers for GPUs: NHWC layout for the convolution-heavy networks (with layers that
         keep it and fold norms, biases, residual adds and upsampling together, on Triton kernels
@@ -145,7 +147,9 @@ class PersonaLiveModels:
         whole networks (``"default"``/``"max-autotune"``; minutes of compiling) or their repeated
         blocks (``"regional"``); ``cuda_graphs``: those two calls replayed as CUDA graphs
         (:mod:`._cuda_graphs`; CUDA only). ``backend`` is torch.compile's (tests use a cheap
-        one)."""
+        one). ``fp8``: ``model.fp8`` (:mod:`._fp8`; ``"unet-linear"``: the denoising UNet's large
+        linear products in e4m3, on GPUs that have FP8 tensor cores, else an error)."""
+        check_fp8_mode(fp8, self.device)  # before any work: a GPU without FP8 fails at once
         if channels_last:
             for network in (self.denoising_unet, self.vae, self.pose_guider, self.tiny_decoder):
                 if network is not None:
@@ -154,6 +158,9 @@ class PersonaLiveModels:
             use_fast_layers(network, channels_last=channels_last)
         if self.device.type == "cuda":  # the token-layout kernels run in either layout
             check_kernels(self.device, self.dtype)
+        if fp8 == "unet-linear":
+            check_fp8_kernels(self.device, self.dtype)
+            use_fp8(self.denoising_unet)
         if compile_mode == "regional":
             self._compile_regions(backend)
         elif compile_mode != "none":

@@ -41,7 +41,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
-from . import _nhwc_kernels
+from . import _fp8, _nhwc_kernels
 from ._check_cache import cache_file, load_verdict, stack_key, store_verdict
 
 logger = logging.getLogger(__name__)
@@ -423,7 +423,7 @@ def frame_attention(attn: nn.Module, normed: torch.Tensor, frames: int) -> torch
     the input and projecting is the same as adding its projection), the Triton kernel, the
     output projection. Returns ``(S·F, P, C)`` like the transposing PyTorch path."""
     weight, frame_bias = _qkv_projection(attn, frames)
-    qkv = F.linear(normed, weight)
+    qkv = _fp8.linear(normed, weight, None, attn)  # FP8 where model.fp8 chose this layer
     out = _nhwc_kernels.frame_attention(qkv, frame_bias, frames, attn.heads, attn.scale)
     return attn.to_out[1](attn.to_out[0](out))
 
@@ -484,7 +484,10 @@ class SplitGEGLU(GEGLU):
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         weight, bias = self.proj.weight, self.proj.bias
         if _use_kernels(hidden_states) and hidden_states.is_contiguous():
-            return _nhwc_kernels.geglu(F.linear(hidden_states, weight, bias))
+            return _nhwc_kernels.geglu(_fp8.linear(hidden_states, weight, bias, self.proj))
+        if getattr(self.proj, "fp8", None) is not None:  # model.fp8 (emulated off CUDA: tests)
+            value, gate = _fp8.linear(hidden_states, weight, bias, self.proj).chunk(2, dim=-1)
+            return value * self.gelu(gate)
         half = weight.shape[0] // 2
         value = F.linear(hidden_states, weight[:half], None if bias is None else bias[:half])
         gate = F.linear(hidden_states, weight[half:], None if bias is None else bias[half:])

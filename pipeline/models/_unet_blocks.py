@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from torch import nn
 
+from . import _fp8
 from ._attention import AttentionProcessor
 from ._fast_layers import (
     add_layer_norm,
@@ -182,10 +182,14 @@ class SpatialTransformer(nn.Module):
         def tokens(t: torch.Tensor) -> torch.Tensor:
             return t.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
 
-        hidden = F.linear(tokens(self.norm(x)), _as_matrix(self.proj_in), self.proj_in.bias)
+        # FP8 products where model.fp8 chose these 1×1 convolutions (pipeline/models/_fp8.py)
+        hidden = _fp8.linear(
+            tokens(self.norm(x)), _as_matrix(self.proj_in), self.proj_in.bias, self.proj_in
+        )
         for block in self.transformer_blocks:
             hidden = block(hidden, clip_context, bank_kv, bank_mask, bank_out)
-        out = F.linear(hidden, _as_matrix(self.proj_out), self.proj_out.bias).add_(tokens(x))
+        out = _fp8.linear(hidden, _as_matrix(self.proj_out), self.proj_out.bias, self.proj_out)
+        out = out.add_(tokens(x))
         return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
 
 

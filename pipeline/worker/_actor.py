@@ -46,6 +46,7 @@ def build_animator(
         channels_last=model.channels_last,
         compile_mode=model.compile,
         cuda_graphs=model.cuda_graphs,
+        fp8=model.fp8,
     )
     if timings is not None:
         timings["load_seconds"] = round(loaded - started, 2)

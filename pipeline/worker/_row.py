@@ -50,6 +50,7 @@ from ..progress import RowAccepted, RowProgress, RowStarted
 from ..storage import Storage, StorageError, basename
 from ._ahead import ReadAhead
 from ._segments import SegmentSink
+from ._signals import SignalRecorder, clip_embedder, encoder_name
 from ._slots import StreamSlots
 from ._task import RowError, RowOutcome, RowTask, RowTimeline
 
@@ -76,6 +77,7 @@ class _PreparedRow:
     framing: dict[str, Any]  # where the face was and what was cut (in the outcome and commit)
     framer: DrivingFramer | None  # driving frames cut around the face (counts frames without)
     streaming: float = 0.0  # monotonic time it took its stream slot
+    signals: SignalRecorder | None = None  # identity/motion samples (job.signals_every_seconds)
 
 
 class RowRenderer:
@@ -133,6 +135,7 @@ class RowRenderer:
         self.batcher = batcher or StepBatcher(animator)
         self.slots = slots or StreamSlots(1)
         self.gpu_prep = gpu_prep
+        self._embed: Any = None  # output frames' CLIP embeddings (made on first use)
         self.portrait_detector = FaceDetector()
         # driving frames are searched every few frames, on the decode-ahead thread: a quicker
         # coarse scan (faces down to 1/20 of the frame's long side; the fine pass is the same)
@@ -171,7 +174,12 @@ class RowRenderer:
                     timeline.first_commit_at = row.sink.first_commit_at
                     self._framing_costs(row)
                 frames, has_audio, output = self._finish(row)
-            return outcome("done", frames=frames, output=output, has_audio=has_audio)
+                signals = row.signals.finish() if row.signals is not None else None
+            conditioning = "cached" if row.cached else "computed"
+            return outcome(
+                "done", frames=frames, output=output, has_audio=has_audio, conditioning=conditioning,
+                signals=signals,
+            )  # fmt: skip
         except (RowError, MediaError) as err:
             return outcome("failed", error=self._scratch_hint(err))
         except StorageError as err:
@@ -244,6 +252,9 @@ class RowRenderer:
         if not stream.ended:
             source = ReadAhead(chunks, name=f"decode-{task.row_id[:20]}")
             stack.callback(source.close)
+        signals = self._signal_recorder(task, stream, total, rate)
+        if signals is not None:
+            stack.callback(signals.close)
         # last: nothing after it may raise, or its thread would wait forever for frames
         sink = SegmentSink(
             ledger, task, scratch, video, rate, size,
@@ -254,6 +265,28 @@ class RowRenderer:
         return _PreparedRow(
             task, scratch, ledger, record, stream, total, sink, source, writer,
             cached=cached is not None, timeline=timeline, framing=framing, framer=framer,
+            signals=signals,
+        )  # fmt: skip
+
+    def _signal_recorder(
+        self, task: RowTask, stream: StreamState, total: int, rate: Any
+    ) -> SignalRecorder | None:
+        """The row's identity/motion samples from this attempt's frames on (docs/signals.md);
+        the portrait's embedding is the one the stream is conditioned on, the encoder the
+        model's own, run on the GPU preparation thread (never the denoising thread's work)."""
+        every = task.signals_every_seconds
+        if every <= 0:
+            return None
+        animator = self.animator
+        if self._embed is None:
+            self._embed = clip_embedder(animator, self.gpu_prep)
+        # with keep_warmup the output starts with the warm-up: driving frame d is output d + warmup
+        warmup = animator.schedule.pending_frames if animator.config.keep_warmup else 0
+        return SignalRecorder(
+            self._embed, stream.clip_embeds, frames=total + warmup, rate=rate,
+            every_seconds=every, model=encoder_name(animator.models.image_encoder.config),
+            first_output=stream.frames_out + warmup if stream.frames_out else 0,
+            first_driving=stream.frames_in, warmup=warmup, name=f"signals-{task.row_id[:20]}",
         )  # fmt: skip
 
     def _frame_portrait(
@@ -382,14 +415,20 @@ class RowRenderer:
             try:
                 last_report = time.monotonic()
                 for item in row.source or ():
-                    sink.put(self.batcher.advance(stream, item), stream)
+                    frames = self.batcher.advance(stream, item)
+                    sink.put(frames, stream)
+                    if row.signals is not None:  # reads the frames, on a thread of its own
+                        row.signals.add(item, frames)
                     if row.writer is not None and stream.last_observation is not None:
                         row.writer.add(stream.last_observation)
                     if time.monotonic() - last_report >= self.progress_interval_s:
                         self._report_progress(row)
                         last_report = time.monotonic()
                 while not stream.done:  # the input ended: flush the window
-                    sink.put(self.batcher.advance(stream, None), stream)
+                    frames = self.batcher.advance(stream, None)
+                    sink.put(frames, stream)
+                    if row.signals is not None:
+                        row.signals.add(None, frames)
             finally:
                 self.batcher.unregister(stream)
                 row.timeline.released_at = time.time()
@@ -432,6 +471,9 @@ class RowRenderer:
             "resumed_from_frame": row.record.frames_committed,
             "conditioning": "cached" if row.cached else "computed",
             "framing": row.framing,
+            # how this output was made, for the job's story on later runs (summary, report)
+            "render_started_at": row.timeline.streaming_at,
+            "render_seconds": round(time.time() - (row.timeline.streaming_at or time.time()), 3),
         }
         _, marker = ledger.commit_row(task.row_key, str(final), meta)
         return stream.frames_out, has_audio, marker["video"]

@@ -40,6 +40,7 @@ class RowTask:
     conditioning_uri: str | None = None  # cache of the driving video's pose/motion (shared by rows)
     framing: FramingConfig = field(default_factory=FramingConfig)
     portrait_face: tuple[float, float, float, float] | None = None
+    signals_every_seconds: float = 1.0  # job.signals_every_seconds (0: no signals)
 
 
 @dataclass
@@ -92,6 +93,8 @@ class RowOutcome:
     started_at: float = 0.0  # wall clock (Unix time) when the worker began the row; 0 if unknown
     timeline: RowTimeline | None = None
     framing: dict[str, Any] | None = None  # where the face was, what was cut (see RowRenderer)
+    signals: dict[str, Any] | None = None  # identity/motion over time (docs/signals.md)
+    conditioning: str | None = None  # "cached" | "computed": the driving pose/motion's source
 
     @property
     def fps(self) -> float:

@@ -1,0 +1,293 @@
+"""FP8 (e4m3) matrix products for the denoising UNet's linear layers (``model.fp8``, issue 16).
+
+Hopper and Ada tensor cores multiply FP8 matrices at twice the fp16 rate. An FP8 product here is
+``out = (x_q · s_x) @ (w_q · s_w)ᵀ + bias`` with ``x_q``, ``w_q`` in ``torch.float8_e4m3fn``
+(3 mantissa bits: each element rounded to within 1/16 of itself) and float32 scales:
+
+* weights per output channel, quantised once (:class:`Fp8Weight`, re-quantised only when the
+  weight tensor changes);
+* activations per token (one scale per row of the ``(tokens, C)`` matrix): one Triton pass
+  reads a row once and writes it in FP8 with its scale (:func:`quantize_rows`); elsewhere the
+  same arithmetic in PyTorch ops.
+
+``torch._scaled_mm`` multiplies with fp32 accumulation, applies both scales and the bias, and
+writes the layer's dtype. On CPU (the tests) :func:`scaled_matmul` computes the same function
+from the dequantised operands in fp32: the emulation the numerics are checked against.
+
+Only products large enough to gain are converted (:data:`MIN_WEIGHT_ELEMENTS`,
+:data:`MIN_TOKENS`, measured on an H200: ``docs/benchmarks.md``, "FP8 matrix work"): the
+quantisation pass costs a read of the activation, which small products do not earn back.
+Everything else (norms, attention, convolutions, the other networks) keeps ``model.dtype``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - CPU-only installs
+    triton = None
+
+logger = logging.getLogger(__name__)
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = 448.0  # the largest finite e4m3fn value
+FP8_MODES: tuple[str, ...] = ("none", "unet-linear")
+# what gains, measured at the UNet's shapes on an H200 (scripts/bench_fp8.py, docs/benchmarks.md):
+# with the quantisation pass counted, only the 1280-channel feed-forwards (1280→10240 and
+# 5120→1280) on 4,096+ tokens ran faster than fp16; every narrower product (the 320- and
+# 640-channel levels, the stacked q/k/v) and every call with fewer token rows stays in model.dtype
+MIN_WEIGHT_ELEMENTS = 1280 * 5120
+MIN_TOKENS = 4096
+
+
+def fp8_unsupported(device: torch.device | str) -> str | None:
+    """Why FP8 matrix products cannot run on ``device``, or ``None`` when they can."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return (
+            f"the model runs on {device}; FP8 matrix products need an NVIDIA GPU of compute "
+            "capability 8.9 or newer (Ada: L4, L40S, RTX 4090; Hopper: H100, H200; Blackwell)"
+        )
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (8, 9):
+        name = torch.cuda.get_device_name(device)
+        return (
+            f"{name} (compute capability {major}.{minor}) has no FP8 tensor cores; they start "
+            "at 8.9 (Ada: L4, L40S, RTX 4090; Hopper: H100, H200; Blackwell)"
+        )
+    return None
+
+
+def check_fp8_mode(mode: str, device: torch.device | str) -> None:
+    """Raise ``ValueError`` with what to do when ``model.fp8=mode`` cannot run on ``device``."""
+    if mode not in FP8_MODES:
+        raise ValueError(f"model.fp8={mode!r} is not known; choose one of {', '.join(FP8_MODES)}")
+    if mode != "none":
+        reason = fp8_unsupported(device)
+        if reason is not None:
+            raise ValueError(
+                f"model.fp8={mode} cannot run: {reason}. Use model.fp8=none (the model then "
+                "runs every layer in model.dtype)"
+            )
+
+
+# ----------------------------------------------------------------------------- quantisation
+
+
+def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(C_out, C_in)`` → e4m3 weights and one float32 scale per output channel ``(C_out,)``."""
+    w = weight.float()
+    scale = w.abs().amax(dim=1).clamp_(min=1e-12) / FP8_MAX
+    quantized = (w / scale[:, None]).clamp_(-FP8_MAX, FP8_MAX).to(FP8)
+    return quantized, scale
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows ``(M, K)`` → e4m3 rows and one float32 scale per row ``(M, 1)``: each row's
+    largest magnitude maps to 448. One Triton pass on CUDA; elsewhere PyTorch ops (Triton's
+    interpreter rounds to e4m3 wrongly where rounding carries into the exponent: 124.3 → 64)."""
+    if x.dim() != 2:
+        raise ValueError(f"quantize_rows takes a (tokens, features) matrix, got {tuple(x.shape)}")
+    if triton is not None and x.is_cuda and x.is_contiguous():
+        return _quantize_rows_triton(x)
+    xf = x.float()
+    scale = xf.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12) / FP8_MAX
+    return (xf / scale).clamp_(-FP8_MAX, FP8_MAX).to(FP8), scale
+
+
+if triton is not None:
+
+    @triton.jit
+    def _quantize_rows_kernel(
+        x_ptr,
+        q_ptr,
+        scale_ptr,
+        rows,
+        features,
+        BLOCK_R: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
+        """BLOCK_R whole rows per program: amax, scale, FP8 store (one read, one write)."""
+        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = tl.arange(0, BLOCK_K)
+        ok = (r < rows)[:, None] & (cols < features)[None, :]
+        offsets = r[:, None].to(tl.int64) * features + cols[None, :]
+        x = tl.load(x_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+        amax = tl.max(tl.abs(x), axis=1)
+        scale = tl.maximum(amax, 1e-12) / 448.0
+        q = x / scale[:, None]
+        q = tl.minimum(tl.maximum(q, -448.0), 448.0)
+        tl.store(q_ptr + offsets, q.to(tl.float8e4nv), mask=ok)
+        tl.store(scale_ptr + r, scale, mask=r < rows)
+
+
+def _quantize_rows_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    rows, features = x.shape
+    quantized = torch.empty((rows, features), dtype=FP8, device=x.device)
+    scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
+    block_k = triton.next_power_of_2(features)
+    block_r = max(1, min(16, 4096 // block_k))  # ~4k elements a program: no register spills
+    _quantize_rows_kernel[(triton.cdiv(rows, block_r),)](
+        x, quantized, scale, rows, features, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=4
+    )
+    return quantized, scale
+
+
+# ----------------------------------------------------------------------------- products
+
+
+def scaled_matmul(
+    x_q: torch.Tensor,
+    x_scale: torch.Tensor,
+    w_q: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """``(x_q · x_scale) @ (w_q · w_scale[:, None])ᵀ + bias`` → ``(M, C_out)`` in ``out_dtype``:
+    ``torch._scaled_mm`` on CUDA (fp32 accumulation); on CPU the same function from the
+    dequantised operands in fp32 (the emulation the tests check)."""
+    if x_q.is_cuda:
+        return torch._scaled_mm(
+            x_q,
+            w_q.t(),  # (C_in, C_out), column-major: the layout the FP8 kernels want
+            scale_a=x_scale,
+            scale_b=w_scale.view(1, -1),
+            bias=bias,
+            out_dtype=out_dtype,
+        )
+    out = F.linear(x_q.float() * x_scale, w_q.float() * w_scale[:, None])
+    if bias is not None:
+        out = out + bias.float()
+    return out.to(out_dtype)
+
+
+@dataclass
+class Fp8Weight:
+    """A layer's weight in e4m3 with per-output-channel scales, quantised from ``source`` and
+    again whenever the weight tensor changes (another tensor, or written in place)."""
+
+    min_tokens: int = MIN_TOKENS
+    source: tuple[int, int, torch.device] | None = None
+    quantized: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
+
+    def serves(self, x: torch.Tensor) -> bool:
+        """Whether this call runs in FP8: inference with enough token rows."""
+        return not torch.is_grad_enabled() and x.numel() // x.shape[-1] >= self.min_tokens
+
+    def matrix(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (weight.data_ptr(), weight._version, weight.device)
+        if key != self.source:
+            self.quantized, self.scale = quantize_weight(weight.detach().view(weight.shape[0], -1))
+            self.source = key
+        assert self.quantized is not None and self.scale is not None
+        return self.quantized, self.scale
+
+
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, owner: nn.Module
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, as an FP8 product where ``owner`` (the layer that holds
+    ``weight``) was chosen by :func:`use_fp8` and the call is large enough."""
+    fp8: Fp8Weight | None = getattr(owner, "fp8", None)
+    if fp8 is None or not fp8.serves(x):
+        return F.linear(x, weight, bias)
+    w_q, w_scale = fp8.matrix(weight)
+    rows = x.reshape(-1, x.shape[-1])
+    x_q, x_scale = quantize_rows(rows if rows.is_contiguous() else rows.contiguous())
+    out = scaled_matmul(x_q, x_scale, w_q, w_scale, bias, x.dtype)
+    return out.view(*x.shape[:-1], w_q.shape[0])
+
+
+class Fp8Linear(nn.Linear):
+    """``nn.Linear`` whose product runs in FP8 (:func:`linear`); same parameters and state-dict
+    keys (swapped in by :func:`use_fp8`; the fp16 weight stays for the calls too small to gain)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias, self)
+
+
+def _gains(in_features: int, out_features: int, min_weight_elements: int) -> bool:
+    # torch._scaled_mm needs both widths to be multiples of 16
+    return (
+        in_features % 16 == 0
+        and out_features % 16 == 0
+        and in_features * out_features >= min_weight_elements
+    )
+
+
+def use_fp8(
+    network: nn.Module,
+    *,
+    min_weight_elements: int = MIN_WEIGHT_ELEMENTS,
+    min_tokens: int = MIN_TOKENS,
+) -> int:
+    """Mark the linear layers and the spatial transformers' 1×1 convolutions (``proj_in``,
+    ``proj_out``) of ``network`` whose products gain from FP8
+    (their weights quantised now); ``nn.Linear`` becomes :class:`Fp8Linear`. The token-matrix
+    paths that call ``F.linear`` on a layer's weight (1×1 convolutions on channels-last tokens,
+    the feed-forward's GEGLU projection, the temporal attention's stacked q/k/v) ask
+    :func:`linear` with the layer as ``owner``. Returns how many layers were marked."""
+    marked = 0
+    for name, module in network.named_modules():
+        if isinstance(module, nn.Linear):
+            shape = (module.in_features, module.out_features)
+        elif (
+            isinstance(module, nn.Conv2d)
+            and name.rsplit(".", 1)[-1] in ("proj_in", "proj_out")  # the spatial transformers'
+            and module.kernel_size == (1, 1)
+            and module.groups == 1
+        ):
+            shape = (module.in_channels, module.out_channels)
+        elif hasattr(module, "to_q") and hasattr(module, "to_k") and hasattr(module, "to_v"):
+            # attention: its stacked [q | k | v] projection (the temporal modules' kernel path)
+            shape = (module.to_q.in_features, 3 * module.to_q.out_features)
+            if module.to_k.in_features != shape[0]:  # cross-attention: never stacked
+                continue
+        else:
+            continue
+        if not _gains(*shape, min_weight_elements):
+            continue
+        fp8 = Fp8Weight(min_tokens=min_tokens)
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            fp8.matrix(module.weight)  # quantised once, here, not inside the first call
+            if type(module) is nn.Linear:
+                module.__class__ = Fp8Linear
+        module.fp8 = fp8
+        marked += 1
+    logger.info("FP8 (e4m3) products in %d layers of %s", marked, type(network).__name__)
+    return marked
+
+
+def check_fp8_kernels(device: torch.device | str, dtype: torch.dtype) -> None:
+    """One FP8 product on ``device`` against the fp32 emulation: raises with the reason when this
+    PyTorch build or GPU cannot run ``torch._scaled_mm`` with row-wise scales into ``dtype``."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 640, generator=generator).to(device, dtype)
+    weight = torch.randn(512, 640, generator=generator).to(device, dtype)
+    bias = torch.randn(512, generator=generator).to(device, dtype)
+    w_q, w_scale = quantize_weight(weight)
+    x_q, x_scale = quantize_rows(x)
+    try:
+        got = scaled_matmul(x_q, x_scale, w_q, w_scale, bias, dtype).float()
+    except Exception as err:  # noqa: BLE001 - reported with what to do
+        raise RuntimeError(
+            f"model.fp8: torch._scaled_mm with row-wise scales failed on {device} in {dtype} "
+            f"({type(err).__name__}: {err}); use model.fp8=none"
+        ) from err
+    expected = scaled_matmul(x_q.cpu(), x_scale.cpu(), w_q.cpu(), w_scale.cpu(), bias.cpu(), dtype)
+    error = ((got.cpu() - expected.float()).norm() / expected.float().norm()).item()
+    if not error < 1e-2:
+        raise RuntimeError(
+            f"model.fp8: torch._scaled_mm on {device} differs from the FP8 arithmetic by "
+            f"{error:.2%}; use model.fp8=none"
+        )

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# model.fp8 on a GPU with FP8 tensor cores, in one go (docs/benchmarks.md, "FP8 matrix work"):
+#
+#   scripts/bench_fp8.sh probe    GPU tests, fidelity + per-shape timings (scripts/bench_fp8.py),
+#                                 one job=bench run with FP8 (S=1, CUDA graphs)
+#   scripts/bench_fp8.sh final    fidelity, then job=bench fp16 against FP8 at S=1 and S=4
+#                                 (model=personalive: channels-last; CUDA graphs), same machine
+#
+# Results go to $OUT (or ./bench-out): fp8.json, bench.json, logs.tgz.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/_bench_common.sh
+common=(model.dtype=fp16 model.channels_last=true model.cuda_graphs=true job.bench.flops=false)
+
+case "${1:-probe}" in
+  probe)
+    timeout 120 python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_fp8.py -k gpu 2>&1 | tail -4
+    timeout 300 python3 scripts/bench_fp8.py --out "$OUT/fp8.json" --frames 200 2>&1 | tee "$OUT/fp8.log"
+    bench fp8-S1 100 "${common[@]}" model.fp8=unet-linear model.streams_per_worker=1 job.bench.frames=64
+    ;;
+  final)
+    timeout 200 python3 scripts/bench_fp8.py --out "$OUT/fp8.json" --frames 200 --skip-shapes 2>&1 | tee "$OUT/fp8.log"
+    bench fp16-S1 90 "${common[@]}" model.streams_per_worker=1 job.bench.frames=64
+    bench fp8-S1 90 "${common[@]}" model.fp8=unet-linear model.streams_per_worker=1 job.bench.frames=64
+    bench fp16-S4 120 "${common[@]}" model.streams_per_worker=4 job.bench.frames=64
+    bench fp8-S4 120 "${common[@]}" model.fp8=unet-linear model.streams_per_worker=4 job.bench.frames=64
+    ;;
+esac
+tar -czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.log 2>/dev/null) && rm -f "$OUT"/*.log
+ls -la "$OUT"
