@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import get_args
 
 from omegaconf import DictConfig
 
+from pipeline.config import JobKind
+
 logger = logging.getLogger(__name__)
 
-JOBS = ("render", "validate", "fetch_weights", "bench")
+JOBS: tuple[str, ...] = get_args(JobKind)
 
 
 def run_job(cfg: DictConfig) -> int:

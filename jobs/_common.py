@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from omegaconf import DictConfig, OmegaConf
 from rich.tree import Tree
 
-from pipeline.config import RenderConfig, config_problems
+from pipeline.config import RenderConfig, config_problems, missing_problems
 from pipeline.logs import CONSOLE
 from pipeline.storage import join
 
@@ -21,10 +21,12 @@ def typed(cfg: DictConfig) -> RenderConfig:
     """The composed config as the :class:`RenderConfig` dataclass tree, checked.
 
     Raises:
-        ConfigError: listing every setting that cannot work.
+        ConfigError: listing every setting that cannot work, or every required one not given.
     """
-    settings: RenderConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    problems = config_problems(settings)
+    problems = missing_problems(cfg)  # before to_object, which stops at the first
+    if not problems:
+        settings: RenderConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+        problems = config_problems(settings)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return settings

@@ -42,18 +42,6 @@ from ._common import typed
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS = {
-    "frames": 200,
-    "warmup_calls": 4,
-    "streams": None,
-    "output": None,
-    "flops": True,
-    "rate": 25,
-    "trace": None,
-    "sync_check": False,
-    "manifest": None,
-}
-
 
 @dataclass
 class BenchResult:
@@ -94,7 +82,7 @@ class BenchResult:
 
 def run(cfg: DictConfig) -> int:
     settings = typed(cfg)
-    options = {**DEFAULTS, **dict(settings.job.bench)}
+    options = settings.job.bench
     model = settings.model
     device = resolve_device(model.device)
     dtype = resolve_dtype(model.dtype, device)
@@ -103,9 +91,9 @@ def run(cfg: DictConfig) -> int:
     models.set_attention_backend(model.attention)
     animator = StreamingAnimator(models, model.animator, resolution=model.resolution)
     # as many streams as a worker would take (model.streams_per_worker=auto: by free memory)
-    streams = int(options["streams"] or streams_for(model.streams_per_worker, animator))
+    streams = int(options.streams or streams_for(model.streams_per_worker, animator))
     result = BenchResult(
-        label=str(options.get("label") or f"{model.name} S={streams}"),
+        label=options.label or f"{model.name} S={streams}",
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         dtype=str(dtype).removeprefix("torch."),
         attention=model.attention,
@@ -116,23 +104,17 @@ def run(cfg: DictConfig) -> int:
         fp8=model.fp8,
         vae_decoder=model.vae_decoder,
         resolution=model.resolution,
-        frames_per_stream=int(options["frames"]),
+        frames_per_stream=options.frames,
         matrix_peak_tflops=peak,
     )
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-        if options["manifest"]:  # the rows a render job will take: same content, same keyframes
-            inputs = manifest_inputs(
-                str(options["manifest"]), streams, int(options["frames"]), settings.framing
-            )
+        if options.manifest:  # the rows a render job will take: same content, same keyframes
+            inputs = manifest_inputs(options.manifest, streams, options.frames, settings.framing)
         else:
             inputs = make_inputs(
-                Path(scratch),
-                streams,
-                int(options["frames"]),
-                model.resolution,
-                int(options["rate"]),
+                Path(scratch), streams, options.frames, model.resolution, options.rate
             )
-        if options["flops"]:
+        if options.flops:
             result.flops_per_frame_t = count_flops(animator, inputs, streams) / 1e12
         models.optimize(
             channels_last=model.channels_last,
@@ -148,23 +130,23 @@ def run(cfg: DictConfig) -> int:
             Path(scratch),
             settings.video,
             result,
-            int(options["warmup_calls"]),
-            trace=options["trace"],
-            sync_check=bool(options["sync_check"]),
+            options.warmup_calls,
+            trace=options.trace,
+            sync_check=options.sync_check,
         )
     if device.type == "cuda":
         result.peak_memory_gib = torch.cuda.max_memory_allocated(device) / 2**30
-    if options.get("profile"):
+    if options.profile:
         with tempfile.TemporaryDirectory(prefix="bench-profile-") as scratch:
-            inputs = make_inputs(Path(scratch), streams, 16, model.resolution, int(options["rate"]))
+            inputs = make_inputs(Path(scratch), streams, 16, model.resolution, options.rate)
             CONSOLE.print(profile_calls(animator, inputs, streams))
     if result.flops_per_frame_t and result.matrix_peak_tflops:
         result.fraction_of_peak = (
             result.output_fps * result.flops_per_frame_t / result.matrix_peak_tflops
         )
     CONSOLE.print(result_table([result]))
-    if options["output"]:
-        path = Path(options["output"])
+    if options.output:
+        path = Path(options.output)
         previous = json.loads(path.read_text()) if path.is_file() else []
         path.write_text(json.dumps(previous + [asdict(result)], indent=2))
     return 0 if result.rows_done == streams else 1
@@ -312,7 +294,7 @@ def measure(
 
     On a GPU the rate comes from CUDA events at the end of each call (the host may run a call
     ahead of the GPU, so host times would flatter it); ``trace`` and ``sync_check`` look at the
-    steady state from the inside (see conf/job/bench.yaml)."""
+    steady state from the inside (`pipeline.config.BenchConfig`)."""
     batcher = StepBatcher(animator, record_stats=True)
     storage = Storage(StorageConfig(output_root=str(scratch / "out")))
     bench_video = VideoConfig(

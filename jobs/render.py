@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -30,9 +30,9 @@ from omegaconf import DictConfig
 
 from pipeline.cluster import INTERRUPTED_RENDERING, RenderPool, describe_workers
 from pipeline.job_story import JobHistory, iso_time, provenance, run_entry, run_id
-from pipeline.ledger import Ledger, content_hash
+from pipeline.ledger import Ledger
 from pipeline.logs import CONSOLE, show
-from pipeline.models import WeightsError, fetched_commits, missing_files
+from pipeline.models import WeightsError, missing_files
 from pipeline.progress import (
     JobFinished,
     JobStarted,
@@ -48,6 +48,7 @@ from pipeline.progress import (
     write_summary_json,
 )
 from pipeline.report import write_report
+from pipeline.row_plan import RowPlanner
 from pipeline.storage import Storage, StorageError, join
 from pipeline.validate import validate_manifest
 from pipeline.worker import RowOutcome, RowTask
@@ -358,206 +359,6 @@ def _exit_code(results: list[RowResult], stop: StopSignals, *, summary_written: 
         return EXIT_NO_SUMMARY
     failed = any(result.status in ("failed", "quarantined") for result in results)
     return EXIT_FAILED_ROWS if failed else 0
-
-
-class RowPlanner:
-    """Turns manifest rows into this run's work: each row's key (its inputs' fingerprints and
-    every setting that changes its pixels), whether an earlier run committed it (then it is
-    skipped, with the story of who rendered it), else the task a worker renders."""
-
-    def __init__(self, settings, storage: Storage, ledger: Ledger, run: str) -> None:
-        self.settings, self.storage, self.ledger, self.run = settings, storage, ledger, run
-        self.settings_hash = content_hash(pixel_settings(settings))
-        self.revision = model_revision(settings.model)
-        self.rows: dict[str, Any] = {}  # row id -> ManifestRow, for the rows planned
-        self._fingerprints: dict[str, dict[str, Any]] = {}
-        self._commits: dict[str, dict[str, Any] | None] = {}
-        self._skipped = self._resuming = 0
-
-    def fingerprint(self, row) -> dict[str, Any]:
-        """What the row's output depends on (inputs' content fingerprints, frames, seed...)."""
-        if row.id not in self._fingerprints:
-            settings = self.settings
-            self._fingerprints[row.id] = {
-                "inputs": {
-                    column: self.storage.fingerprint(uri) if uri else None
-                    for column, uri in (
-                        ("portrait", row.portrait),
-                        ("driving_video", row.driving_video),
-                        ("audio", row.audio),
-                    )
-                },
-                "max_frames": row.max_frames
-                if row.max_frames is not None
-                else settings.job.max_frames,
-                "seed": row.seed if row.seed is not None else settings.job.seed,
-                **({"framing": row.framing} if row.framing is not None else {}),
-                "settings": self.settings_hash,
-                "model": self.revision,
-            }
-        return self._fingerprints[row.id]
-
-    def key(self, row) -> str:
-        return Ledger.row_key(row.output or row.id, self.fingerprint(row))
-
-    def commit(self, row) -> dict[str, Any] | None:
-        """The row's commit marker when an earlier run committed this very output (verified)."""
-        if row.id not in self._commits:
-            state = self.ledger.row(self.key(row))
-            committed = state.state == "committed" and self.ledger.verify_commit(state.commit)
-            self._commits[row.id] = state.commit if committed else None
-            self._resuming += state.state == "partial"
-        return self._commits[row.id]
-
-    def settled(self, row) -> bool:
-        """Whether the row is already rendered (validation then leaves its media unopened)."""
-        try:
-            return self.commit(row) is not None
-        except (StorageError, OSError) as err:  # validation will say what is wrong with it
-            logger.debug("row %s: cannot tell whether it is rendered: %s", row.id, err)
-            return False
-
-    def described(self, row_id: str) -> dict[str, Any]:
-        """The row's inputs and extra manifest columns, for its result."""
-        row = self.rows.get(row_id)
-        if row is None:
-            return {}
-        inputs = {"portrait": row.portrait, "driving_video": row.driving_video, "audio": row.audio}
-        return {"inputs": inputs, "extra": dict(row.extra) or None}
-
-    def skipped(self, row, history: JobHistory) -> RowResult:
-        """The result of a row an earlier run committed: skipped, with who rendered it."""
-        commit = self.commit(row)
-        assert commit is not None  # only settled rows are skipped
-        self.rows[row.id] = row
-        self._skipped += 1
-        self.ledger.tidy(self.key(row), commit)  # leftovers of an attempt killed after the commit
-        return RowResult(
-            row.id,
-            "skipped",
-            int(commit.get("frames", 0)),
-            0.0,
-            0.0,
-            output=commit["video"],
-            error=f"already rendered (committed {commit.get('committed_at', '?')})",
-            framing=commit.get("framing"),
-            conditioning=commit.get("conditioning"),
-            rendered=history.rendered_before(row.id, commit),
-            **self.described(row.id),
-            **history.carried(row.id, commit["video"]),
-        )
-
-    def task(self, media) -> RowTask:
-        """What a worker needs to render a row that is not committed yet."""
-        row, settings = media.row, self.settings
-        self.rows[row.id] = row
-        fingerprint, key = self.fingerprint(row), self.key(row)
-        self.commit(row)  # counts a partial row (it resumes from its last committed segment)
-        conditioning = None
-        if settings.model.cache_conditioning:
-            conditioning = conditioning_uri(
-                settings, fingerprint["inputs"]["driving_video"], self.revision
-            )
-        return RowTask(
-            row_id=row.id,
-            portrait=row.portrait,
-            driving_video=row.driving_video,
-            audio=row.audio,
-            job_uri=self.ledger.job_uri,
-            row_key=key,
-            max_frames=fingerprint["max_frames"],
-            seed=fingerprint["seed"],
-            meta={
-                "inputs": fingerprint["inputs"],
-                "settings_hash": self.settings_hash,
-                "model_revision": self.revision,
-                "run_id": self.run,
-            },
-            conditioning_uri=conditioning,
-            framing=row_framing(settings.framing, row.framing),
-            portrait_face=media.face,
-            signals_every_seconds=settings.job.signals_every_seconds,
-        )
-
-    def log_plan(self) -> None:
-        if self._skipped:
-            logger.info(
-                "%d row(s) already rendered by an earlier run of this job: skipped", self._skipped
-            )
-        if self._resuming:
-            logger.info("%d row(s) resume from their last committed segment", self._resuming)
-
-
-def conditioning_uri(settings, driving_fingerprint: str, revision: str) -> str:
-    """Where a driving video's pose/motion cache lives: by its content and what the values depend on."""
-    model = settings.model
-    key = content_hash(
-        {
-            "driving_video": driving_fingerprint,
-            "model": revision,
-            "architecture": model.architecture,
-            "dtype": model.dtype,
-            "device": model.device,
-            "resolution": model.resolution,
-            "fit": settings.video.fit,
-            "framing": driving_framing(settings.framing),
-        },
-        length=20,
-    )
-    return join(settings.storage.output_root, "_cache", "conditioning", f"{key}.bin")
-
-
-def row_framing(framing, portrait: str | None):
-    """The job's framing with the row's own `framing` column (its portrait mode), if any."""
-    return framing if portrait is None else replace(framing, portrait=portrait)
-
-
-def driving_framing(framing) -> dict | str:
-    """The settings the driving frames' cut depends on (part of the conditioning cache's key)."""
-    if framing.driving == "off":
-        return "off"
-    keys = ("face_index", "scale", "center_y", "detect_every", "smoothing")
-    return {key: getattr(framing, key) for key in keys}
-
-
-def pixel_settings(settings) -> dict:
-    """The settings that change a row's pixels or sound (a change re-renders the row)."""
-    model, video = settings.model, settings.video
-    return {
-        "model": {
-            k: getattr(model, k) for k in ("name", "architecture", "resolution", "dtype", "device")
-        }
-        # FP8 changes the frames slightly; "none" adds nothing, so earlier outputs keep their keys
-        | ({"fp8": model.fp8} if model.fp8 != "none" else {}),
-        "animator": asdict(model.animator),
-        "framing": asdict(settings.framing),
-        "video": {
-            k: getattr(video, k)
-            for k in (
-                "fit",
-                "canvas",
-                "codec",
-                "crf",
-                "preset",
-                "pix_fmt",
-                "encoder_threads",
-                "audio",
-                "audio_length",
-                "audio_codec",
-                "audio_bitrate",
-            )
-        },
-    }
-
-
-def model_revision(model) -> str:
-    """What identifies the weights: the commit each hub repository was fetched at (recorded by
-    job=fetch_weights; else its configured revision), or the random seed of random weights."""
-    if model.random_init:
-        return f"random-{model.architecture}-seed{model.random_seed}"
-    commits = fetched_commits(model.weights_dir)
-    revisions = ",".join(f"{r.repo_id}@{commits.get(r.repo_id, r.revision)}" for r in model.hub)
-    return revisions or f"local:{model.weights_dir}"
 
 
 def _prepare_weights(settings) -> None:

@@ -9,7 +9,7 @@ command line composed: ``python run.py model=tiny --help`` shows the tiny model'
 Layout: example commands, the config groups with each preset's one-line purpose, then the
 options section by section, one line each: ``key=value``, the allowed values when the schema has
 a fixed set, and the description (cut at a clause boundary to fit the terminal; the full text is
-in docs/configuration.md). The weight-hub list and job=bench's settings are collapsed to a line.
+in docs/configuration.md). The weight-hub list is collapsed to a line.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ FOOTER = """\
 Results go to stdout, logs and progress to stderr. Every option in full, with every preset's
 values: docs/configuration.md."""
 
-# collapsed to one line: a list of repositories and a free-form dict of job=bench settings
-_COLLAPSED = {"model.hub", "job.bench"}
+# collapsed to one line: a list of repositories
+_COLLAPSED = {"model.hub"}
 
 
 def terminal_width() -> int:
@@ -113,18 +113,9 @@ def option_line(key: str, value: Any, description: str, width: int) -> str:
 
 
 def _collapsed(key: str, value: Any, description: str, width: int) -> str:
-    if key == "model.hub":
-        count = len(value or [])
-        summary = f"[{count} repositor{'y' if count == 1 else 'ies'}]"
-        description += " (repo_id, revision, local_dir each; listed in docs/configuration.md)"
-    else:
-        keys = sorted(value or {})
-        summary = "{" + ",".join(keys) + "}" if keys else "{}"
-        description = "job=bench's settings, e.g. job.bench.frames=100 (conf/job/bench.yaml)"
-    left = f"  {key}={summary}"
-    if len(left) > KEY_COLUMN + 20:
-        left = f"  {key}={{{len(value or {})} settings}}"
-    left = left.ljust(KEY_COLUMN) + "  "
+    count = len(value or [])  # model.hub, the only collapsed option
+    left = f"  {key}=[{count} repositor{'y' if count == 1 else 'ies'}]".ljust(KEY_COLUMN) + "  "
+    description += " (repo_id, revision, local_dir each; listed in docs/configuration.md)"
     return left + shorten(description, max(24, width - len(left)))
 
 

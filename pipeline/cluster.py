@@ -26,7 +26,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import ClusterConfig, ModelConfig, StorageConfig, VideoConfig
@@ -51,6 +51,17 @@ class _Slot:
     inflight: int = 0  # rows it holds now (preparing, streaming or finishing)
     isolated: bool = False  # rendering a row that must run alone
     capacity: int = 1  # rows it may hold: its stream slots plus cluster.rows_ahead
+
+
+@dataclass
+class _Rows:
+    """The rows of one :meth:`RenderPool.run` and where their verdicts go."""
+
+    pending: deque[RowTask]
+    on_event: Callable[[Any], None]
+    on_outcome: Callable[[RowOutcome, int], None]
+    inflight: dict[Any, tuple[_Slot, RowTask]] = field(default_factory=dict)  # call -> row
+    crashes: dict[str, int] = field(default_factory=dict)  # row id -> deaths of its workers
 
 
 def start_ray(cfg: ClusterConfig) -> bool:
@@ -268,90 +279,99 @@ class RenderPool:
                 (see `_stop`) and this method returns; the workers are killed when the pool closes.
         """
         import ray  # noqa: PLC0415
+
+        rows = _Rows(deque(tasks), on_event, on_outcome)
+        while rows.pending or rows.inflight:
+            # 1. A stop request: every row without a verdict gets its last one; nothing starts.
+            if should_stop():
+                self._stop(rows.pending, rows.inflight, on_outcome)
+                break
+            # 2. Pending rows to the workers with room (least busy first).
+            self._dispatch(rows.pending, rows.inflight)
+            # 3. No row out: a worker is restarting (its rows wait for it), or none is left.
+            if not rows.inflight:
+                if rows.pending and any(slot.alive for slot in self.slots):
+                    time.sleep(self.poll_seconds)
+                    continue
+                self._no_worker_left(rows)
+                break
+            # 4. The next finished render call, and the progress that arrived meanwhile.
+            ready, _ = ray.wait(list(rows.inflight), num_returns=1, timeout=self.poll_seconds)
+            self._drain_events(on_event)
+            # 5. Each finished row's verdict: done, failed, retried, waiting or quarantined.
+            for ref in ready:
+                self._settle(ref, rows)
+        self._drain_events(on_event)
+
+    def _settle(self, ref: Any, rows: _Rows) -> None:
+        """What a finished render call means for its row: a final outcome, or the row back in
+        the queue (its worker died or restarted; a retryable failure with retries left)."""
+        import ray  # noqa: PLC0415
         from ray.exceptions import RayActorError, RayTaskError  # noqa: PLC0415
 
         from .progress import RowRetrying  # noqa: PLC0415
 
-        pending = deque(tasks)
-        inflight: dict[Any, tuple[_Slot, RowTask]] = {}
-        crashes: dict[str, int] = {}
-        while pending or inflight:
-            if should_stop():
-                self._stop(pending, inflight, on_outcome)
-                break
-            self._dispatch(pending, inflight)
-            if not inflight:
-                if pending and any(slot.alive for slot in self.slots):
-                    time.sleep(self.poll_seconds)  # a worker is restarting; its rows wait for it
-                    continue
-                error = (
-                    "no render worker left alive: every worker died more often than "
-                    f"cluster.max_restarts={self.cfg.max_restarts} allows (see the warnings "
-                    "above); rerun the job to render this row"
-                )
-                for task in pending:  # every worker is dead
-                    on_outcome(RowOutcome(task.row_id, "failed", error=error), task.attempt)
-                pending.clear()
-                break
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.poll_seconds)
-            self._drain_events(on_event)
-            for ref in ready:
-                slot, task = inflight.pop(ref)
-                slot.inflight -= 1
-                slot.isolated = slot.isolated and not task.isolate
-                try:
-                    outcome: RowOutcome = ray.get(ref)
-                except RayActorError as err:
-                    # the worker process died, or is restarting after a death. Only a row that had
-                    # started there counts as having killed it; one sent during the restart waits.
-                    started = (task.row_id, task.attempt) in self._started
-                    self._worker_failed(slot, err, started=started)
-                    if not started:
-                        logger.debug("row %s waits: %s", task.row_id, _first_line(err))
-                        pending.appendleft(task)
-                        continue
-                    crashes[task.row_id] = crashes.get(task.row_id, 0) + 1
-                    logger.warning(
-                        "%s died while rendering row %s: %s",
-                        slot.name,
-                        task.row_id,
-                        _first_line(err),
-                    )
-                    if crashes[task.row_id] >= self.cfg.poison_after:
-                        error = (
-                            f"quarantined: this row killed its worker {crashes[task.row_id]} times "
-                            f"(last: {_first_line(err)}); it is skipped so the other rows can finish"
-                        )
-                        on_outcome(
-                            RowOutcome(task.row_id, "quarantined", error=error), task.attempt
-                        )
-                    else:
-                        # retried alone on its worker, so a poison row cannot take innocent rows down twice
-                        retry = replace(task, attempt=task.attempt + 1, isolate=slot.capacity > 1)
-                        on_event(
-                            RowRetrying(
-                                task.row_id, retry.attempt, f"worker died: {_first_line(err)}"
-                            )
-                        )
-                        pending.appendleft(retry)
-                    continue
-                except RayTaskError as err:  # render() itself should never raise; treat as a bug
-                    outcome = RowOutcome(
-                        task.row_id, "failed", error=f"internal error: {_first_line(err)}"
-                    )
-                if (
-                    outcome.status == "failed"
-                    and outcome.retryable
-                    and task.attempt <= self.cfg.row_retries
-                ):
-                    retry = replace(task, attempt=task.attempt + 1)
-                    on_event(
-                        RowRetrying(task.row_id, retry.attempt, outcome.error or "transient error")
-                    )
-                    pending.append(retry)
-                    continue
-                on_outcome(outcome, task.attempt)
-        self._drain_events(on_event)
+        slot, task = rows.inflight.pop(ref)
+        slot.inflight -= 1
+        slot.isolated = slot.isolated and not task.isolate
+        try:
+            outcome: RowOutcome = ray.get(ref)
+        except RayActorError as err:  # the worker process died, or is restarting after a death
+            self._worker_died(slot, task, err, rows)
+            return
+        except RayTaskError as err:  # render() itself should never raise; treat as a bug
+            outcome = RowOutcome(task.row_id, "failed", error=f"internal error: {_first_line(err)}")
+        if (
+            outcome.status == "failed"
+            and outcome.retryable
+            and task.attempt <= self.cfg.row_retries
+        ):
+            retry = replace(task, attempt=task.attempt + 1)
+            rows.on_event(
+                RowRetrying(task.row_id, retry.attempt, outcome.error or "transient error")
+            )
+            rows.pending.append(retry)
+            return
+        rows.on_outcome(outcome, task.attempt)
+
+    def _worker_died(self, slot: _Slot, task: RowTask, err: Exception, rows: _Rows) -> None:
+        """A render call ended with its worker's death (or restart). Only a row that had started
+        there counts as having killed it (one sent during the restart waits); a row that killed
+        its worker ``poison_after`` times is quarantined, else retried alone on its worker, so a
+        poison row cannot take innocent rows down twice."""
+        from .progress import RowRetrying  # noqa: PLC0415
+
+        started = (task.row_id, task.attempt) in self._started
+        self._worker_failed(slot, err, started=started)
+        if not started:
+            logger.debug("row %s waits: %s", task.row_id, _first_line(err))
+            rows.pending.appendleft(task)
+            return
+        crashes = rows.crashes[task.row_id] = rows.crashes.get(task.row_id, 0) + 1
+        logger.warning(
+            "%s died while rendering row %s: %s", slot.name, task.row_id, _first_line(err)
+        )
+        if crashes >= self.cfg.poison_after:
+            error = (
+                f"quarantined: this row killed its worker {crashes} times "
+                f"(last: {_first_line(err)}); it is skipped so the other rows can finish"
+            )
+            rows.on_outcome(RowOutcome(task.row_id, "quarantined", error=error), task.attempt)
+            return
+        retry = replace(task, attempt=task.attempt + 1, isolate=slot.capacity > 1)
+        rows.on_event(RowRetrying(task.row_id, retry.attempt, f"worker died: {_first_line(err)}"))
+        rows.pending.appendleft(retry)
+
+    def _no_worker_left(self, rows: _Rows) -> None:
+        """Every worker died more often than Ray restarts it: the rows still waiting fail."""
+        error = (
+            "no render worker left alive: every worker died more often than "
+            f"cluster.max_restarts={self.cfg.max_restarts} allows (see the warnings "
+            "above); rerun the job to render this row"
+        )
+        for task in rows.pending:
+            rows.on_outcome(RowOutcome(task.row_id, "failed", error=error), task.attempt)
+        rows.pending.clear()
 
     def capacity(self, streams: int) -> int:
         """Rows a worker with ``streams`` stream slots holds at once: those streaming and those

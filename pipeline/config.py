@@ -1,15 +1,26 @@
 """Structured config: the schema Hydra validates `conf/` against.
 
-Every field has one default here; `conf/**/*.yaml` presets only override. Each field's comment is
+Every field has one default here; `conf/**/*.yaml` presets only override. A default of ``???``
+(MISSING) is a required value: a preset or the command line gives it (`missing_problems`). Each field's comment is
 its documentation (`docs/configuration.md` is generated from these docstrings and comments).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Literal, get_args, get_origin, get_type_hints
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+# An option with a fixed set of values is a string annotated with the Literal of its values,
+# ``Annotated[str, Literal[...]]``: each set is written once, here. OmegaConf 2.3 has no Literal
+# fields, so it types such a field by its ``str`` (an Enum field would turn the value into an Enum
+# member at every call site, and a wrong value into a Hydra traceback hint instead of one line and
+# exit 2); `config_problems` checks the value against the Literal, and docs/configuration.md and
+# ``--help`` list the values (`allowed_values`).
+JobKind = Literal["render", "validate", "fetch_weights", "bench"]  # jobs.run_job dispatches on it
 
 
 @dataclass
@@ -42,7 +53,9 @@ class AnimatorConfig:
     keep_warmup: bool = (
         False  # also emit the 12 reference-to-driver transition frames before frame 0
     )
-    output_dtype: str = "uint8"  # "uint8" (0..255 RGB) or "float" ([0, 1] RGB, for checks)
+    output_dtype: Annotated[str, Literal["uint8", "float"]] = (
+        "uint8"  # "uint8" (0..255 RGB) or "float" ([0, 1] RGB, for checks)
+    )
 
 
 @dataclass
@@ -50,22 +63,34 @@ class ModelConfig:
     """Which PersonaLive networks to build, where their weights are and how they run."""
 
     name: str = "personalive"  # preset name, shown in logs and summaries
-    architecture: str = "full"  # "full" (the published sizes, from the weights' config.json) or "tiny" (tests, demos)
+    architecture: Annotated[str, Literal["full", "tiny"]] = (
+        "full"  # "full" (the published sizes, from the weights' config.json) or "tiny" (tests, demos)
+    )
     weights_dir: str = "pretrained_weights"  # folder with the published layout (see docs/model.md)
     random_init: bool = False  # create random weights in weights_dir when missing (demo/tests only: output is noise)
     random_seed: int = 0  # seed for random_init weights
-    dtype: str = "auto"  # "auto" (fp16 on GPU, fp32 on CPU), "fp16", "bf16" or "fp32"
-    fp8: str = "none"  # "none" (every layer in dtype) or "unet-linear": the denoising UNet's large linear layers and 1x1 convolutions as FP8 (e4m3) matrix products (weights per output channel, activations per token; everything else stays in dtype); opt-in: it changes the frames slightly and, measured on an H200, is not faster yet (docs/benchmarks.md, "FP8 matrix work"); GPUs of compute capability 8.9+ only (Ada, Hopper), an error elsewhere
+    dtype: Annotated[str, Literal["auto", "fp16", "bf16", "fp32"]] = (
+        "auto"  # "auto" (fp16 on GPU, fp32 on CPU), "fp16", "bf16" or "fp32"
+    )
+    fp8: Annotated[str, Literal["none", "unet-linear"]] = (
+        "none"  # "none" (every layer in dtype) or "unet-linear": the denoising UNet's large linear layers and 1x1 convolutions as FP8 (e4m3) matrix products (weights per output channel, activations per token; everything else stays in dtype); opt-in: it changes the frames slightly and, measured on an H200, is not faster yet (docs/benchmarks.md, "FP8 matrix work"); GPUs of compute capability 8.9+ only (Ada, Hopper), an error elsewhere
+    )
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda" or "cuda:N"
-    attention: str = "sdpa"  # "sdpa" (PyTorch), "xformers" (GPU, when installed) or "eager"
+    attention: Annotated[str, Literal["sdpa", "xformers", "eager"]] = (
+        "sdpa"  # "sdpa" (PyTorch), "xformers" (GPU, when installed) or "eager"
+    )
     resolution: int = (
         512  # output frames are resolution x resolution (the published model is trained at 512)
     )
     streams_per_worker: str = "auto"  # rows a worker streams at once in one batched denoising call: "auto" (GPU: as many as its free memory holds, at most 4, where throughput stops rising; CPU: 1) or a number
-    compile: str = "none"  # "none", "regional" (ResNet blocks, feed-forwards; ~1 min), "default"/"max-autotune" (whole UNet and VAE decoder)
+    compile: Annotated[str, Literal["none", "regional", "default", "max-autotune"]] = (
+        "none"  # "none", "regional" (ResNet blocks, feed-forwards; ~1 min), "default"/"max-autotune" (whole UNet and VAE decoder)
+    )
     cuda_graphs: bool = False  # replay the denoising UNet and the decoder as captured CUDA graphs (one per stream count and bank length; GPU only): no launch gaps inside a call
     channels_last: bool = False  # NHWC layout for the convolution-heavy networks, with Triton kernels for their norms and bias adds on CUDA (the layout of the H100 figures in docs/benchmarks.md); model=personalive turns it on
-    vae_decoder: str = "full"  # "full" (sd-vae-ft-mse) or "tiny" (TAESD in weights_dir/taesd: faster, lower quality)
+    vae_decoder: Annotated[str, Literal["full", "tiny"]] = (
+        "full"  # "full" (sd-vae-ft-mse) or "tiny" (TAESD in weights_dir/taesd: faster, lower quality)
+    )
     cache_conditioning: bool = (
         True  # rows sharing a driving video reuse its pose/motion (<output_root>/_cache)
     )
@@ -77,11 +102,15 @@ class ModelConfig:
 class VideoConfig:
     """How frames are read, encoded and muxed."""
 
-    fit: str = "crop"  # how a driving frame becomes square without its face (framing.driving=off, or no face near it): "crop" (centre), "pad" (black bars) or "stretch"; the portrait's is framing.portrait
+    fit: Annotated[str, Literal["crop", "pad", "stretch"]] = (
+        "crop"  # how a driving frame becomes square without its face (framing.driving=off, or no face near it): "crop" (centre), "pad" (black bars) or "stretch"; the portrait's is framing.portrait
+    )
     codec: str = "libx264"  # H.264 encoder used by PyAV
     crf: int = 18  # x264 constant rate factor: lower is better quality and bigger files
     preset: str = "medium"  # x264 preset: ultrafast .. veryslow (speed vs size)
-    pix_fmt: str = "yuv420p"  # pixel format of the output (yuv420p plays everywhere); "rgb24" with codec libx264rgb and crf 0 is a lossless RGB master (video=lossless; large files, for editing)
+    pix_fmt: Annotated[str, Literal["yuv420p", "yuv444p", "yuv422p", "rgb24"]] = (
+        "yuv420p"  # pixel format of the output (yuv420p plays everywhere); "rgb24" with codec libx264rgb and crf 0 is a lossless RGB master (video=lossless; large files, for editing)
+    )
     encoder_threads: int = 4  # x264 threads per segment encoder; x264's output depends on it, so a fixed number gives the same bytes on every machine; 0: the encoder picks by the machine's cores (faster for one row on a big machine, bytes then depend on the machine)
     segment_seconds: float = (
         10.0  # output is written in segments of about this length (resume points)
@@ -90,8 +119,10 @@ class VideoConfig:
         1.0  # a row's first segment is this short, so its first frames (and first resume point) are committed early; null: segment_seconds
     )
     canvas: str = "crop"  # output picture: "crop" (the animated square, model.resolution), "portrait" (pasted back into the whole photo at its resolution) or "<W>x<H>", e.g. 1080x1920 (the photo with the face pasted back, scaled to cover the canvas, the cut centred on the face); rows framed without a face get the animated square scaled to the canvas
-    audio: str = "auto"  # "auto" (row's audio file, else the driving video's track), "none"
-    audio_length: str = (
+    audio: Annotated[str, Literal["auto", "none"]] = (
+        "auto"  # "auto" (row's audio file, else the driving video's track), "none"
+    )
+    audio_length: Annotated[str, Literal["video", "shortest"]] = (
         "video"  # "video": audio trimmed or padded with silence to the video; "shortest": both cut
     )
     audio_codec: str = "aac"  # codec of the muxed audio track
@@ -103,8 +134,12 @@ class VideoConfig:
 class FramingConfig:
     """How the square the model animates is found in the portrait and the driving video."""
 
-    portrait: str = "face"  # "face": the square around the portrait's face (a row without a detectable face fails with a verdict); "crop" (centre), "pad" (black bars) or "stretch": the whole photo made square, no face needed
-    driving: str = "face"  # "face": each driving frame cut around the driver's tracked face at the portrait's scale (a presenter far from the camera drives like a close-up); "off": the whole frame made square by video.fit (the reference's online path)
+    portrait: Annotated[str, Literal["face", "crop", "pad", "stretch"]] = (
+        "face"  # "face": the square around the portrait's face (a row without a detectable face fails with a verdict); "crop" (centre), "pad" (black bars) or "stretch": the whole photo made square, no face needed
+    )
+    driving: Annotated[str, Literal["face", "off"]] = (
+        "face"  # "face": each driving frame cut around the driver's tracked face at the portrait's scale (a presenter far from the camera drives like a close-up); "off": the whole frame made square by video.fit (the reference's online path)
+    )
     face_index: int = (
         0  # which face to animate when a photo has several: 0 the largest, 1 the next, ...
     )
@@ -139,16 +174,29 @@ class S3Config:
 
 
 @dataclass
+class AzureConfig:
+    """Azure Blob Storage settings for az://container/blob URIs (credentials come from the environment)."""
+
+    account_url: str | None = (
+        None  # e.g. http://127.0.0.1:10000/devstoreaccount1 for Azurite; None: https://<AZURE_STORAGE_ACCOUNT>.blob.core.windows.net (AZURE_STORAGE_CONNECTION_STRING, when set, names the endpoint itself)
+    )
+    max_attempts: int = (
+        5  # attempts per request on transient errors (the SDK's exponential backoff)
+    )
+    connect_timeout_s: float = 10.0  # connection timeout per request
+    read_timeout_s: float = 60.0  # read timeout per request
+
+
+@dataclass
 class StorageConfig:
     """Where results go and which inputs may be read."""
 
-    output_root: str = (
-        "outputs"  # local folder or s3://bucket/prefix; results go to <output_root>/<job name>/
-    )
+    output_root: str = MISSING  # local folder or s3://bucket/prefix; results go to <output_root>/<job name>/; the storage preset gives it (storage=local: outputs), storage=s3 leaves it to the command line
     allowed_input_roots: list[str] = field(
         default_factory=list
     )  # if set, local inputs must lie under one of these
     s3: S3Config = field(default_factory=S3Config)
+    azure: AzureConfig = field(default_factory=AzureConfig)  # az:// URIs (pip install '.[azure]')
 
 
 @dataclass
@@ -179,26 +227,46 @@ class ClusterConfig:
 
 
 @dataclass
+class BenchConfig:
+    """job=bench: what the throughput benchmark renders and records (docs/benchmarks.md)."""
+
+    frames: int = 200  # driving frames per stream
+    warmup_calls: int = 4  # batched calls not timed (allocator warm-up, compilation)
+    streams: int | None = None  # streams rendered at once; null: model.streams_per_worker
+    rate: int = 25  # frame rate of the synthetic driving videos
+    flops: bool = True  # count FLOPs per frame with torch.utils.flop_counter (one extra eager call)
+    output: str | None = None  # append the result as JSON to this file
+    label: str | None = None  # name of this run in the results; null: "<model.name> S=<streams>"
+    profile: bool = False  # also print the top operators of two steady-state calls (torch.profiler)
+    trace: str | None = (
+        None  # write a Chrome trace (torch.profiler, .json.gz) of two steady-state calls of the render to this file
+    )
+    sync_check: bool = False  # GPU: log where the host waited for the GPU in steady state (torch.cuda sync debug mode)
+    manifest: str | None = (
+        None  # render the first rows of this manifest (their portraits and clips, up to `frames` each) instead of synthetic inputs: the content a render job of it meets
+    )
+
+
+@dataclass
 class JobConfig:
     """What to run."""
 
-    kind: str = "render"  # render | validate | fetch_weights | bench
+    kind: Annotated[str, JobKind] = (
+        "render"  # the job to run (job=<kind> picks its preset in conf/job/)
+    )
     name: str | None = (
         None  # output folder name under storage.output_root; None: the manifest's file stem
     )
     max_frames: int | None = None  # cap on frames per row (a row's own max_frames wins)
     seed: int = 42  # default seed for rows without one
     strict_manifest: bool = False  # reject manifest columns the pipeline does not read (default: keep them as extra columns, carried to summary.json and the report)
-    fail_fast: bool = False  # stop at the first failed row (default: finish every row)
-    progress: str = (
+    progress: Annotated[str, Literal["auto", "rich", "plain", "none"]] = (
         "auto"  # "auto" (rich bars on a terminal, log lines otherwise), "rich", "plain", "none"
     )
     signals_every_seconds: float = 1.0  # job=render: per row, one identity/motion sample per this many seconds of output (CLIP similarity of the output to the portrait with the model's own image encoder, frame-to-frame change of output and driving frames; summary.json rows' "signals", docs/signals.md); 0: off
     verbose: bool = False  # also print the whole composed config at the start (it is always saved as <job folder>/config.yaml)
     estimate_fps: float = 30.0  # job=validate: output frames/s per GPU assumed for the work estimate (a real render on an H100, docs/benchmarks.md)
-    bench: dict[str, Any] = field(
-        default_factory=dict
-    )  # job=bench settings (see conf/job/bench.yaml)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
 
 @dataclass
@@ -216,23 +284,32 @@ class RenderConfig:
     )
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "job.kind": ("render", "validate", "fetch_weights", "bench"),
-    "job.progress": ("auto", "rich", "plain", "none"),
-    "model.architecture": ("full", "tiny"),
-    "model.dtype": ("auto", "fp16", "bf16", "fp32"),
-    "model.fp8": ("none", "unet-linear"),
-    "model.attention": ("sdpa", "xformers", "eager"),
-    "model.compile": ("none", "regional", "default", "max-autotune"),
-    "model.vae_decoder": ("full", "tiny"),
-    "model.animator.output_dtype": ("uint8", "float"),
-    "video.fit": ("crop", "pad", "stretch"),
-    "framing.portrait": ("face", "crop", "pad", "stretch"),
-    "framing.driving": ("face", "off"),
-    "video.audio": ("auto", "none"),
-    "video.audio_length": ("video", "shortest"),
-    "video.pix_fmt": ("yuv420p", "yuv444p", "yuv422p", "rgb24"),
-}
+def allowed_values(cls: type) -> dict[str, tuple[str, ...]]:
+    """{field name: its allowed values} of a config dataclass's ``Annotated[str, Literal[...]]``
+    fields (fields without a fixed set are left out)."""
+    found = {}
+    for name, hint in get_type_hints(cls, include_extras=True).items():
+        if get_origin(hint) is Annotated:
+            for extra in hint.__metadata__:
+                if get_origin(extra) is Literal:
+                    found[name] = get_args(extra)
+    return found
+
+
+def _choice_problems(node: object, path: str = "") -> Iterator[str]:
+    """A line for each fixed-set option of `node`'s tree whose value is not one of its set."""
+    choices = allowed_values(type(node))
+    for item in dataclasses.fields(node):  # type: ignore[arg-type]
+        value = getattr(node, item.name)
+        key = f"{path}.{item.name}" if path else item.name
+        if dataclasses.is_dataclass(value):
+            yield from _choice_problems(value, key)
+        elif isinstance(value, list):
+            for entry in value:
+                if dataclasses.is_dataclass(entry):
+                    yield from _choice_problems(entry, f"{key}[]")
+        elif item.name in choices and value not in choices[item.name]:
+            yield f"{key}={value!r} is not one of: {', '.join(choices[item.name])}"
 
 
 def parse_canvas(value: str) -> tuple[int, int] | str:
@@ -253,13 +330,7 @@ def parse_canvas(value: str) -> tuple[int, int] | str:
 
 def config_problems(cfg: RenderConfig) -> list[str]:
     """Settings that cannot work, each as one line naming the option, its value and the choices."""
-    problems = []
-    for path, choices in _CHOICES.items():
-        value: object = cfg
-        for part in path.split("."):
-            value = getattr(value, part)
-        if value not in choices:
-            problems.append(f"{path}={value!r} is not one of: {', '.join(choices)}")
+    problems = list(_choice_problems(cfg))
     streams = cfg.model.streams_per_worker
     if streams != "auto" and not (str(streams).isdigit() and int(streams) > 0):
         problems.append(
@@ -289,10 +360,6 @@ def config_problems(cfg: RenderConfig) -> list[str]:
         )
     if cfg.model.device != "auto" and not cfg.model.device.startswith(("cpu", "cuda")):
         problems.append(f"model.device={cfg.model.device!r} is not one of: auto, cpu, cuda, cuda:N")
-    if cfg.storage.output_root.startswith("s3://your-bucket"):
-        problems.append(
-            "storage.output_root is the s3 preset's placeholder; set storage.output_root=s3://<bucket>/<prefix>"
-        )
     if cfg.job.kind == "render" and (
         cfg.model.animator.keep_warmup or cfg.model.animator.output_dtype != "uint8"
     ):
@@ -329,6 +396,19 @@ def config_problems(cfg: RenderConfig) -> list[str]:
             f"job.max_frames={cfg.job.max_frames} must be at least 1 (or null for whole videos)"
         )
     return problems
+
+
+#: what to write for an option a preset leaves required (``???``), shown when it is not given
+REQUIRED_EXAMPLES = {"storage.output_root": "s3://<bucket>/<prefix>"}
+
+
+def missing_problems(cfg: DictConfig) -> list[str]:
+    """A line for each required option (``???``) the composed config leaves without a value."""
+    return [
+        f"{key} is required (the config gives it no value): add it to the command line, e.g. "
+        f"{key}={REQUIRED_EXAMPLES.get(key, '<value>')}"
+        for key in sorted(OmegaConf.missing_keys(cfg))
+    ]
 
 
 def register_configs() -> None:

@@ -6,7 +6,8 @@ cannot tell different stories.
 Sources:
 
 - ``pipeline/config.py``: every dataclass reachable from `RenderConfig` becomes a `Section`; its
-  docstring is the intro; each field's name, type and default come from the dataclass and its
+  docstring is the intro; each field's name, type and default come from the dataclass, its
+  allowed values from its ``Annotated[str, Literal[...]]`` type (`schema.allowed_values`) and its
   description from the field's trailing ``#`` comment (read with `ast` and `tokenize`).
 - ``conf/``: every config group (a sub-folder) with its presets (`Preset`): what each one sets,
   the preset's header comment and the inline ``#`` comments of its keys; the group's default
@@ -34,8 +35,6 @@ from pipeline import config as schema
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 ROOT = schema.RenderConfig
 MISSING = "???"
-#: allowed values of the options that have a fixed set (the schema's own check uses them)
-CHOICES: Mapping[str, tuple[str, ...]] = schema._CHOICES
 
 
 # --------------------------------------------------------------------------------------------
@@ -48,9 +47,10 @@ class Option:
     """One field of a config dataclass, as documented."""
 
     name: str
-    type: str  # the annotation as written in pipeline/config.py
+    type: str  # the annotation as written in pipeline/config.py; "str" for a fixed set of values
     default: Any  # a value, MISSING, or a dataclass type for a nested section
     description: str  # the field's trailing comment ("" when it has none)
+    choices: tuple[str, ...] = ()  # the allowed values, when the type has a fixed set
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,15 @@ def _nested_doc(field: dataclasses.Field[Any]) -> str:
 def sections(cls: type = ROOT, path: str = "") -> Iterator[Section]:
     """The section of `cls` at `path`, then those of its nested dataclasses (depth first)."""
     comments = field_comments(cls)
+    choices = schema.allowed_values(cls)
     options = tuple(
-        Option(f.name, str(f.type), _default(f), comments.get(f.name) or _nested_doc(f))
+        Option(
+            f.name,
+            "str" if f.name in choices else str(f.type),
+            _default(f),
+            comments.get(f.name) or _nested_doc(f),
+            choices.get(f.name, ()),
+        )
         for f in dataclasses.fields(cls)
     )
     yield Section(path, cls, inspect.cleandoc(cls.__doc__ or ""), options)
@@ -132,6 +139,20 @@ def sections(cls: type = ROOT, path: str = "") -> Iterator[Section]:
             yield from sections(option.default, child_path)
         elif (element := element_dataclass(option.type)) is not None:
             yield from sections(element, f"{child_path}[]")
+
+
+def option_choices() -> dict[str, tuple[str, ...]]:
+    """{dotted key: allowed values} of every option whose type has a fixed set."""
+    return {
+        f"{section.path}.{option.name}" if section.path else option.name: option.choices
+        for section in sections()
+        for option in section.options
+        if option.choices
+    }
+
+
+#: allowed values of the options that have a fixed set, from their types
+CHOICES: Mapping[str, tuple[str, ...]] = option_choices()
 
 
 def schema_defaults() -> dict[str, Any]:

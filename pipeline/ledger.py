@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .storage import NotFound, Storage, basename, join
+from .storage import NotFound, Storage, join
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +258,3 @@ class Ledger:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def stem_of(key: str) -> str:
-    return basename(key).rsplit("-", 1)[0]

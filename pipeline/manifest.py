@@ -32,7 +32,6 @@ import io
 import json
 import logging
 import os
-import posixpath
 import re
 import unicodedata
 from collections import defaultdict
@@ -42,6 +41,18 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+from .storage import (
+    FORBIDDEN_CATEGORIES,
+    SEPARATOR_LOOKALIKES,
+    has_scheme,
+    inside_roots,
+    is_remote,
+    normalise,
+    resolve,
+    scheme_of,
+    split_roots,
+)
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -62,12 +73,6 @@ SEED_LIMIT = 2**63  # seeds lie in [0, SEED_LIMIT)
 EXISTS_THREADS = 16  # concurrent remote existence checks
 REPORT_LIMIT = 200  # problems shown by str(ManifestError); all stay in `.problems`
 
-# Characters that render like "/" or "\" but are not path separators; NFKC maps only some of them.
-SEPARATOR_LOOKALIKES = frozenset(
-    "\u2044\u2215\u2216\u29f5\u29f8\u29f9\uff0f\uff3c\ufe68\u2571\u2572\u1735"
-)
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_S3_URI = re.compile(r"^s3://([^/]+)/(.+)$", re.IGNORECASE)
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _INTEGER = re.compile(r"\+?[0-9]+")
 _HEADER_HINT = "portrait,driving_video[,id,audio,output,max_frames,seed,framing]"
@@ -310,17 +315,6 @@ class Manifest:
 # --------------------------------------------------------------------------------------------
 
 
-def _is_s3(uri: str) -> bool:
-    return uri[:5].lower() == "s3://"
-
-
-def _normalise_uri(uri_or_path: str | os.PathLike[str]) -> str:
-    text = os.fspath(uri_or_path)
-    if _is_s3(text):
-        return "s3://" + text[5:]
-    return os.path.abspath(os.path.expanduser(text))
-
-
 def _read_local(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()
@@ -329,7 +323,7 @@ def _read_local(path: str) -> bytes:
 def _read(uri: str, read_bytes: ReadBytes | None) -> bytes:
     """The manifest's bytes; a missing/unreadable file is a `ManifestError`."""
     if read_bytes is None:
-        if _is_s3(uri):
+        if is_remote(uri):
             raise ValueError(
                 f"cannot read {uri}: load_manifest needs read_bytes= (the storage layer's reader) "
                 "for s3:// manifests"
@@ -605,7 +599,7 @@ def _name_problem(value: str) -> tuple[str, str | None]:
             )
     normal = unicodedata.normalize("NFKC", value)
     for char in normal:
-        if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+        if unicodedata.category(char) in FORBIDDEN_CATEGORIES:
             return normal, f"contains a control or invisible character (U+{ord(char):04X})"
         if char in "/\\":
             return normal, f"contains a path separator {char!r}"
@@ -646,56 +640,6 @@ class _PathCheck:
     column: str
     value: str  # as written
     resolved: str
-
-
-def _resolve_path(value: str, manifest_uri: str) -> tuple[str, str | None]:
-    """Resolve a path cell against the manifest; return (resolved, problem message or None)."""
-    if _is_s3(value):
-        match = _S3_URI.match(value)
-        if not match or match.group(2).endswith("/"):
-            return value, "is not a full S3 object URI (expected s3://bucket/key/of/file)"
-        return "s3://" + value[5:], None
-    scheme = _SCHEME.match(value)
-    if scheme:
-        return (
-            value,
-            f"uses the unsupported scheme {scheme.group(1)!r}:// (allowed: local paths and s3://)",
-        )
-    expanded = os.path.expanduser(value)
-    if expanded.startswith("~"):
-        return value, f"starts with {expanded.split('/')[0]!r}, which names no known user"
-    if os.path.isabs(expanded):
-        return os.path.normpath(expanded), None
-    if _is_s3(manifest_uri):
-        bucket, _, key = manifest_uri[5:].partition("/")
-        joined = posixpath.normpath(posixpath.join(posixpath.dirname(key), expanded))
-        if joined == ".." or joined.startswith("../"):
-            return value, f"climbs above the top of bucket {bucket!r}"
-        return f"s3://{bucket}/{joined}", None
-    return os.path.normpath(os.path.join(os.path.dirname(manifest_uri), expanded)), None
-
-
-def _split_roots(roots: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[str]]:
-    """Allowed roots as (real local folders, s3 prefixes ending in '/')."""
-    local: list[str] = []
-    remote: list[str] = []
-    for root in roots:
-        text = os.fspath(root)
-        if _is_s3(text):
-            remote.append("s3://" + text[5:].rstrip("/") + "/")
-        else:
-            local.append(os.path.realpath(os.path.expanduser(text)))
-    return local, remote
-
-
-def _inside_roots(resolved: str, local_roots: list[str], remote_roots: list[str]) -> bool | None:
-    """Whether `resolved` lies in an allowed root; None when no root applies to it."""
-    if _is_s3(resolved):
-        if not remote_roots:
-            return None
-        return any(resolved.startswith(root) for root in remote_roots)
-    real = os.path.realpath(resolved)
-    return any(os.path.commonpath([real, root]) == root for root in local_roots)
 
 
 PATH_FIX = "check the path (relative paths are relative to the manifest's folder)"
@@ -755,25 +699,23 @@ def _path_problems(
     machine's files (``/etc/passwd``, credentials). A local manifest may name any file unless
     roots are set.
     """
-    local_roots, remote_roots = _split_roots(allowed_input_roots)
+    local_roots, remote_roots = split_roots(allowed_input_roots)
     roots_text = ", ".join([*local_roots, *remote_roots])
-    remote_manifest = bool(_SCHEME.match(manifest_uri))
+    remote_manifest = has_scheme(manifest_uri)
     problems: list[ManifestProblem] = []
     to_check: list[_PathCheck] = []
     for check in checks:
         inside = (
-            _inside_roots(check.resolved, local_roots, remote_roots)
-            if allowed_input_roots
-            else None
+            inside_roots(check.resolved, local_roots, remote_roots) if allowed_input_roots else None
         )
-        if remote_manifest and not local_roots and not _SCHEME.match(check.resolved):
+        if remote_manifest and not local_roots and not has_scheme(check.resolved):
             problems.append(
                 ManifestProblem(
                     check.row + 1,
                     check.column,
                     check.value,
                     f"names the local file {check.resolved}, but a manifest read from "
-                    f"{manifest_uri.split('://')[0]}:// may name only remote inputs (s3://...) "
+                    f"{scheme_of(manifest_uri)}:// may name only remote inputs (s3://...) "
                     "and local files under storage.allowed_input_roots",
                     "upload the file and name its s3:// URI, or add its local folder to "
                     "storage.allowed_input_roots",
@@ -809,9 +751,9 @@ def _path_problems(
 def _missing_reasons(uris: set[str], exists: Exists | None) -> dict[str, Missing]:
     """Existence of each URI: local ones with os, remote ones with `exists` (concurrently)."""
     reasons: dict[str, Missing] = {}
-    remote = sorted(uri for uri in uris if _is_s3(uri))
+    remote = sorted(uri for uri in uris if is_remote(uri))
     for uri in uris:
-        if not _is_s3(uri):
+        if not is_remote(uri):
             reasons[uri] = _local_missing(uri)
     if remote and exists is None:
         logger.debug("no exists= checker given: %d s3:// inputs not checked", len(remote))
@@ -882,7 +824,7 @@ def _check_paths(draft: _Draft, manifest_uri: str) -> list[_PathCheck]:
                     column, value, f"{column} is blank", f"fill in the {column} path or URI"
                 )
             continue
-        resolved, reason = _resolve_path(value, manifest_uri)
+        resolved, reason = resolve(value, manifest_uri)
         if reason:
             draft.problem(column, value, f"{column} {reason}", "use a local path or an s3:// URI")
             continue
@@ -1198,7 +1140,7 @@ def check_manifest(
     For validation steps that add their own problems (media probing) and report all at once
     with `raise_if_problems`. A manifest that can't be read at all still raises `ManifestError`.
     """
-    uri = _normalise_uri(uri_or_path)
+    uri = normalise(uri_or_path)
     data = _read(uri, read_bytes)
     manifest, problems = parse_manifest(
         data,

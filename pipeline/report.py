@@ -30,14 +30,12 @@ import io
 import json
 import logging
 import math
-import os
 import posixpath
 import re
 import sys
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
@@ -52,7 +50,14 @@ from PIL import Image, ImageDraw, ImageFont
 from pipeline.config import StorageConfig
 from pipeline.media import MediaSource, VideoReader, load_image
 from pipeline.progress import ROW_STATUSES, format_duration
-from pipeline.storage import NotFound, Storage, StorageError, is_s3, join
+from pipeline.storage import (
+    NotFound,
+    Storage,
+    StorageError,
+    join,
+    relative_path,
+    remote_scheme,
+)
 from pipeline.timeline import FpsSeries, fps_over_time, nice_ticks, timeline_svg
 
 __all__ = [
@@ -551,30 +556,8 @@ def _output_uri(output: str, job_folder_uri: str, storage: Storage) -> str | Non
 
 def _relative_url(target_uri: str, job_folder_uri: str, storage: Storage) -> str | None:
     """The URL of `target_uri` relative to the job folder (None: not reachable from the page)."""
-    if is_s3(target_uri) != is_s3(job_folder_uri):
-        return None
-    if is_s3(target_uri):
-        bucket, _, key = target_uri[len("s3://") :].partition("/")
-        folder_bucket, _, folder_key = job_folder_uri[len("s3://") :].partition("/")
-        if bucket != folder_bucket:
-            return None
-        relative = posixpath.relpath("/" + key, "/" + folder_key.rstrip("/") or "/")
-    else:
-        target, folder = storage.local_path(target_uri), storage.local_path(job_folder_uri)
-        assert target is not None and folder is not None  # both local
-        relative = os.path.relpath(target, folder).replace(os.sep, "/")
-    return urllib.parse.quote(relative, safe="/")
-
-
-@contextmanager
-def _media_source(uri: str, storage: Storage) -> Iterator[MediaSource]:
-    """A local path as is; an S3 object as a seekable stream (closed afterwards)."""
-    local = storage.local_path(uri)
-    if local is not None:
-        yield local
-        return
-    with storage.open(uri) as stream:
-        yield stream
+    relative = relative_path(target_uri, job_folder_uri)
+    return None if relative is None else urllib.parse.quote(relative, safe="/")
 
 
 def _row_preview(
@@ -608,7 +591,7 @@ def _make_preview(
         data["times"] = tuple(data.get("times") or ())
         return Preview(video_src=video_src, **data)
     try:
-        with _media_source(uri, storage) as source:
+        with storage.open_input(uri) as source:
             reader = VideoReader(source)
             thumbnails = _grab_thumbnails(source, reader, pick_frame_indices(reader.num_frames))
             info = reader.info.video
@@ -671,7 +654,8 @@ class _InputLinks:
         except (StorageError, ValueError) as err:
             return InputView(note=f"the {what} {uri} cannot be linked: {err}")
         if src is None:
-            where = "on S3" if is_s3(uri) else "on this machine"
+            scheme = remote_scheme(uri)
+            where = f"on {scheme.title}" if scheme else "on this machine"
             return InputView(
                 note=f"the {what} is {where} ({uri}), out of this page's reach: open it there"
             )
@@ -709,7 +693,7 @@ def _portrait(
     view = InputView(src=link.src, thumb=thumb_src, framed=boxes is not None, note=link.note)
     if assets.lookup(key, uri, fingerprint, boxes) is None:
         try:
-            with _media_source(uri, storage) as source:
+            with storage.open_input(uri) as source:
                 photo = Image.fromarray(load_image(source))
         except (ValueError, OSError, StorageError) as err:
             logger.warning("report: no portrait thumbnail of %s: %s", uri, err)

@@ -27,7 +27,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import IO, Any, Literal
@@ -48,7 +48,7 @@ from .media import (
     probe,
     source_name,
 )
-from .storage import NotFound, Storage, StorageError, is_s3
+from .storage import NotFound, Storage, StorageError, is_remote
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def validate_manifest(
     try:
         manifest, problems = check_manifest(
             uri,
-            read_bytes=storage.read_bytes if is_s3(uri) else None,
+            read_bytes=storage.read_bytes if is_remote(uri) else None,
             exists=storage.exists,
             allowed_input_roots=allowed_input_roots,
             strict=strict,
@@ -332,19 +332,13 @@ def _row_media(
 # --------------------------------------------------------------------------------------------
 
 
-def _open(storage: Storage, uri: str) -> Any:
-    """A context manager yielding a local path, or a seekable binary stream for S3."""
-    local = storage.local_path(uri)
-    return nullcontext(local) if local is not None else storage.open(uri)
-
-
 def _check_input(
     storage: Storage, column: Column, uri: str, max_pixels: int, finder: _FaceFinder | None
 ) -> _Checked:
     """Check one input file for `column`; never raises (a failure becomes the file's problem)."""
     noun = _NOUNS[column]
     try:
-        with _open(storage, uri) as source:
+        with storage.open_input(uri) as source:
             if _is_empty(source):  # said up front: readers fail on empty streams in odd ways
                 return _Checked(_Problem(f"{noun} is an empty file (0 bytes)", _FIXES[column]))
             if column == "portrait":

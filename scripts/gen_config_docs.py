@@ -109,6 +109,13 @@ def default_cell(option: Option, path: str, by_path: Mapping[str, Section]) -> s
     return cell
 
 
+def type_cell(option: Option) -> str:
+    """The option's type; for a fixed set of values, the values (from its ``Literal``)."""
+    if option.choices:
+        return "one of " + ", ".join(code(choice) for choice in option.choices)
+    return code(option.type)
+
+
 def options_markdown(all_sections: list[Section]) -> list[str]:
     """One table per section: option, type, default, description."""
     by_path = {section.path: section for section in all_sections}
@@ -127,7 +134,7 @@ def options_markdown(all_sections: list[Section]) -> list[str]:
         for option in section.options:
             path = f"{section.path}.{option.name}" if section.path else option.name
             lines.append(
-                f"| {code(path)} | {code(option.type)} | "
+                f"| {code(path)} | {type_cell(option)} | "
                 f"{default_cell(option, path, by_path)} | {text_cell(option.description)} |"
             )
         lines.append("")

@@ -15,19 +15,14 @@ wrap `MotoServer` in a fixture of the scope you need.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from types import TracebackType
 
 import pytest
-
-HOST = "127.0.0.1"
+from child_server import HOST, ChildServer, free_port
 
 
 def isolate_aws_env(
@@ -52,14 +47,7 @@ def isolate_aws_env(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
-def free_port(host: str = HOST) -> int:
-    """A TCP port nothing listens on right now (also usable as a 'closed port' endpoint)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-class MotoServer:
+class MotoServer(ChildServer):
     """``python -m moto.server`` as a child process, listening on ``host`` only.
 
     Args:
@@ -67,12 +55,13 @@ class MotoServer:
         startup_timeout_s: how long `start` waits for the server to answer.
     """
 
+    log_prefix = "moto-server-"
+
     def __init__(self, *, port: int | None = None, startup_timeout_s: float = 20.0) -> None:
         self.host = HOST
         self.port = port if port is not None else free_port()
         self.startup_timeout_s = startup_timeout_s
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile(prefix="moto-server-")
+        super().__init__()
         # Never go through a proxy to reach a loopback server.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -81,21 +70,13 @@ class MotoServer:
         """``http://127.0.0.1:<port>``."""
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
     def start(self) -> None:
         """Start the server (no-op if running) and wait until it answers."""
         if self.running:
             return
         env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
+        self._spawn(
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)], env
         )
         self._wait_ready()
 
@@ -116,18 +97,6 @@ class MotoServer:
             f"moto server did not answer on {self.endpoint_url} within {self.startup_timeout_s} s:\n{self.log_tail()}"
         )
 
-    def stop(self) -> None:
-        """Stop the server (its state is lost); the port then refuses connections."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
     def restart(self) -> None:
         """Stop and start again on the same port."""
         self.stop()
@@ -138,29 +107,6 @@ class MotoServer:
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
         with self._opener.open(request, timeout=5.0):
             pass
-
-    def log_tail(self, num_bytes: int = 4000) -> str:
-        """The end of the server's output, for failure messages."""
-        self._log.flush()
-        size = self._log.seek(0, os.SEEK_END)
-        self._log.seek(max(0, size - num_bytes))
-        return self._log.read().decode("utf-8", "replace")
-
-    def close(self) -> None:
-        self.stop()
-        self._log.close()
-
-    def __enter__(self) -> MotoServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @pytest.fixture(scope="session")

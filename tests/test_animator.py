@@ -56,6 +56,7 @@ def animator(tiny_models) -> StreamingAnimator:
     return StreamingAnimator(tiny_models, AnimatorConfig(keyframe_threshold=0.5), resolution=SIZE)
 
 
+@pytest.mark.slow
 def test_four_frames_in_four_frames_out_after_the_warm_up(animator) -> None:
     stream = animator.fuse_reference(portrait(0), seed=1)
     frames = driving(24)
@@ -76,12 +77,15 @@ def test_keep_warmup_emits_the_transition_first(tiny_models) -> None:
     assert 0.0 <= float(first.min()) and float(first.max()) <= 1.0
 
 
-@pytest.mark.parametrize("count", [1, 3, 5, 13, 18])
+@pytest.mark.parametrize(
+    "count", [1, 3, 5, *(pytest.param(n, marks=pytest.mark.slow) for n in (13, 18))]
+)
 def test_every_driving_frame_gets_exactly_one_output_frame(animator, count: int) -> None:
     out = animate(animator, driving(count))
     assert out.shape == (count, SIZE, SIZE, 3)
 
 
+@pytest.mark.slow
 def test_same_seed_same_frames_other_seed_other_frames(animator) -> None:
     frames = driving(14)
     first = animate(animator, frames, seed=7)
@@ -91,6 +95,7 @@ def test_same_seed_same_frames_other_seed_other_frames(animator) -> None:
     assert not torch.equal(first, other)
 
 
+@pytest.mark.slow
 def test_history_keyframes_are_capped(tiny_models) -> None:
     animator = StreamingAnimator(
         tiny_models, AnimatorConfig(keyframe_threshold=0.0), resolution=SIZE
@@ -106,6 +111,7 @@ def test_history_keyframes_are_capped(tiny_models) -> None:
     assert lengths[12] == lengths[-1] == 4 * lengths[0]  # portrait + 3 keyframes, then constant
 
 
+@pytest.mark.slow
 def test_batched_streams_equal_single_streams(tiny_models) -> None:
     """Two portraits, different seeds and lengths, one with keyframes: one batched call per step."""
     config = AnimatorConfig(keyframe_threshold=0.0, output_dtype="float")  # 3, 2 and 0 keyframes
@@ -133,7 +139,10 @@ def test_batched_streams_equal_single_streams(tiny_models) -> None:
         assert (batched - single).abs().max() < 1e-5  # fp32 rounding only (measured: 7e-7)
 
 
-@pytest.mark.parametrize("stop_after_calls", [0, 2, 12, 15])
+@pytest.mark.parametrize(
+    "stop_after_calls",
+    [0, *(pytest.param(n, marks=pytest.mark.slow) for n in (2, 12, 15))],  # 0: the quick suite's
+)
 def test_save_and_restore_gives_the_uninterrupted_frames(animator, stop_after_calls: int) -> None:
     frames = driving(50)
     reference = animate(animator, frames, seed=11, image=4)
@@ -154,6 +163,7 @@ def test_save_and_restore_gives_the_uninterrupted_frames(animator, stop_after_ca
     assert torch.equal(torch.cat(produced), reference)
 
 
+@pytest.mark.slow
 def test_restore_keeps_a_keyframe_decided_after_the_save(tiny_models) -> None:
     """A state saved while a keyframe candidate is still undecided (it is read at the next call,
     so the host never waits for the GPU) resumes to the uninterrupted frames and keyframes."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -33,6 +35,7 @@ def run_bench(tmp_path: Path, *overrides: str) -> dict:
     return result
 
 
+@pytest.mark.slow
 def test_bench_reports_throughput_flops_and_completes_every_row(tmp_path: Path) -> None:
     result = run_bench(
         tmp_path, "job.bench.frames=28", "job.bench.warmup_calls=2", "job.bench.label=cpu-test"
@@ -63,6 +66,7 @@ def test_bench_reports_the_keyframes_its_window_attended_to(tmp_path: Path) -> N
     assert start < end == 3  # filled up to model.animator.max_keyframes inside the window
 
 
+@pytest.mark.slow
 def test_bench_trace_records_every_thread_and_is_left_out_of_the_timing(tmp_path: Path) -> None:
     """job.bench.trace: a Chrome trace with the batch thread's operators (the denoising UNet's
     convolutions) and the row threads'; the traced calls are not timed."""

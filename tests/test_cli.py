@@ -259,6 +259,7 @@ def test_validate_of_an_unusable_manifest_exits_2_with_its_verdict(
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_render_prints_results_on_stdout_and_the_config_path_in_one_line(
     ray_local, tiny_weights, media: Path, tmp_path: Path,
     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, width_80: None,

@@ -99,6 +99,7 @@ def test_read_ahead_runs_ahead_by_its_depth_and_stops_when_closed() -> None:
         list(ReadAhead(broken()))
 
 
+@pytest.mark.slow
 def test_a_stream_joining_a_running_batch_renders_what_it_renders_alone(tiny_models) -> None:
     """Row B starts while row A is mid-stream and ends before it: B's frames equal B alone up
     to float rounding (the issue's bound is 1/255 of the output range), and the batcher's

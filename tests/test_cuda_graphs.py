@@ -42,6 +42,7 @@ def test_on_cpu_the_call_runs_as_it_is() -> None:
     assert graphed.captures == graphed.replays == 0
 
 
+@pytest.mark.gpu
 @cuda
 def test_replays_equal_eager_calls_for_every_signature() -> None:
     network = _network("cuda")
@@ -69,6 +70,7 @@ def test_replays_equal_eager_calls_for_every_signature() -> None:
         assert graphed.captures == 3 and len(graphed._graphs) == 2  # the oldest was dropped
 
 
+@pytest.mark.gpu
 @cuda
 def test_a_call_that_cannot_be_captured_runs_eagerly_from_then_on(caplog) -> None:
     def syncs(x: torch.Tensor) -> torch.Tensor:

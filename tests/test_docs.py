@@ -464,9 +464,7 @@ def test_the_docs_are_linked_from_the_readme() -> None:
 def test_a_command_in_a_compose_only_block_that_cannot_work_fails(tmp_path: Path) -> None:
     """The compose-only check has teeth: an unusable config or a missing program is caught."""
     command = Command("x.md", 1, "", "compose-only")
-    with pytest.raises(
-        AssertionError, match=r"storage\.output_root is the s3 preset's placeholder"
-    ):
+    with pytest.raises(AssertionError, match=r"storage\.output_root is required"):
         compose_only("python run.py job=render manifest=x.csv storage=s3", REPO, command)
     with pytest.raises(AssertionError, match="exited with"):
         compose_only("python run.py job=render model.dtyp=fp16", REPO, command)
@@ -658,4 +656,4 @@ def test_only_the_cluster_imports_ray_and_only_the_s3_backend_boto3() -> None:
         if "ray" in top:
             assert name == "pipeline/cluster.py", name
         if top & {"boto3", "botocore"}:
-            assert name == "pipeline/_storage_s3.py", name
+            assert name == "pipeline/storage/_s3.py", name

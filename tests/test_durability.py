@@ -90,6 +90,7 @@ def s3_inputs(moto_s3_server, tmp_path: Path):
     return endpoint, bucket
 
 
+@pytest.mark.slow
 def test_whole_job_reads_and_writes_s3_and_a_rerun_skips_committed_rows(
     ray_local, tiny_weights, s3_inputs, tmp_path
 ) -> None:

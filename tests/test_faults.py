@@ -190,6 +190,7 @@ def assert_status_agrees_with_summary(job_folder: Path) -> None:
     assert status["rows"]["total"] == totals["rows"]
 
 
+@pytest.mark.slow
 def test_sigint_drains_the_job_and_a_rerun_resumes_the_interrupted_row(
     ray_local, tiny_weights, clips, tmp_path: Path
 ) -> None:
@@ -257,6 +258,7 @@ def test_sigint_drains_the_job_and_a_rerun_resumes_the_interrupted_row(
     assert np.array_equal(resumed, np.stack(list(VideoReader(reference))))
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_driver_drains_the_job_too(tiny_weights, clips, tmp_path: Path) -> None:
     manifest = write_manifest(
         tmp_path / "term.csv", [row("long", clips["long"]), row("short", clips["short"])]
@@ -344,6 +346,7 @@ def test_full_output_disk_fails_the_row_cleanly_and_the_others_render(
     assert (job_folder / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_a_summary_that_cannot_be_written_is_reported_and_the_exit_code_says_so(
     ray_local, tiny_weights, clips, small_fs, tmp_path: Path, monkeypatch, caplog
 ) -> None:
@@ -456,6 +459,7 @@ def test_s3_endpoint_down_from_the_start_is_one_clear_error(
     assert error.endswith("; nothing was rendered")
 
 
+@pytest.mark.slow
 def test_s3_inputs_going_down_fail_each_row_after_bounded_retries(
     ray_local, tiny_weights, clips, private_s3: MotoServer, tmp_path: Path, monkeypatch
 ) -> None:
@@ -625,6 +629,7 @@ def test_a_row_that_kills_its_worker_twice_is_quarantined(
     assert segment_markers(job_folder, "poison")  # its committed segments are kept for a rerun
 
 
+@pytest.mark.slow
 def test_rows_left_when_every_worker_is_gone_fail_instead_of_waiting(
     ray_local, tiny_weights, clips, tmp_path: Path
 ) -> None:

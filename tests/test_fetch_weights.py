@@ -194,8 +194,8 @@ def test_fetch_downloads_verifies_and_lays_out_the_files(
         assert recorded["test/sd-vae-ft-mse"] == {"revision": "main", "commit": COMMIT}
         assert recorded["test/sd-image-variations-diffusers"]["commit"] == COMMIT
         assert "test/sd-vae-ft-mse: revision main is commit" in output
-        from jobs.render import model_revision
         from pipeline.config import HubRepo, ModelConfig
+        from pipeline.row_plan import model_revision
 
         model = ModelConfig(
             weights_dir=str(target),

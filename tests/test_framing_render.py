@@ -64,6 +64,7 @@ def _run(inputs, tmp_path: Path, weights: Path, rows: list[dict], *extra: str) -
     return code, {row["row_id"]: row for row in summary["rows"]}
 
 
+@pytest.mark.slow
 def test_pasted_back_at_the_photos_resolution_untouched_away_from_the_face(
     ray_local, tiny_weights, inputs, tmp_path: Path
 ) -> None:
@@ -105,6 +106,7 @@ def test_pasted_back_at_the_photos_resolution_untouched_away_from_the_face(
     assert np.abs(inside.astype(int) - photo[y + side // 4 : y + 3 * side // 4, x + side // 4 : x + 3 * side // 4]).mean() > 5  # fmt: skip
 
 
+@pytest.mark.slow
 def test_canvas_of_a_social_format_and_a_row_that_opts_out(
     ray_local, tiny_weights, inputs, tmp_path: Path
 ) -> None:
@@ -122,6 +124,7 @@ def test_canvas_of_a_social_format_and_a_row_that_opts_out(
     assert results["centre"]["framing"]["canvas"] == [180, 320]
 
 
+@pytest.mark.slow
 def test_a_portrait_without_a_face_gets_a_verdict_not_a_video(
     ray_local, tiny_weights, inputs, tmp_path: Path, capsys, monkeypatch
 ) -> None:

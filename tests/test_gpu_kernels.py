@@ -11,9 +11,12 @@ from attention_reference import attention_over_concatenated_bank
 
 from pipeline.models import _fast_layers, _nhwc_kernels
 
-pytestmark = pytest.mark.skipif(
-    not torch.cuda.is_available() or not _nhwc_kernels.available(), reason="needs a CUDA GPU"
-)
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not torch.cuda.is_available() or not _nhwc_kernels.available(), reason="needs a CUDA GPU"
+    ),
+]
 
 
 def test_the_load_time_check_picks_a_log_sum_exp_attention_op() -> None:

@@ -404,7 +404,7 @@ def test_unsupported_scheme_and_unknown_user(media: Path) -> None:
     scheme, user = problems_of(path)
     assert (
         scheme.message
-        == "portrait uses the unsupported scheme 'https':// (allowed: local paths and s3://)"
+        == "portrait uses the unsupported scheme 'https':// (allowed: local paths, s3:// and az://)"
     )
     assert user.message == "driving_video starts with '~nosuchuser_xyz', which names no known user"
 

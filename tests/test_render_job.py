@@ -13,6 +13,9 @@ from media_factory import click_time, pattern_video, video_with_click
 
 from pipeline.media import probe
 
+# every test here is a whole job on the embedded Ray (about a minute each on 2 cores)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -920,6 +920,7 @@ FILTER_BY_CLICK = """
 """
 
 
+@pytest.mark.slow  # a headless browser
 def test_report_in_headless_chromium(
     served: tuple[str, list[tuple[str, int]]], tmp_path: Path
 ) -> None:

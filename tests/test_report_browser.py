@@ -29,6 +29,9 @@ from pipeline.config import StorageConfig
 from pipeline.report import write_report
 from pipeline.storage import Storage
 
+# a headless browser over a 1,000-row report
+pytestmark = pytest.mark.slow
+
 ROWS = 1000
 OUTPUT_FRAMES = 75  # 3 s at 25 fps: long enough to watch the driving clip follow
 FIRST_SCREEN_SECONDS = 2.0

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from test_render_job import render
 
 from pipeline.media import probe
@@ -14,6 +15,7 @@ from scripts.make_bench_manifest import make_bench_manifest
 from scripts.scaling_report import main as scaling_report
 
 
+@pytest.mark.slow
 def test_bench_manifest_renders_and_every_row_lands_exactly_once(
     ray_local, tiny_weights, tmp_path: Path
 ) -> None:

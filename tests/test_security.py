@@ -94,6 +94,7 @@ def test_storage_names_cannot_escape_their_folder(root: str, name: str) -> None:
         assert stays_inside(uri, root), uri
 
 
+@pytest.mark.slow
 def test_a_manifest_cannot_name_outputs_or_read_inputs_outside_their_roots(
     ray_local, tiny_weights, tmp_path: Path
 ) -> None:
@@ -304,6 +305,7 @@ def watched_s3_job(
     shutil.rmtree(ray_dir, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_no_credential_appears_in_logs_summaries_reports_or_errors(watched_s3_job) -> None:
     job = watched_s3_job
     assert job.exit_code == 1, job.texts["driver log"][-3000:].decode(errors="replace")
@@ -321,6 +323,7 @@ def test_no_credential_appears_in_logs_summaries_reports_or_errors(watched_s3_jo
     assert leaks == set()
 
 
+@pytest.mark.slow
 def test_embedded_ray_and_the_test_s3_server_listen_on_loopback_only(watched_s3_job) -> None:
     listeners = watched_s3_job.listeners
     names = " ".join(listeners)

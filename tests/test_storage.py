@@ -22,7 +22,6 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from pipeline._storage_local import is_temp_name
 from pipeline.config import S3Config, StorageConfig
 from pipeline.storage import (
     NotFound,
@@ -34,6 +33,7 @@ from pipeline.storage import (
     join,
     parent,
 )
+from pipeline.storage._atomic import is_temp_name
 
 try:  # `python -m pytest` from the repo root, or tests/ as a package
     from tests.s3_server import MotoServer, free_port, isolate_aws_env

@@ -615,6 +615,7 @@ def test_two_hundred_rows_validate_in_seconds(
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_render_fails_bad_rows_and_renders_the_good_one(
     inputs: Path, tmp_path: Path, tiny_weights: Path, ray_local
 ) -> None:

@@ -119,11 +119,6 @@ class FrameConverter:
         self._scaler = VideoReformatter()
         self._to_rgb = VideoReformatter()
 
-    @property
-    def output_shape(self) -> tuple[int, int] | None:
-        """(height, width) of every output frame, or None when it follows the input."""
-        return None if self._size is None else (self._size, self._size)
-
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         """Return the frame as an (H, W, 3) uint8 RGB array (a new, contiguous array)."""
         if (frame.width, frame.height) != self._scaled:

@@ -19,10 +19,10 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Executor
-from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -78,6 +78,38 @@ class _PreparedRow:
     framer: DrivingFramer | None  # driving frames cut around the face (counts frames without)
     streaming: float = 0.0  # monotonic time it took its stream slot
     signals: SignalRecorder | None = None  # identity/motion samples (job.signals_every_seconds)
+
+
+class _DrivingChunks(NamedTuple):
+    """Where a row's driving chunks come from (:meth:`RowRenderer._driving_chunks`)."""
+
+    chunks: Any  # iterable of chunks: pixels, or cached observations
+    cached: bool  # from the clip's conditioning cache
+    writer: ConditioningWriter | None = None  # this row computes the clip's conditioning cache
+    framer: DrivingFramer | None = None  # frames cut around the face
+
+
+@dataclass
+class _Attempt:
+    """One render call: its clocks and, once prepared, its row (both go into the outcome)."""
+
+    task: RowTask
+    worker: str
+    accepted: float = field(default_factory=time.monotonic)
+    timeline: RowTimeline = field(default_factory=lambda: RowTimeline(accepted_at=time.time()))
+    row: _PreparedRow | None = None
+
+    def outcome(self, status: str, **kwargs: Any) -> RowOutcome:
+        """The attempt's verdict; the row's time runs from its first denoising call (else from
+        its acceptance)."""
+        row, timeline = self.row, self.timeline
+        since = row.streaming if row is not None and row.streaming else self.accepted
+        timeline.finished_at = time.time()
+        return RowOutcome(
+            self.task.row_id, status, seconds=time.monotonic() - since, worker=self.worker,
+            started_at=timeline.streaming_at or timeline.accepted_at or 0.0,
+            timeline=timeline, framing=row.framing if row is not None else None, **kwargs,
+        )  # fmt: skip
 
 
 class RowRenderer:
@@ -143,62 +175,62 @@ class RowRenderer:
 
     def render(self, task: RowTask) -> RowOutcome:
         """Render ``task``; never raises for row-level problems (they become a failed outcome)."""
-        accepted = time.monotonic()
-        timeline = RowTimeline(accepted_at=time.time())
+        # 1. Accepted: the driver learns the row started here; a scratch folder of its own.
+        attempt = _Attempt(task, self.worker_name)
         self.events(RowAccepted(task.row_id, worker=self.worker_name, attempt=task.attempt))
         scratch = Path(tempfile.mkdtemp(prefix=f"{task.row_id[:40]}-", dir=self.scratch_dir))
-        row: _PreparedRow | None = None
-
-        def outcome(status: str, **kwargs: Any) -> RowOutcome:
-            # the row's time runs from its first denoising call (else from its acceptance)
-            since = row.streaming if row is not None and row.streaming else accepted
-            timeline.finished_at = time.time()
-            return RowOutcome(
-                task.row_id, status, seconds=time.monotonic() - since, worker=self.worker_name,
-                started_at=timeline.streaming_at or timeline.accepted_at or 0.0,
-                timeline=timeline, framing=row.framing if row is not None else None, **kwargs,
-            )  # fmt: skip
-
         try:
-            ledger = Ledger(self.storage, task.job_uri)
-            record = ledger.row(task.row_key)
-            if record.commit is not None:  # another attempt finished it already
-                return outcome(**self._committed_earlier(task, ledger, record.commit, scratch))
-            with ExitStack() as stack:
-                row = self._prepare(task, ledger, record, scratch, timeline, stack)
-                try:
-                    self._stream(row)
-                finally:
-                    row.sink.close(row.stream)  # commits the last (partial) segment
-                    timeline.first_frame_at = row.sink.first_frame_at
-                    timeline.first_commit_at = row.sink.first_commit_at
-                    self._framing_costs(row)
-                frames, has_audio, output = self._finish(row)
-                signals = row.signals.finish() if row.signals is not None else None
-            conditioning = "cached" if row.cached else "computed"
-            return outcome(
-                "done", frames=frames, output=output, has_audio=has_audio, conditioning=conditioning,
-                signals=signals,
-            )  # fmt: skip
-        except (RowError, MediaError) as err:
-            return outcome("failed", error=self._scratch_hint(err))
-        except StorageError as err:
-            return outcome("failed", error=str(err), retryable=True)
-        except torch.cuda.OutOfMemoryError:
-            return outcome(
-                "failed",
-                error="GPU out of memory; lower model.streams_per_worker (or model.resolution), or "
-                "use a GPU with more memory",
-            )
-        except Exception as err:  # noqa: BLE001 - any other failure of this row must not stop the worker
-            logger.exception("row %s failed unexpectedly", task.row_id)
-            return outcome(
-                "failed",
-                error=f"internal error: {type(err).__name__}: {err}",
-                detail=traceback.format_exc(),
-            )
+            # 2. The three phases (or an earlier attempt's commit), then the verdict.
+            return attempt.outcome(**self._render_phases(attempt, scratch))
+        except Exception as err:  # noqa: BLE001 - a row's failure must not stop the worker
+            return attempt.outcome("failed", **self._failure(task, err))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _render_phases(self, attempt: _Attempt, scratch: Path) -> dict[str, Any]:
+        """The row through prepare, stream and finish; what the outcome says of it when done."""
+        task, timeline = attempt.task, attempt.timeline
+        # 1. The ledger: a row another attempt committed already is done.
+        ledger = Ledger(self.storage, task.job_uri)
+        record = ledger.row(task.row_key)
+        if record.commit is not None:
+            return self._committed_earlier(task, ledger, record.commit, scratch)
+        with ExitStack() as stack:
+            # 2. Prepare (no slot): probe, portrait, stream, driving chunks, threads.
+            row = attempt.row = self._prepare(task, ledger, record, scratch, timeline, stack)
+            # 3. Stream (one slot); the last (partial) segment is committed however it ends.
+            try:
+                self._stream(row)
+            finally:
+                row.sink.close(row.stream)
+                timeline.first_frame_at = row.sink.first_frame_at
+                timeline.first_commit_at = row.sink.first_commit_at
+                self._framing_costs(row)
+            # 4. Finish (no slot): segments joined, audio muxed, the row committed.
+            frames, has_audio, output = self._finish(row)
+            signals = row.signals.finish() if row.signals is not None else None
+        return {
+            "status": "done", "frames": frames, "output": output, "has_audio": has_audio,
+            "conditioning": "cached" if row.cached else "computed", "signals": signals,
+        }  # fmt: skip
+
+    def _failure(self, task: RowTask, err: Exception) -> dict[str, Any]:
+        """A failed row's error (and whether a retry may help), from what went wrong; call it
+        while handling ``err`` (an unexpected error keeps its traceback)."""
+        if isinstance(err, (RowError, MediaError)):
+            return {"error": self._scratch_hint(err)}
+        if isinstance(err, StorageError):
+            return {"error": str(err), "retryable": True}
+        if isinstance(err, torch.cuda.OutOfMemoryError):
+            return {
+                "error": "GPU out of memory; lower model.streams_per_worker (or model.resolution), "
+                "or use a GPU with more memory"
+            }
+        logger.exception("row %s failed unexpectedly", task.row_id)
+        return {
+            "error": f"internal error: {type(err).__name__}: {err}",
+            "detail": traceback.format_exc(),
+        }
 
     # ------------------------------------------------------------------ 1. prepare
 
@@ -213,6 +245,7 @@ class RowRenderer:
     ) -> _PreparedRow:
         """Everything the row needs before its first denoising call."""
         size, video = self.animator.resolution, self.video
+        # 1. The driving video: opened, and probed for its length and frame rate.
         driving = stack.enter_context(self._open(task.driving_video))
         probe_reader = VideoReader(driving, size=size, fit=video.fit, max_frames=task.max_frames)
         total, rate = len(probe_reader), probe_reader.frame_rate
@@ -220,42 +253,22 @@ class RowRenderer:
             raise RowError(
                 f"{task.driving_video}: no frames to render (max_frames={task.max_frames})"
             )
+        # 2. The portrait: framed, fused into a fresh stream (or the saved one restored).
         photo = self._load_photo(task.portrait)
         portrait, framing, compose = self._frame_portrait(task, photo)
         stream = self._start_stream(task, portrait, ledger, record)
-        if record.segments:
-            logger.info(
-                "row %s: resuming at frame %d from segment %d",
-                task.row_id,
-                stream.frames_out,
-                len(record.segments),
-            )
-        cached = self._cached_conditioning(task, total, stack)
-        writer, framer = None, None
-        if cached is not None:
-            chunks: Any = cached.chunks(stream.frames_in, total)
-        else:
-            if task.framing.driving == "face":
-                framer = self._driving_framer(task, driving, stream.frames_in, stack)
-                chunks = framer.chunks(4)
-            else:  # the whole frame, as the reference's online path takes it
-                reader = VideoReader(
-                    driving, size=size, fit=video.fit, max_frames=task.max_frames,
-                    start_frame=stream.frames_in,
-                )  # fmt: skip
-                chunks = (chunk.frames for chunk in reader.chunks(4))
-            if task.conditioning_uri and stream.frames_in == 0 and not stream.ended:
-                writer = ConditioningWriter(
-                    scratch / "conditioning.bin", {"video": task.driving_video}
-                )
+        # 3. The driving chunks from the stream's next frame on (cached pose/motion or frames).
+        driving_chunks = self._driving_chunks(task, driving, stream, total, scratch, stack)
+        # 4. The row's threads: decode ahead, identity/motion samples.
         source = None
         if not stream.ended:
-            source = ReadAhead(chunks, name=f"decode-{task.row_id[:20]}")
+            source = ReadAhead(driving_chunks.chunks, name=f"decode-{task.row_id[:20]}")
             stack.callback(source.close)
         signals = self._signal_recorder(task, stream, total, rate)
         if signals is not None:
             stack.callback(signals.close)
-        # last: nothing after it may raise, or its thread would wait forever for frames
+        # 5. The segment sink, last: nothing after it may raise, or its thread would wait
+        #    forever for frames.
         sink = SegmentSink(
             ledger, task, scratch, video, rate, size,
             first_index=len(record.segments), first_frame=stream.frames_out,
@@ -263,10 +276,40 @@ class RowRenderer:
         )  # fmt: skip
         timeline.prepared_at = time.time()
         return _PreparedRow(
-            task, scratch, ledger, record, stream, total, sink, source, writer,
-            cached=cached is not None, timeline=timeline, framing=framing, framer=framer,
-            signals=signals,
+            task, scratch, ledger, record, stream, total, sink, source, driving_chunks.writer,
+            cached=driving_chunks.cached, timeline=timeline, framing=framing,
+            framer=driving_chunks.framer, signals=signals,
         )  # fmt: skip
+
+    def _driving_chunks(
+        self,
+        task: RowTask,
+        driving: Any,
+        stream: StreamState,
+        total: int,
+        scratch: Path,
+        stack: ExitStack,
+    ) -> _DrivingChunks:
+        """The row's driving chunks from the stream's next frame on: the clip's cached pose and
+        motion when the cache holds them all; else frames, cut around the tracked face or whole,
+        with a writer that fills the cache when this row reads the clip from its start."""
+        cached = self._cached_conditioning(task, total, stack)
+        if cached is not None:
+            return _DrivingChunks(cached.chunks(stream.frames_in, total), cached=True)
+        framer = None
+        if task.framing.driving == "face":
+            framer = self._driving_framer(task, driving, stream.frames_in, stack)
+            chunks: Any = framer.chunks(4)
+        else:  # the whole frame, as the reference's online path takes it
+            reader = VideoReader(
+                driving, size=self.animator.resolution, fit=self.video.fit,
+                max_frames=task.max_frames, start_frame=stream.frames_in,
+            )  # fmt: skip
+            chunks = (chunk.frames for chunk in reader.chunks(4))
+        writer = None
+        if task.conditioning_uri and stream.frames_in == 0 and not stream.ended:
+            writer = ConditioningWriter(scratch / "conditioning.bin", {"video": task.driving_video})
+        return _DrivingChunks(chunks, cached=False, writer=writer, framer=framer)
 
     def _signal_recorder(
         self, task: RowTask, stream: StreamState, total: int, rate: Any
@@ -366,8 +409,7 @@ class RowRenderer:
         uri = task.conditioning_uri
         if not uri or not self.storage.exists(uri):
             return None
-        local = self.storage.local_path(uri)
-        source = stack.enter_context(open(local, "rb") if local else self.storage.open(uri))
+        source = stack.enter_context(self.storage.open(uri))
         try:
             reader = ConditioningReader(source)
         except (ValueError, KeyError, json.JSONDecodeError) as err:
@@ -393,6 +435,12 @@ class RowRenderer:
                 f"row {task.row_id}: saved state is at frame {stream.frames_out} but its segment ends at "
                 f"{record.frames_committed}; delete {ledger.row_uri(task.row_key)} to start the row over"
             )
+        logger.info(
+            "row %s: resuming at frame %d from segment %d",
+            task.row_id,
+            stream.frames_out,
+            len(record.segments),
+        )
         return stream
 
     def _on_gpu_prep(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -545,13 +593,11 @@ class RowRenderer:
         )
 
     def _open(self, uri: str):
-        """A context manager yielding a path (local) or a streaming binary file (S3)."""
+        """A context manager yielding a path (local) or a seekable stream (remote)."""
         local = self.storage.local_path(uri)
-        if local is not None:
-            if not os.path.isfile(local):
-                raise RowError(f"{uri}: file not found")
-            return nullcontext(local)
-        return self.storage.open(uri)
+        if local is not None and not os.path.isfile(local):
+            raise RowError(f"{uri}: file not found")
+        return self.storage.open_input(uri)
 
     def _load_photo(self, uri: str) -> np.ndarray:
         with self._open(uri) as source:

@@ -1,4 +1,5 @@
-"""S3 backend of `pipeline.storage`: one lazy boto3 client, retries, verified uploads, ranged reads.
+"""S3 backend of `pipeline.storage` (``s3://bucket/key``): one lazy boto3 client, retries, verified
+uploads, ranged reads.
 
 Retries happen at two levels:
 
@@ -17,13 +18,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import hashlib
 import io
 import logging
 import os
 import random
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -51,23 +50,13 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from s3transfer.exceptions import RetriesExceededError
 from s3transfer.utils import ChunksizeAdjuster
 
-from pipeline._storage_local import write_atomically
-from pipeline.storage import (
-    AccessDenied,
-    CredentialsError,
-    MiB,
-    NotFound,
-    PutResult,
-    Source,
-    StorageError,
-    _iter_source,
-    _open_source_file,
-    _parse_s3,
-    _source_path,
-)
+from . import _uri
+from ._atomic import write_atomically
+from ._backend import MiB, PutResult, Source, open_ranged, seekable_source
+from ._errors import AccessDenied, CredentialsError, NotFound, StorageError
 
 if TYPE_CHECKING:
-    from pipeline.config import S3Config
+    from pipeline.config import S3Config, StorageConfig
 
 logger = logging.getLogger(__name__)
 
@@ -280,22 +269,9 @@ def _checksums(handle: BinaryIO, part_bytes: int) -> _Checksums:
     )
 
 
-@contextlib.contextmanager
-def _seekable_source(source: Source) -> Iterator[BinaryIO]:
-    """``source`` as a seekable binary file (iterables are spooled to a temp file)."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        yield io.BytesIO(source)
-        return
-    path = _source_path(source)
-    if path is not None:
-        with _open_source_file(path) as handle:
-            yield handle
-        return
-    with tempfile.TemporaryFile(prefix="storage-put-") as spool:
-        for chunk in _iter_source(source):
-            spool.write(chunk)
-        spool.seek(0)
-        yield spool
+def create(cfg: StorageConfig, options: dict[str, Any]) -> S3Backend:
+    """The backend `Storage` uses for ``s3://`` URIs, configured by ``storage.s3``."""
+    return S3Backend(cfg.s3, **options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,7 +522,7 @@ class S3Backend:
     # -- reading -------------------------------------------------------------------------------
 
     def _head(self, uri: str, *, checksum: bool = False) -> dict[str, Any]:
-        bucket, key = _parse_s3(uri)
+        bucket, key = _uri.parse_s3(uri)
         extra = {"ChecksumMode": "ENABLED"} if checksum else {}
         with self._errors("read the metadata of", uri):
             try:
@@ -583,7 +559,7 @@ class S3Backend:
         return f"s3:{int(head['ContentLength'])}:{head.get('ETag', '').strip(chr(34))}"
 
     def read_bytes(self, uri: str) -> bytes:
-        bucket, key = _parse_s3(uri)
+        bucket, key = _uri.parse_s3(uri)
 
         def fetch() -> bytes:
             return _read_body(self.client.get_object(Bucket=bucket, Key=key))
@@ -593,7 +569,7 @@ class S3Backend:
 
     def read_range(self, uri: str, start: int, length: int, etag: str | None) -> bytes:
         """``length`` bytes of ``uri`` from ``start`` in one ranged GET (pinned to ``etag``)."""
-        bucket, key = _parse_s3(uri)
+        bucket, key = _uri.parse_s3(uri)
         extra = {"IfMatch": etag} if etag else {}
 
         def fetch() -> bytes:
@@ -618,17 +594,16 @@ class S3Backend:
 
     def open(self, uri: str) -> io.BufferedReader:
         head = self._head(uri)
-        raw = S3RangeReader(
+        return open_ranged(
             self,
             uri,
             size=int(head["ContentLength"]),
             etag=head.get("ETag"),
-            request_bytes=self._read_block_bytes,
+            block_bytes=self._read_block_bytes,
         )
-        return io.BufferedReader(raw, buffer_size=self._read_block_bytes)
 
     def list(self, prefix_uri: str) -> list[tuple[str, int]]:
-        bucket, key = _parse_s3(prefix_uri, need_key=False)
+        bucket, key = _uri.parse_s3(prefix_uri, need_key=False)
         prefix = key if not key or key.endswith("/") else key + "/"
         found: list[tuple[str, int]] = []
         with self._errors("list", prefix_uri):
@@ -637,11 +612,11 @@ class S3Backend:
             )
             for page in pages:
                 for item in page.get("Contents", []):
-                    found.append((f"s3://{bucket}/{item['Key']}", int(item["Size"])))
+                    found.append((_uri.make("s3", bucket, item["Key"]), int(item["Size"])))
         return sorted(found)
 
     def download(self, uri: str, local_path: str) -> None:
-        bucket, key = _parse_s3(uri)
+        bucket, key = _uri.parse_s3(uri)
         config = self._transfer_config()
         with self._errors("download", uri):
             write_atomically(
@@ -652,7 +627,7 @@ class S3Backend:
     # -- writing -------------------------------------------------------------------------------
 
     def delete(self, uri: str) -> None:
-        bucket, key = _parse_s3(uri)
+        bucket, key = _uri.parse_s3(uri)
         with self._errors("delete", uri):
             self.client.delete_object(Bucket=bucket, Key=key)
 
@@ -667,7 +642,7 @@ class S3Backend:
         return {"ChecksumMode": "ENABLED"} if self._checksum == "sha256" else {}
 
     def put(self, source: Source, uri: str) -> PutResult:
-        bucket, key = _parse_s3(uri)
+        bucket, key = _uri.parse_s3(uri)
         threshold = self._cfg.multipart_threshold_mb * MiB
         if isinstance(source, (bytes, bytearray, memoryview)) and len(source) < threshold:
             data = bytes(source)
@@ -678,7 +653,7 @@ class S3Backend:
                 )
             self._verify(uri, checksums, response)
             return PutResult(uri=uri, size=checksums.size, sha256=checksums.sha256.hex())
-        with _seekable_source(source) as handle:
+        with seekable_source(source) as handle:
             return self._upload(handle, uri, bucket, key)
 
     def _upload(self, handle: BinaryIO, uri: str, bucket: str, key: str) -> PutResult:
@@ -735,7 +710,7 @@ class S3Backend:
         )
 
     def put_if_absent(self, data: bytes, uri: str) -> bool:
-        bucket, key = _parse_s3(uri)
+        bucket, key = _uri.parse_s3(uri)
         checksums = _checksums(io.BytesIO(data), max(len(data), 1))
 
         def attempt() -> dict[str, Any]:
@@ -789,7 +764,7 @@ class S3Backend:
 
 def _permission_fix(action: str, uri: str) -> str:
     """What to grant for a 403 AccessDenied on `action` of `uri` (credentials were accepted)."""
-    bucket, _, key = uri[len("s3://") :].partition("/")
+    bucket, key = _uri.parse_s3(uri, need_key=False)
     iam_action = _IAM_ACTIONS.get(action, "the matching s3: action")
     resource = (
         f"arn:aws:s3:::{bucket}"
@@ -820,88 +795,3 @@ def _error_chain(err: BaseException) -> Iterator[BaseException]:
         pending.extend([item.__cause__, item.__context__])
         if isinstance(wrapped, BaseException):
             pending.append(wrapped)
-
-
-# --------------------------------------------------------------------------------------------
-# Streaming reader
-# --------------------------------------------------------------------------------------------
-
-
-class S3RangeReader(io.RawIOBase):
-    """Seekable raw reader over one S3 object; each read is one bounded ranged GET.
-
-    Wrapped in ``io.BufferedReader`` by `S3Backend.open`. Reads are pinned to the ETag seen at open
-    time, so a replaced object fails loudly instead of mixing two versions.
-    """
-
-    def __init__(
-        self, backend: S3Backend, uri: str, *, size: int, etag: str | None, request_bytes: int
-    ) -> None:
-        super().__init__()
-        self._backend = backend
-        self._uri = uri
-        self._size = size
-        self._etag = etag
-        self._request_bytes = request_bytes
-        self._position = 0
-
-    @property
-    def name(self) -> str:
-        """The URI being read."""
-        return self._uri
-
-    def __repr__(self) -> str:
-        return f"S3RangeReader({self._uri!r}, size={self._size})"
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise ValueError(f"I/O operation on closed reader of {self._uri}")
-
-    def readable(self) -> bool:
-        self._check_open()
-        return True
-
-    def seekable(self) -> bool:
-        self._check_open()
-        return True
-
-    def tell(self) -> int:
-        self._check_open()
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._check_open()
-        if whence == io.SEEK_SET:
-            base = 0
-        elif whence == io.SEEK_CUR:
-            base = self._position
-        elif whence == io.SEEK_END:
-            base = self._size
-        else:
-            raise ValueError(
-                f"invalid whence ({whence}); supported: 0 (SEEK_SET), 1 (SEEK_CUR), 2 (SEEK_END)"
-            )
-        position = base + offset
-        if (
-            position < 0
-        ):  # as a real file does: an OSError (EINVAL), which PyAV reports as an I/O error
-            raise OSError(errno.EINVAL, f"negative seek position {position}")
-        self._position = position
-        return position
-
-    def readinto(self, buffer: Any) -> int:
-        self._check_open()
-        view = memoryview(buffer).cast("B")
-        length = min(len(view), self._size - self._position, self._request_bytes)
-        if length <= 0:
-            return 0
-        data = self._backend.read_range(self._uri, self._position, length, self._etag)
-        view[: len(data)] = data
-        self._position += len(data)
-        return len(data)
-
-    def readall(self) -> bytes:
-        chunks = []
-        while chunk := self.read(self._request_bytes):
-            chunks.append(chunk)
-        return b"".join(chunks)
