@@ -91,7 +91,10 @@ class JobHistory:
         previous = self.rows.get(row_id) or {}
         same_output = previous.get("output") == commit.get("video")
         earlier = previous.get("rendered") if same_output else None
-        if isinstance(earlier, dict) and earlier.get("at") == commit.get("committed_at"):
+        # the run that made this commit already told its story: keep its own numbers (the
+        # marker's render_seconds ends at the commit, the run's at the row's finish)
+        made_by = commit.get("run_id")
+        if isinstance(earlier, dict) and made_by is not None and earlier.get("run") == made_by:
             return earlier
         frames = int(commit.get("frames") or 0)
         seconds = commit.get("render_seconds")

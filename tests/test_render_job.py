@@ -213,6 +213,9 @@ def test_status_counts_agree_with_the_summary_and_a_rerun_keeps_the_jobs_story(
         assert by_id["r0"]["inputs"]["portrait"] == str(portrait), stage
         if stage == "fresh":
             first_run = summary["run"]["id"]
+            first_story = {row_id: by_id[row_id]["rendered"] for row_id in ("r0", "r1")}
+        else:  # the run that rendered them told their story; later runs keep it as it was
+            assert {row_id: by_id[row_id]["rendered"] for row_id in ("r0", "r1")} == first_story
         if stage == "partial":
             assert by_id["lost"]["status"] == "failed" and "gone.png" in by_id["lost"]["error"]
         # the outputs as they stand: r0 and r1 were rendered by the first run, whatever came later
