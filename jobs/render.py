@@ -41,6 +41,7 @@ from pipeline.progress import (
     RowResult,
     StatusFile,
     ThroughputSampler,
+    WorkerRoster,
     make_reporter,
     startup_times,
     summary_table,
@@ -49,6 +50,7 @@ from pipeline.progress import (
 )
 from pipeline.report import write_report
 from pipeline.row_plan import RowPlanner
+from pipeline.split_rows import SplitRows
 from pipeline.storage import Storage, StorageError, join
 from pipeline.validate import validate_manifest
 from pipeline.worker import RowOutcome, RowTask
@@ -179,9 +181,7 @@ class _JobClock:
 def _run(cfg: DictConfig, settings, manifest_uri: str, stop: StopSignals) -> int:
     clock = _JobClock()
     this_run = run_id(clock.started_at)
-    name = job_name(settings)
-    storage = Storage(settings.storage)
-    out = output_folder(settings)
+    name, out, storage = job_name(settings), output_folder(settings), Storage(settings.storage)
     try:
         storage.put(config_yaml(cfg), join(out, "config.yaml"))
     except StorageError as err:
@@ -191,92 +191,110 @@ def _run(cfg: DictConfig, settings, manifest_uri: str, stop: StopSignals) -> int
     # 1. the rows: rows an earlier run committed are settled without opening their media
     history = JobHistory.load(storage, out)
     planner = RowPlanner(settings, storage, Ledger(storage, out), this_run)
-    validation = validate_manifest(
-        manifest_uri,
-        storage,
-        max_frames=settings.job.max_frames,
-        allowed_input_roots=settings.storage.allowed_input_roots,
-        framing=settings.framing,
-        strict=settings.job.strict_manifest,
-        settled=planner.settled,
-    )
-    if validation.problems:
-        from pipeline.manifest import ManifestError  # noqa: PLC0415
-
-        report = ManifestError(validation.problems, uri=manifest_uri)
-        CONSOLE.print(report.problems_table())
-    if validation.structural:
-        logger.error("the manifest %s cannot be used; nothing was rendered", manifest_uri)
+    validation = _validate(settings, storage, manifest_uri, planner)
+    if validation is None:
         return EXIT_UNUSABLE
 
     # 2. their verdicts so far: invalid rows failed, committed rows skipped, the rest to render
-    results = _invalid_rows(validation)
-    try:
-        results += [planner.skipped(row, history) for row in validation.settled]
-        tasks = [planner.task(media) for media in validation.ready]
-    except StorageError as err:
-        logger.error("cannot read the inputs or earlier results of job %s: %s", name, err)
+    planned = _plan(validation, planner, history, name)
+    if planned is None:
         return EXIT_UNUSABLE
-    planner.log_plan()
+    results, tasks, frames = planned
     if tasks:  # a rerun with nothing to render needs no weights, no Ray
         _prepare_weights(settings)
 
-    # 3. render, reporting progress to the console and status.json
-    throughput = ThroughputSampler(clock.started_at)
-    reporter = MultiReporter(
-        [
-            make_reporter(settings.job.progress, console=CONSOLE),
-            StatusFile(
-                join(out, "status.json"), write_bytes=lambda uri, data: storage.put(data, uri)
-            ),
-            throughput,
-        ]
-    )
-    skipped = sum(result.status == "skipped" for result in results)
-    reporter.handle(JobStarted(name, total_rows=len(tasks) + len(results), skipped_rows=skipped))
-    for result in results:
-        if result.status == "skipped":  # counted once, by JobStarted.skipped_rows
-            continue
-        reporter.handle(
-            RowFinished(
-                result.row_id,
-                result.status,
-                frames=result.frames,
-                error=result.error,
-                output=result.output,
-            )
-        )
+    # 3. render (long rows split over workers), reporting progress to the console and status.json
+    throughput, roster = ThroughputSampler(clock.started_at), WorkerRoster()
+    reporter = _reporter(settings, storage, out, [throughput, roster])
+    _announce(reporter, name, len(tasks), results)
     started = time.monotonic()
     if tasks and not stop.requested:
-        results.extend(_render(settings, tasks, reporter, stop, planner, clock))
+        split = SplitRows(settings.cluster, frames)
+        results.extend(_render(settings, tasks, reporter, stop, planner, clock, split))
     results.extend(_without_verdict(tasks, results, reporter, planner))
     state = "interrupted" if stop.requested else "finished"
     reporter.handle(JobFinished(state, time.monotonic() - started))
     reporter.close()
 
     # 4. the summary (this run's counts beside the job's outputs as they stand) and the report
-    run_totals = totals_of(results)
+    run = run_entry(this_run, clock.started_at, time.time(), state, totals_of(results))
     sections = {
-        "run": run_entry(this_run, clock.started_at, time.time(), state, run_totals),
+        "run": run, "runs": history.runs_with(run),
         "provenance": provenance(settings, planner.revision, config_choices()),
-        "throughput": throughput.samples,
-    }
-    sections["runs"] = history.runs_with(sections["run"])
+        "throughput": throughput.samples, "workers": roster.entries(),
+    }  # fmt: skip
     startup = startup_times(
-        results,
-        clock.started_at,
-        ray_ready_at=clock.ray_ready_at,
+        results, clock.started_at, ray_ready_at=clock.ray_ready_at,
         workers_ready_at=clock.workers_ready_at,
-    )
+    )  # fmt: skip
     document = _write_summary(
         results, storage, out, name, {**startup, "workers": clock.workers}, sections
     )
     if document is not None:
-        try:
-            show(f"report: {write_report(out, storage, summary=document)}", soft_wrap=True)
-        except Exception as err:  # noqa: BLE001 - the report is a convenience; never the job's result
-            logger.warning("could not write the job report in %s: %s", out, err)
+        _write_report(out, storage, document)
     return _exit_code(results, stop, summary_written=document is not None)
+
+
+def _validate(settings, storage: Storage, manifest_uri: str, planner: RowPlanner):  # noqa: ANN001, ANN202
+    """Every row checked (problems printed together); None when the manifest is unusable."""
+    validation = validate_manifest(
+        manifest_uri, storage, max_frames=settings.job.max_frames,
+        allowed_input_roots=settings.storage.allowed_input_roots, framing=settings.framing,
+        strict=settings.job.strict_manifest, settled=planner.settled,
+    )  # fmt: skip
+    if validation.problems:
+        from pipeline.manifest import ManifestError  # noqa: PLC0415
+
+        CONSOLE.print(ManifestError(validation.problems, uri=manifest_uri).problems_table())
+    if validation.structural:
+        logger.error("the manifest %s cannot be used; nothing was rendered", manifest_uri)
+        return None
+    return validation
+
+
+def _plan(
+    validation, planner: RowPlanner, history: JobHistory, name: str
+) -> tuple[list[RowResult], list[RowTask], dict[str, int]] | None:  # noqa: ANN001
+    """The results known before rendering (invalid rows, committed rows), the tasks of the rest
+    and each one's frame count; None when storage cannot be read."""
+    results = _invalid_rows(validation)
+    try:
+        results += [planner.skipped(row, history) for row in validation.settled]
+        tasks = [planner.task(media) for media in validation.ready]
+    except StorageError as err:
+        logger.error("cannot read the inputs or earlier results of job %s: %s", name, err)
+        return None
+    planner.log_plan()
+    return results, tasks, {media.row.id: media.frames for media in validation.ready}
+
+
+def _reporter(settings, storage: Storage, out: str, extra: list[Any]) -> MultiReporter:  # noqa: ANN001
+    """The console's progress, status.json, and the ``extra`` listeners."""
+    status = StatusFile(
+        join(out, "status.json"), write_bytes=lambda uri, data: storage.put(data, uri)
+    )
+    return MultiReporter([make_reporter(settings.job.progress, console=CONSOLE), status, *extra])
+
+
+def _announce(reporter: MultiReporter, name: str, to_render: int, results: list[RowResult]) -> None:
+    """The job's start, and the verdicts it has before rendering (skipped rows counted once)."""
+    skipped = sum(result.status == "skipped" for result in results)
+    reporter.handle(JobStarted(name, total_rows=to_render + len(results), skipped_rows=skipped))
+    for result in results:
+        if result.status != "skipped":
+            reporter.handle(
+                RowFinished(
+                    result.row_id, result.status, frames=result.frames, error=result.error,
+                    output=result.output,
+                )
+            )  # fmt: skip
+
+
+def _write_report(out: str, storage: Storage, document: dict[str, Any]) -> None:
+    try:
+        show(f"report: {write_report(out, storage, summary=document)}", soft_wrap=True)
+    except Exception as err:  # noqa: BLE001 - the report is a convenience; never the job's result
+        logger.warning("could not write the job report in %s: %s", out, err)
 
 
 def _invalid_rows(validation) -> list[RowResult]:
@@ -385,8 +403,10 @@ def _render(
     stop: StopSignals,
     planner: RowPlanner,
     clock: _JobClock,
+    split: SplitRows,
 ) -> list[RowResult]:
-    """Render ``tasks`` on a worker pool; the results of the rows that got a verdict.
+    """Render ``tasks`` on a worker pool (long rows cut into parts by ``split``); the results
+    of the rows that got a verdict.
 
     A stop request drains the pool (see `RenderPool.run`); a second signal (`JobInterrupted`)
     leaves it at once. Either way the pool is closed: its workers killed, the embedded Ray shut
@@ -395,42 +415,19 @@ def _render(
     results: list[RowResult] = []
     by_id = {task.row_id: task for task in tasks}
 
-    def on_outcome(outcome: RowOutcome, attempts: int) -> None:
-        known = ("done", "failed", "quarantined", "interrupted")
-        status = outcome.status if outcome.status in known else "failed"
-        error = outcome.error
-        if status == "interrupted":
-            error = _interrupted_reason(outcome.error or "", planner.ledger, by_id[outcome.row_id])
-        result = RowResult(
-            outcome.row_id,
-            status,
-            outcome.frames,
-            round(outcome.seconds, 2),
-            round(outcome.fps, 2),
-            error=error,
-            output=outcome.output,
-            attempts=max(1, attempts),
-            worker=outcome.worker,
-            started_at=round(outcome.started_at, 3) or None,
-            timeline=outcome.timeline.as_dict() if outcome.timeline else None,
-            framing=outcome.framing,
-            conditioning=outcome.conditioning,
-            rendered=_rendered_now(outcome, planner.run) if status == "done" else None,
-            signals=getattr(outcome, "signals", None),
-            **planner.described(outcome.row_id),
-        )
+    def on_outcome(task_outcome: RowOutcome, task_attempts: int) -> None:
+        verdict = split.outcome(task_outcome, task_attempts)
+        if verdict is None:  # a part of a row whose other parts are still out
+            return
+        outcome, attempts = verdict
+        result = _row_result(outcome, attempts, planner, by_id[outcome.row_id])
         results.append(result)
         reporter.handle(
             RowFinished(
-                outcome.row_id,
-                status,
-                frames=outcome.frames,
-                seconds=outcome.seconds,
-                error=error,
-                output=outcome.output,
-                attempts=max(1, attempts),
+                result.row_id, result.status, frames=outcome.frames, seconds=outcome.seconds,
+                error=result.error, output=outcome.output, attempts=result.attempts,
             )
-        )
+        )  # fmt: skip
 
     try:
         with RenderPool(settings.cluster, settings.model, settings.video, settings.storage) as pool:
@@ -438,7 +435,12 @@ def _render(
             clock.ray_ready_at = time.time()
             clock.workers = _start_workers(pool, lambda: stop.requested)
             clock.workers_ready_at = time.time()
-            pool.run(tasks, reporter.handle, on_outcome, should_stop=lambda: stop.requested)
+            pool.run(
+                split.tasks(tasks),
+                lambda event: _show(split.event(event), reporter),
+                on_outcome,
+                should_stop=lambda: stop.requested,
+            )
             if not stop.requested:  # their GPU time in and between calls, for the summary
                 clock.workers = pool.describe() or clock.workers
     except JobInterrupted:
@@ -448,6 +450,31 @@ def _render(
             raise
         stop.request(signal.SIGTERM)
     return results
+
+
+def _row_result(
+    outcome: RowOutcome, attempts: int, planner: RowPlanner, task: RowTask
+) -> RowResult:
+    """A row's result in the summary, from its worker's verdict (and what the plan knows)."""
+    known = ("done", "failed", "quarantined", "interrupted")
+    status = outcome.status if outcome.status in known else "failed"
+    error = outcome.error
+    if status == "interrupted":
+        error = _interrupted_reason(outcome.error or "", planner.ledger, task)
+    return RowResult(
+        outcome.row_id, status, outcome.frames, round(outcome.seconds, 2), round(outcome.fps, 2),
+        error=error, output=outcome.output, attempts=max(1, attempts), worker=outcome.worker,
+        started_at=round(outcome.started_at, 3) or None,
+        timeline=outcome.timeline.as_dict() if outcome.timeline else None,
+        framing=outcome.framing, conditioning=outcome.conditioning,
+        rendered=_rendered_now(outcome, planner.run) if status == "done" else None,
+        signals=outcome.signals, parts=outcome.parts, **planner.described(outcome.row_id),
+    )  # fmt: skip
+
+
+def _show(event: Any, reporter) -> None:  # noqa: ANN001
+    if event is not None:
+        reporter.handle(event)
 
 
 def _rendered_now(outcome: RowOutcome, run: str) -> dict[str, Any]:

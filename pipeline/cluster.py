@@ -1,12 +1,21 @@
-"""Ray: a pool of render workers (one per GPU, or CPU workers) fed rows dynamically.
+"""Ray: an elastic pool of render workers (one per GPU, or CPU workers) fed rows dynamically.
 
 * Embedded local Ray by default, bound to 127.0.0.1; ``cluster.address=auto`` or
   ``ray://host:port`` joins an existing cluster instead.
-* One :class:`~pipeline.worker.RenderWorker` actor per GPU; the model loads once per actor.
+* Workers are placed node by node (`workers_to_start`): one
+  :class:`~pipeline.worker.RenderWorker` actor per GPU of each node, or ``cluster.cpu_workers``
+  per node on a cluster without GPUs, at most ``cluster.num_workers`` in all; each stays on its
+  node. The model loads once per actor.
+* The pool follows the cluster (``cluster.rescan_seconds``): while rows wait for a worker, nodes
+  that joined get workers, which take rows once their model is loaded; a node that leaves takes
+  its workers with it, and their rows go back to the queue and resume from their last committed
+  segment on another worker. A node's loss is not held against its rows
+  (`RenderPool.lost_with_node`).
 * The least busy worker with room takes the next row (no static partitioning): each holds its
   stream slots' rows plus ``cluster.rows_ahead`` more that it prepares meanwhile (default: as
   many as its slots), so a slot freed by a finished row is taken at the next batched call.
-  Results stream back as rows finish, and progress events arrive through a Ray queue.
+  Results stream back as rows finish, and progress events arrive through a Ray queue; the
+  pool's own events (`WorkerJoined`, `WorkerReady`, `WorkerLeft`) go out with them.
 * Failure semantics, set on purpose: a worker process that dies is restarted by Ray
   (``max_restarts``) and its row goes back to the queue; a row that has killed its worker
   ``poison_after`` times is quarantined instead of looping; a row failure marked retryable
@@ -24,12 +33,13 @@ import logging
 import os
 import socket
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import ClusterConfig, ModelConfig, StorageConfig, VideoConfig
+from .progress import RowAccepted, RowRetrying, WorkerJoined, WorkerLeft, WorkerReady
 from .worker import RenderWorker, RowOutcome, RowTask, max_streams
 
 logger = logging.getLogger(__name__)
@@ -37,6 +47,8 @@ logger = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 INTERRUPTED_RENDERING = "job interrupted while this row was rendering"
 INTERRUPTED_WAITING = "job interrupted before this row started"
+NODE_LEFT = "its node left the cluster"
+HEAD_RESOURCE = "node:__internal_head__"  # a resource only Ray's head node has
 
 
 @dataclass
@@ -45,12 +57,15 @@ class _Slot:
 
     name: str
     actor: Any
+    node: str = ""  # the Ray node it is pinned to
     deaths: int = 0
     alive: bool = True
     ready_at: float = 0.0  # monotonic time before which the actor is restarting
     inflight: int = 0  # rows it holds now (preparing, streaming or finishing)
     isolated: bool = False  # rendering a row that must run alone
     capacity: int = 1  # rows it may hold: its stream slots plus cluster.rows_ahead
+    loading: Any = None  # a worker started mid-job: its describe() call, until the model is loaded
+    left: str | None = None  # why it is gone for good (NODE_LEFT, too many deaths, no model)
 
 
 @dataclass
@@ -173,19 +188,56 @@ def _join_failure(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[-1] if lines else 'no reason given'}"
 
 
-def worker_count(cfg: ClusterConfig, resources: dict[str, float]) -> tuple[int, bool]:
-    """(number of workers, whether they use GPUs) for the cluster's resources."""
-    gpus = resources.get("GPU", 0.0)
-    use_gpus = gpus >= cfg.gpus_per_worker > 0
-    if cfg.num_workers is not None:
-        if cfg.num_workers < 1:
-            raise ValueError(
-                f"cluster.num_workers={cfg.num_workers} must be at least 1 (or null for automatic)"
-            )
-        return cfg.num_workers, use_gpus
+def node_room(cfg: ClusterConfig, resources: Mapping[str, float], use_gpus: bool) -> int:
+    """Workers a node with ``resources`` (its totals, as ``ray.nodes()`` gives them) holds.
+
+    On a GPU cluster one per ``cluster.gpus_per_worker`` of its GPUs; on a cluster without GPUs
+    ``cluster.cpu_workers`` (with ``cluster.num_workers`` set: as many as fit); never more than
+    its CPUs hold at ``cluster.cpus_per_worker`` each, since a worker that does not fit on the
+    node it is pinned to would wait forever.
+    """
+    fits = int(resources.get("CPU", 0.0) // cfg.cpus_per_worker)
     if use_gpus:
-        return int(gpus // cfg.gpus_per_worker), True
-    return max(1, cfg.cpu_workers), False
+        return min(fits, int(resources.get("GPU", 0.0) // cfg.gpus_per_worker))
+    return fits if cfg.num_workers is not None else min(fits, cfg.cpu_workers)
+
+
+def workers_to_start(
+    cfg: ClusterConfig, nodes: Iterable[Mapping[str, Any]], placed: Mapping[str, int]
+) -> tuple[dict[str, int], bool]:
+    """How many workers to start on each alive node, and whether they use GPUs.
+
+    Args:
+        cfg: the cluster settings (`node_room`; ``cluster.num_workers`` caps the total).
+        nodes: the cluster's nodes as ``ray.nodes()`` lists them (``NodeID``, ``Alive``,
+            ``Resources``).
+        placed: workers already started per node id, whatever became of them: a worker that died
+            more often than Ray restarts it keeps its place (a crashing node does not get new
+            workers forever); the workers of a node that left stop counting with the node.
+
+    Returns:
+        ``{node id: workers to start there}`` (the head node first, then by node id) and whether
+        the cluster counts as a GPU cluster (its alive nodes have ``cluster.gpus_per_worker`` GPUs
+        or more in all).
+    """
+    alive = sorted(
+        (node for node in nodes if node.get("Alive")),
+        key=lambda node: (HEAD_RESOURCE not in node["Resources"], node["NodeID"]),
+    )
+    gpus = sum(node["Resources"].get("GPU", 0.0) for node in alive)
+    use_gpus = gpus >= cfg.gpus_per_worker > 0
+    budget = float("inf")
+    if cfg.num_workers is not None:
+        budget = cfg.num_workers - sum(placed.get(node["NodeID"], 0) for node in alive)
+    plan: dict[str, int] = {}
+    for node in alive:
+        count = min(
+            budget, node_room(cfg, node["Resources"], use_gpus) - placed.get(node["NodeID"], 0)
+        )
+        if count > 0:
+            plan[node["NodeID"]] = int(count)
+            budget -= count
+    return plan, use_gpus
 
 
 class RenderPool:
@@ -197,6 +249,7 @@ class RenderPool:
 
     poll_seconds = 0.2
     restart_wait_seconds = 1.0  # after a worker failed, before a row is sent to it again
+    node_wait_seconds = 600.0  # with no worker left but nodes gone: how long a new node may take
 
     def __init__(
         self, cluster: ClusterConfig, model: ModelConfig, video: VideoConfig, storage: StorageConfig
@@ -207,6 +260,10 @@ class RenderPool:
         self.slots: list[_Slot] = []
         self.events: Any = None
         self._started: set[tuple[str, int]] = set()  # (row, attempt) a worker reported starting
+        self._notices: list[Any] = []  # worker events not yet handed to run()'s on_event
+        self._next_scan = 0.0  # monotonic time of the next look at the cluster's nodes
+        self._no_worker_since: float | None = None  # since when no worker is alive or loading
+        self._remote: Any = None  # RenderWorker as a Ray actor class
 
     def __enter__(self) -> RenderPool:
         try:
@@ -220,9 +277,53 @@ class RenderPool:
         from ray.util.queue import Queue  # noqa: PLC0415
 
         self._owns_ray = start_ray(self.cfg)
-        count, use_gpus = worker_count(self.cfg, ray.cluster_resources())
-        self.events = Queue(maxsize=100_000, actor_options={"num_cpus": 0})
-        remote = ray.remote(RenderWorker)
+        nodes = ray.nodes()
+        self.events = Queue(maxsize=100_000, actor_options={"num_cpus": 0, **_on_head(nodes)})
+        plan, use_gpus = workers_to_start(self.cfg, nodes, {})
+        self._next_scan = time.monotonic() + self.cfg.rescan_seconds
+        if not plan:
+            self._no_room(nodes, use_gpus)
+            return self
+        count = self._start_workers(plan, use_gpus, nodes, at_start=True)
+        logger.info(
+            "%d %s worker(s) on %d node(s) loading the model",
+            count,
+            "GPU" if use_gpus else "CPU",
+            len(plan),
+        )
+        return self
+
+    def _no_room(self, nodes: list[dict[str, Any]], use_gpus: bool) -> None:
+        """No node can hold a worker now: wait for one to join, or (fixed pool) stop the job."""
+        needs = f"{self.cfg.cpus_per_worker:g} CPU(s)"
+        if use_gpus:
+            needs += f" and {self.cfg.gpus_per_worker:g} GPU(s)"
+        have = "; ".join(
+            f"{node['NodeID'][:8]}: {node['Resources'].get('CPU', 0.0):g} CPU(s), "
+            f"{node['Resources'].get('GPU', 0.0):g} GPU(s)"
+            for node in nodes
+            if node.get("Alive")
+        )
+        if self.cfg.rescan_seconds <= 0:
+            raise NoRoomError(needs, have or "none alive")
+        logger.warning(
+            "no node of the cluster has room for a render worker yet (each needs %s; the nodes "
+            "have %s): waiting up to %.0f s for one to join",
+            needs,
+            have or "none alive",
+            self.node_wait_seconds,
+        )
+
+    def _start_workers(
+        self, plan: dict[str, int], use_gpus: bool, nodes: list[dict[str, Any]], *, at_start: bool
+    ) -> int:
+        """Start the workers of ``plan`` (``{node id: count}``), each pinned to its node; return
+        how many. A worker started mid-job takes rows once it says it has loaded the model."""
+        import ray  # noqa: PLC0415
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
+
+        if self._remote is None:
+            self._remote = ray.remote(RenderWorker)
         # until a worker says how many stream slots it has (auto: by its GPU's memory)
         capacity = self.capacity(max_streams(self.model.streams_per_worker))
         options: dict[str, Any] = {
@@ -234,14 +335,27 @@ class RenderPool:
         if use_gpus:
             options["num_gpus"] = self.cfg.gpus_per_worker
         threads = max(1, int(self.cfg.cpus_per_worker)) if not use_gpus else None
-        for i in range(count):
-            name = f"{'gpu' if use_gpus else 'cpu'}-worker-{i}"
-            actor = remote.options(**options).remote(
-                self.model, self.video, self.storage, name=name, cpu_threads=threads
-            )
-            self.slots.append(_Slot(name, actor, capacity=capacity))
-        logger.info("%d %s worker(s) loading the model", count, "GPU" if use_gpus else "CPU")
-        return self
+        addresses = {node["NodeID"]: node.get("NodeManagerAddress", "") for node in nodes}
+        for node, count in plan.items():
+            # Pinned to the node (soft=False) rather than placed by resources alone: a CPU worker
+            # would otherwise often land on an old node with CPUs to spare (Ray prefers packing),
+            # leaving the new node idle; and when the node leaves, Ray cannot restart the actor
+            # elsewhere, so it dies with its node (which is what happened) instead of crowding a
+            # node the pool has already filled.
+            strategy = NodeAffinitySchedulingStrategy(node, soft=False)
+            for _ in range(count):
+                name = f"{'gpu' if use_gpus else 'cpu'}-worker-{len(self.slots)}"
+                actor = self._remote.options(**options, scheduling_strategy=strategy).remote(
+                    self.model, self.video, self.storage, name=name, cpu_threads=threads
+                )
+                slot = _Slot(name, actor, node, capacity=capacity)
+                if not at_start:  # at the start, describe_workers waits for them all
+                    slot.loading = actor.describe.remote()
+                self.slots.append(slot)
+                self._notices.append(
+                    WorkerJoined(name, node, addresses.get(node, ""), time.time(), at_start)
+                )
+        return sum(plan.values())
 
     def __exit__(self, *exc: object) -> None:
         import ray  # noqa: PLC0415
@@ -272,7 +386,8 @@ class RenderPool:
 
         Args:
             tasks: rows to render (each submitted once a worker is free).
-            on_event: receives worker progress events and retry notices, in arrival order.
+            on_event: receives worker progress events, retry notices and the pool's worker
+                events (joined, ready, left), in arrival order.
             on_outcome: receives each row's final :class:`RowOutcome` and its attempt count.
             should_stop: polled between results (about every ``poll_seconds``); when it returns
                 True no new row starts, every row without a verdict yet ends "interrupted"
@@ -286,37 +401,45 @@ class RenderPool:
             if should_stop():
                 self._stop(rows.pending, rows.inflight, on_outcome)
                 break
-            # 2. Pending rows to the workers with room (least busy first).
+            # 2. The cluster: workers that loaded their model, nodes that joined or left.
+            self._watch_cluster(rows)
+            self._report_workers(on_event)
+            # 3. Pending rows to the workers with room (least busy first).
             self._dispatch(rows.pending, rows.inflight)
-            # 3. No row out: a worker is restarting (its rows wait for it), or none is left.
+            # 4. No row out: a worker is restarting or loading (the rows wait for it), a node
+            #    may join, or no worker is left.
             if not rows.inflight:
-                if rows.pending and any(slot.alive for slot in self.slots):
+                if rows.pending and self._worker_to_come():
                     time.sleep(self.poll_seconds)
                     continue
                 self._no_worker_left(rows)
                 break
-            # 4. The next finished render call, and the progress that arrived meanwhile.
+            # 5. The next finished render call, and the progress that arrived meanwhile.
             ready, _ = ray.wait(list(rows.inflight), num_returns=1, timeout=self.poll_seconds)
             self._drain_events(on_event)
-            # 5. Each finished row's verdict: done, failed, retried, waiting or quarantined.
+            # 6. Each finished row's verdict: done, failed, retried, waiting or quarantined.
             for ref in ready:
                 self._settle(ref, rows)
         self._drain_events(on_event)
+        self._report_workers(on_event)
 
     def _settle(self, ref: Any, rows: _Rows) -> None:
         """What a finished render call means for its row: a final outcome, or the row back in
-        the queue (its worker died or restarted; a retryable failure with retries left)."""
+        the queue (its worker died or restarted, its node left; a retryable failure with retries
+        left)."""
         import ray  # noqa: PLC0415
-        from ray.exceptions import RayActorError, RayTaskError  # noqa: PLC0415
-
-        from .progress import RowRetrying  # noqa: PLC0415
+        from ray.exceptions import (  # noqa: PLC0415
+            ActorUnschedulableError,
+            RayActorError,
+            RayTaskError,
+        )
 
         slot, task = rows.inflight.pop(ref)
         slot.inflight -= 1
         slot.isolated = slot.isolated and not task.isolate
         try:
             outcome: RowOutcome = ray.get(ref)
-        except RayActorError as err:  # the worker process died, or is restarting after a death
+        except (RayActorError, ActorUnschedulableError) as err:  # the worker (or its node) died
             self._worker_died(slot, task, err, rows)
             return
         except RayTaskError as err:  # render() itself should never raise; treat as a bug
@@ -335,12 +458,14 @@ class RenderPool:
         rows.on_outcome(outcome, task.attempt)
 
     def _worker_died(self, slot: _Slot, task: RowTask, err: Exception, rows: _Rows) -> None:
-        """A render call ended with its worker's death (or restart). Only a row that had started
+        """A render call ended with its worker's death (or restart). A worker lost with its node
+        is no fault of the row: it goes back to the queue. Otherwise only a row that had started
         there counts as having killed it (one sent during the restart waits); a row that killed
         its worker ``poison_after`` times is quarantined, else retried alone on its worker, so a
         poison row cannot take innocent rows down twice."""
-        from .progress import RowRetrying  # noqa: PLC0415
-
+        if self.lost_with_node(slot, err):
+            self._back_after_node_loss(slot, task, rows)
+            return
         started = (task.row_id, task.attempt) in self._started
         self._worker_failed(slot, err, started=started)
         if not started:
@@ -362,13 +487,172 @@ class RenderPool:
         rows.on_event(RowRetrying(task.row_id, retry.attempt, f"worker died: {_first_line(err)}"))
         rows.pending.appendleft(retry)
 
-    def _no_worker_left(self, rows: _Rows) -> None:
-        """Every worker died more often than Ray restarts it: the rows still waiting fail."""
-        error = (
-            "no render worker left alive: every worker died more often than "
-            f"cluster.max_restarts={self.cfg.max_restarts} allows (see the warnings "
-            "above); rerun the job to render this row"
+    def _back_after_node_loss(self, slot: _Slot, task: RowTask, rows: _Rows) -> None:
+        """A row whose worker's node left: back to the front of the queue, not counted as a crash
+        (its next worker resumes it from its last committed segment)."""
+        if (task.row_id, task.attempt) not in self._started:
+            rows.pending.appendleft(task)  # never started there: it simply waits for a worker
+            return
+        logger.warning(
+            "%s's node left the cluster while it rendered row %s: the row goes back to the queue "
+            "and resumes from its last committed segment",
+            slot.name,
+            task.row_id,
         )
+        retry = replace(task, attempt=task.attempt + 1)
+        rows.on_event(RowRetrying(task.row_id, retry.attempt, f"{slot.name} left: {NODE_LEFT}"))
+        rows.pending.appendleft(retry)
+
+    def lost_with_node(self, slot: _Slot, err: BaseException) -> bool:
+        """Whether ``err``, a failed call to ``slot``'s worker, means the worker's node left the
+        cluster (then the worker has left the pool) rather than its process dying on a node
+        that is still there.
+
+        Ray says so three ways: the actor cannot be scheduled (it is pinned to a node that no
+        longer exists, Ray's answer when it tries to restart it), it was preempted (the
+        autoscaler drained its node), or the cluster's node table lists its node as dead. (A
+        node whose Ray services crash while the machine stays up is listed as dead only after
+        Ray's health checks, about 15 s; a worker that died before that counts as a crash.)
+        """
+        from ray.exceptions import ActorUnschedulableError  # noqa: PLC0415
+
+        lost = (
+            slot.left == NODE_LEFT
+            or isinstance(err, ActorUnschedulableError)
+            or bool(getattr(err, "preempted", False))
+            or slot.node not in _alive_nodes()
+        )
+        if lost:
+            self._leave(slot, NODE_LEFT)
+        return lost
+
+    def _leave(self, slot: _Slot, reason: str) -> None:
+        """``slot``'s worker is gone for good (or must be: it is killed)."""
+        import ray  # noqa: PLC0415
+
+        if slot.left is not None:
+            return
+        slot.left, slot.alive, slot.loading = reason, False, None
+        logger.warning("%s left the pool: %s", slot.name, reason)
+        self._notices.append(WorkerLeft(slot.name, reason, time.time()))
+        try:
+            ray.kill(slot.actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone with its node
+            pass
+
+    def mark_ready(self, slot: _Slot, info: dict[str, Any], *, at_start: bool) -> None:
+        """``slot``'s worker loaded the model (``info``: what it says of itself): it takes rows,
+        as many at once as its stream slots and ``cluster.rows_ahead`` allow."""
+        slot.capacity = self.capacity(info["streams"])
+        self._notices.append(WorkerReady(slot.name, time.time(), at_start))
+
+    def _watch_cluster(self, rows: _Rows) -> None:
+        """Workers started mid-job that finished loading; every ``cluster.rescan_seconds`` a look
+        at the cluster's nodes (`_scan`)."""
+        self._check_loading()
+        if self.cfg.rescan_seconds > 0 and time.monotonic() >= self._next_scan:
+            self._scan(rows)
+
+    def _check_loading(self) -> None:
+        """Workers started mid-job whose model is loaded take rows from now on; one that could
+        not load it leaves the pool (the job goes on without it)."""
+        import ray  # noqa: PLC0415
+
+        loading = [slot for slot in self.slots if slot.loading is not None]
+        if not loading:
+            return
+        refs = [slot.loading for slot in loading]
+        done = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
+        for slot in loading:
+            if slot.loading not in done:
+                continue
+            call, slot.loading = slot.loading, None
+            try:
+                info = ray.get(call)
+            except Exception as err:  # noqa: BLE001 - the worker's failure, not the job's
+                if not self.lost_with_node(slot, err):
+                    self._leave(slot, f"could not load the model: {_first_line(err)}")
+                continue
+            self.mark_ready(slot, info, at_start=False)
+
+    def _scan(self, rows: _Rows) -> None:
+        """Look at the cluster's nodes now. The workers of nodes that left leave the pool (their
+        rows go back to the queue at once, instead of waiting for Ray to fail their calls); while
+        rows wait for a worker, nodes with room get new ones (`workers_to_start`)."""
+        import ray  # noqa: PLC0415
+
+        self._next_scan = time.monotonic() + self.cfg.rescan_seconds
+        nodes = ray.nodes()
+        alive = {node["NodeID"] for node in nodes if node.get("Alive")}
+        gone = [slot for slot in self.slots if slot.left is None and slot.node not in alive]
+        if gone:  # which of their rows had started: the rows a worker accepted before its node left
+            self._drain_events(rows.on_event)
+        for slot in gone:
+            self._leave(slot, NODE_LEFT)
+            for ref, (holder, task) in list(rows.inflight.items()):
+                if holder is slot:
+                    del rows.inflight[ref]
+                    slot.inflight -= 1
+                    self._back_after_node_loss(slot, task, rows)
+        if not rows.pending:  # a worker started now would only load the model
+            return
+        plan, use_gpus = workers_to_start(
+            self.cfg, nodes, Counter(slot.node for slot in self.slots)
+        )
+        if plan:
+            count = self._start_workers(plan, use_gpus, nodes, at_start=False)
+            logger.info(
+                "the cluster has room for %d more %s worker(s) (node(s) %s): starting them",
+                count,
+                "GPU" if use_gpus else "CPU",
+                ", ".join(node[:8] for node in plan),
+            )
+
+    def _worker_to_come(self) -> bool:
+        """Whether rows without a worker should wait: a worker is alive (restarting, loading),
+        or nodes left and one with room may join (with rescans on, for `node_wait_seconds`)."""
+        if any(slot.alive for slot in self.slots):
+            self._no_worker_since = None
+            return True
+        crashed_out = bool(self.slots) and all(slot.left != NODE_LEFT for slot in self.slots)
+        if self.cfg.rescan_seconds <= 0 or crashed_out:
+            return False
+        now = time.monotonic()
+        if self._no_worker_since is None:
+            self._no_worker_since = now
+            logger.warning(
+                "no render worker left: waiting up to %.0f s for a node with room to join",
+                self.node_wait_seconds,
+            )
+        return now - self._no_worker_since < self.node_wait_seconds
+
+    def _report_workers(self, on_event: Callable[[Any], None]) -> None:
+        """Hand the pool's own events (workers joined, ready, left) to ``on_event``."""
+        notices, self._notices = self._notices, []
+        for event in notices:
+            on_event(event)
+
+    def _no_worker_left(self, rows: _Rows) -> None:
+        """No worker is left (they died more often than Ray restarts them, or their nodes left
+        and none joined): the rows still waiting fail."""
+        lost = sum(slot.left == NODE_LEFT for slot in self.slots)
+        waited = f"no node with room joined within {self.node_wait_seconds:.0f} s"
+        if not self.cfg.rescan_seconds > 0:
+            waited = "cluster.rescan_seconds=0 starts no new ones"
+        kept = "; rerun the job to render this row (committed segments are kept)"
+        if not self.slots:
+            error = f"no render worker: no node of the cluster had room for one, and {waited}{kept}"
+        elif lost:
+            error = (
+                f"no render worker left alive: {lost} of {len(self.slots)} worker(s) left with "
+                f"their node(s), and {waited}{kept}"
+            )
+        else:
+            error = (
+                "no render worker left alive: every worker died more often than "
+                f"cluster.max_restarts={self.cfg.max_restarts} allows (see the warnings "
+                "above); rerun the job to render this row"
+            )
         for task in rows.pending:
             rows.on_outcome(RowOutcome(task.row_id, "failed", error=error), task.attempt)
         rows.pending.clear()
@@ -381,13 +665,13 @@ class RenderPool:
 
     def describe(self, timeout_s: float = 30.0) -> list[dict[str, Any]]:
         """What each live worker says of itself now (`RenderWorker.describe`: its stream slots,
-        start-up seconds, GPU time in and between calls); a worker that does not answer is left
-        out."""
+        start-up seconds, GPU time in and between calls); a worker that does not answer, or is
+        still loading the model, is left out."""
         import ray  # noqa: PLC0415
 
         found = []
         for slot in self.slots:
-            if not slot.alive:
+            if not slot.alive or slot.loading is not None:
                 continue
             try:
                 found.append(ray.get(slot.actor.describe.remote(), timeout=timeout_s))
@@ -409,13 +693,7 @@ class RenderPool:
         if started and now >= slot.ready_at:  # one death, however many rows it took
             slot.deaths += 1
         if isinstance(err, ActorDiedError) and slot.alive:
-            slot.alive = False
-            logger.warning(
-                "%s is gone for good after %d death(s): %s",
-                slot.name,
-                slot.deaths,
-                _first_line(err),
-            )
+            self._leave(slot, f"gone for good after {slot.deaths} death(s): {_first_line(err)}")
         slot.ready_at = now + self.restart_wait_seconds
 
     def _stop(
@@ -448,13 +726,14 @@ class RenderPool:
         """Hand pending rows to workers with room: up to each one's capacity (its stream slots
         plus the rows it prepares ahead), the least busy worker first (rows spread over the
         workers), an isolated row (a retry after a crash) only to a worker with nothing else to
-        do."""
+        do. A worker still loading the model gets none yet."""
         now = time.monotonic()
         for task in list(pending):
             ready = [
                 slot
                 for slot in self.slots
                 if slot.alive
+                and slot.loading is None
                 and slot.ready_at <= now
                 and not slot.isolated
                 and (slot.inflight == 0 if task.isolate else slot.inflight < slot.capacity)
@@ -468,8 +747,6 @@ class RenderPool:
             inflight[slot.actor.render.remote(task, self.events)] = (slot, task)
 
     def _drain_events(self, on_event: Callable[[Any], None]) -> None:
-        from .progress import RowAccepted  # noqa: PLC0415
-
         while True:
             try:
                 batch = self.events.get_nowait_batch(min(self.events.qsize(), 1000))
@@ -481,6 +758,44 @@ class RenderPool:
                 if isinstance(event, RowAccepted):
                     self._started.add((event.row_id, event.attempt))
                 on_event(event)
+
+
+class NoRoomError(ClusterJoinError):
+    """No node of the cluster can hold a render worker and the pool is fixed
+    (``cluster.rescan_seconds=0``); the job stops with exit code 2, like a configuration
+    mistake."""
+
+    def __init__(self, needs: str, have: str) -> None:
+        self.needs, self.have = needs, have
+        self.address, self.reason = "", f"no node has room for a worker ({needs})"
+        ConnectionError.__init__(
+            self,
+            f"no node of the Ray cluster has room for a render worker: each needs {needs}; the "
+            f"nodes have {have}. Lower cluster.cpus_per_worker (or cluster.gpus_per_worker), "
+            "add a node with more, or set cluster.rescan_seconds above 0 to wait for one",
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.needs, self.have))
+
+
+def _alive_nodes() -> set[str]:
+    """The ids of the cluster's nodes that Ray counts as alive now."""
+    import ray  # noqa: PLC0415
+
+    return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+
+
+def _on_head(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Actor options that keep a driver-side actor (the progress queue) on the head node, which
+    lives as long as the cluster: a queue on a node that leaves would take the job's progress
+    with it. Soft, so it is placed anyway on a cluster whose head cannot be told."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
+
+    head = next((node["NodeID"] for node in nodes if HEAD_RESOURCE in node["Resources"]), None)
+    if head is None:
+        return {}
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=True)}
 
 
 def _returned_outcome(ref: Any) -> RowOutcome | None:
@@ -504,27 +819,38 @@ def describe_workers(
     timeout_s: float = 600.0,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> list[dict[str, Any]]:
-    """Wait for every worker to finish loading and return what each reports (device, dtype, pid).
+    """Wait for every worker the job started with to finish loading and return what each
+    reports (device, dtype, pid).
 
     Returns an empty list, without waiting longer, as soon as ``should_stop()`` is True. A worker
-    whose model failed to load raises its error here; ``ray.exceptions.GetTimeoutError`` after
-    ``timeout_s``.
+    whose model failed to load raises its error here (one whose node left meanwhile leaves the
+    pool instead); ``ray.exceptions.GetTimeoutError`` after ``timeout_s``.
     """
     import ray  # noqa: PLC0415
 
     started = time.monotonic()
     deadline = started + timeout_s
-    refs = [slot.actor.describe.remote() for slot in pool.slots]
-    while time.monotonic() < deadline:
+    slots = list(pool.slots)
+    refs = [slot.actor.describe.remote() for slot in slots]
+    while refs and time.monotonic() < deadline:
         if should_stop():
             logger.info("stop requested while the workers were loading the model")
             return []
         wait_s = min(pool.poll_seconds, max(0.0, deadline - time.monotonic()))
         if not ray.wait(refs, num_returns=len(refs), timeout=wait_s)[1]:
             break
-    described = ray.get(refs, timeout=max(0.0, deadline - time.monotonic()))
-    for slot, info in zip(pool.slots, described):
-        slot.capacity = pool.capacity(info["streams"])
+    described = []
+    for slot, ref in zip(slots, refs):
+        try:
+            info = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+        except Exception as err:
+            if pool.lost_with_node(slot, err):
+                continue
+            raise
+        pool.mark_ready(slot, info, at_start=True)
+        described.append(info)
+    if not described:
+        return described
     logger.info(
         "workers ready in %.1f s: %s",
         time.monotonic() - started,

@@ -207,9 +207,9 @@ class ClusterConfig:
         None  # None: embedded local Ray; "auto" or "ray://host:port": join a cluster
     )
     num_workers: int | None = (
-        None  # None: one per GPU in the cluster, or cpu_workers when there is none
+        None  # None: one per GPU of each node (cpu_workers per node when the cluster has no GPU), more as nodes join; a number: at most this many in all
     )
-    cpu_workers: int = 2  # workers when the cluster has no GPU
+    cpu_workers: int = 2  # workers per node when the cluster has no GPU (at most as many as the node's CPUs hold, by cpus_per_worker)
     cpus_per_worker: float = (
         1.0  # CPUs reserved by each worker actor (torch threads follow it on CPU)
     )
@@ -224,6 +224,12 @@ class ClusterConfig:
         None  # rows each worker prepares beyond its stream slots (probe, portrait, first chunks), so a slot freed by a finished row is taken at the next batched call; null: as many as it has slots (rows that end together are all replaced at once)
     )
     log_to_driver: bool = False  # stream worker logs to the driver's terminal
+    split_frames: int = 9000  # a row longer than this many frames is cut into parts of at most this length that render on different workers at once and are joined without re-encoding (docs/cluster.md); 0: never split
+    order: Annotated[str, Literal["longest_first", "manifest"]] = (
+        "longest_first"  # the order rows (and the parts of split rows) go out to workers: "longest_first" (by frames: the job does not end with one long row rendering alone) or "manifest" (the CSV's order)
+    )
+    split_overlap: int = 16  # driving frames each part after the first renders before its first frame and discards, so its window and keyframes are as the whole row's (a multiple of 4; docs/cluster.md has the seam figures per overlap)
+    rescan_seconds: float = 5.0  # while a job runs, look at the cluster's nodes this often: start workers on nodes that joined (while rows wait for one), notice nodes that left; 0: keep the workers the job started with
 
 
 @dataclass
@@ -336,8 +342,24 @@ def config_problems(cfg: RenderConfig) -> list[str]:
         problems.append(
             f"model.streams_per_worker={streams!r} must be auto or a positive whole number"
         )
+    if cfg.cluster.split_frames and cfg.cluster.split_frames < 64:
+        problems.append(
+            f"cluster.split_frames={cfg.cluster.split_frames} must be 0 (never split) or at least 64"
+        )
+    if cfg.cluster.split_overlap < 0 or cfg.cluster.split_overlap % 4:
+        problems.append(
+            f"cluster.split_overlap={cfg.cluster.split_overlap} must be a multiple of 4, 0 or more"
+        )
     if cfg.cluster.rows_ahead is not None and cfg.cluster.rows_ahead < 0:
         problems.append(f"cluster.rows_ahead={cfg.cluster.rows_ahead} must be 0 or more")
+    if cfg.cluster.num_workers is not None and cfg.cluster.num_workers < 1:
+        problems.append(
+            f"cluster.num_workers={cfg.cluster.num_workers} must be at least 1 (or null for automatic)"
+        )
+    if cfg.cluster.rescan_seconds < 0:
+        problems.append(
+            f"cluster.rescan_seconds={cfg.cluster.rescan_seconds} must be 0 (a fixed pool) or more"
+        )
     positive = {
         "model.resolution": cfg.model.resolution,
         "video.segment_seconds": cfg.video.segment_seconds,

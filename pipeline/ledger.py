@@ -211,20 +211,21 @@ class Ledger:
         return data
 
     def commit_row(
-        self, key: str, video_path: str, meta: dict[str, Any]
+        self, key: str, video_path: str, meta: dict[str, Any], *, public: bool = True
     ) -> tuple[bool, dict[str, Any]]:
         """Upload the finished video and create the row's commit marker, exactly once.
 
         The video is uploaded under an attempt-unique name, the marker is created with
         If-None-Match; only the winner then copies the video to its public name. Returns
         ``(won, marker)``; a loser gets the winner's marker and removes its own upload.
+        ``public=False`` (a part of a split row): the upload itself is the committed video.
         """
         attempt = secrets.token_hex(4)
         upload = self.storage.put(video_path, join(self.row_uri(key), f"video.{attempt}.mp4"))
         marker = {
             "version": MARKER_VERSION,
             "row_key": key,
-            "video": self.public_uri(key),
+            "video": self.public_uri(key) if public else upload.uri,
             "video_source": upload.uri,
             "video_size": upload.size,
             "video_sha256": upload.sha256,
@@ -237,7 +238,8 @@ class Ledger:
             existing = json.loads(self.storage.read_bytes(marker_uri))
             logger.info("%s: already committed by another attempt; keeping that one", key)
             return False, existing
-        self.storage.put(video_path, marker["video"])
+        if public:
+            self.storage.put(video_path, marker["video"])
         self.tidy(key, marker)
         return True, marker
 

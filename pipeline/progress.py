@@ -1,8 +1,8 @@
 """Progress of a render job: events in; rich bars, log lines, ``status.json`` and summaries out.
 
 The driver turns worker callbacks into small frozen *events* (`JobStarted`, `RowAccepted`,
-`RowStarted`, `RowProgress`, `RowRetrying`, `RowFinished`, `JobFinished`) and hands each to a
-`ProgressReporter`:
+`RowStarted`, `RowProgress`, `RowRetrying`, `RowFinished`, `JobFinished`, and from the worker
+pool `WorkerJoined`, `WorkerReady`, `WorkerLeft`) and hands each to a `ProgressReporter`:
 
 - `RichProgress`: an overall bar over rows and one bar per active row (frames, fps, ETA);
 - `PlainProgress`: structured ``key=value`` log lines for CI and other non-terminals;
@@ -151,8 +151,47 @@ class JobFinished:
         )
 
 
+@dataclass(frozen=True)
+class WorkerJoined:
+    """The pool started a worker on `node` (when the job started, or later on a node that joined
+    the cluster); it loads the model next. `at`: Unix time."""
+
+    worker: str
+    node: str = ""  # Ray's node id
+    node_ip: str = ""
+    at: float = 0.0
+    at_start: bool = True  # one of the workers the job started with
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    """A worker loaded the model and takes rows."""
+
+    worker: str
+    at: float = 0.0
+    at_start: bool = True  # one of the workers the job started with
+
+
+@dataclass(frozen=True)
+class WorkerLeft:
+    """A worker is gone for good: its node left the cluster, it died more often than Ray restarts
+    it, or it could not load the model (`reason`). Its rows in flight went back to the queue."""
+
+    worker: str
+    reason: str
+    at: float = 0.0
+
+
+WorkerEvent = WorkerJoined | WorkerReady | WorkerLeft
 Event = (
-    JobStarted | RowAccepted | RowStarted | RowProgress | RowRetrying | RowFinished | JobFinished
+    JobStarted
+    | RowAccepted
+    | RowStarted
+    | RowProgress
+    | RowRetrying
+    | RowFinished
+    | JobFinished
+    | WorkerEvent
 )
 
 
@@ -188,6 +227,8 @@ class RowResult:
     # row skipped in this run, the earlier run's (this run's own seconds and fps stay 0)
     rendered: dict[str, Any] | None = None
     signals: dict[str, Any] | None = None  # identity and motion over the output (see docs)
+    # a row split over workers: each part's frames [start, end), overlap, worker, seconds, fps
+    parts: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_event(cls, event: RowFinished) -> RowResult:
@@ -265,6 +306,54 @@ class ActiveRow:
         return max(self.total_frames - self.frames_done, 0) / self.fps
 
 
+@dataclass
+class WorkerEntry:
+    """One worker of the pool over the job: where it ran, its state (joined: loading the model;
+    ready: taking rows; left: gone) and when it got there (Unix times)."""
+
+    name: str
+    node: str = ""
+    node_ip: str = ""
+    state: Literal["joined", "ready", "left"] = "joined"
+    joined_at: float | None = None
+    ready_at: float | None = None
+    left_at: float | None = None
+    reason: str | None = None  # why it left
+
+
+class WorkerRoster:
+    """The pool's workers as they joined, became ready and left (`status.json` and
+    ``summary.json`` → ``workers``). A reporter itself, so the driver can keep one for the summary."""
+
+    def __init__(self) -> None:
+        self.workers: dict[str, WorkerEntry] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.workers)
+
+    def handle(self, event: Event) -> None:
+        """Record a worker event (other events are ignored)."""
+        if isinstance(event, WorkerJoined):
+            self.workers[event.worker] = WorkerEntry(
+                event.worker, event.node, event.node_ip, joined_at=_round(event.at, 3)
+            )
+            return
+        if not isinstance(event, (WorkerReady, WorkerLeft)):
+            return
+        entry = self.workers.setdefault(event.worker, WorkerEntry(event.worker))
+        if isinstance(event, WorkerReady):
+            entry.state, entry.ready_at = "ready", _round(event.at, 3)
+        else:
+            entry.state, entry.left_at, entry.reason = "left", _round(event.at, 3), event.reason
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every worker so far, in the order they joined."""
+        return [asdict(entry) for entry in self.workers.values()]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 class JobTracker:
     """Folds events into the job's state: counts, active rows, results, rates and ETA."""
 
@@ -281,9 +370,11 @@ class JobTracker:
         self.started_at: float | None = None
         self.job_seconds: float | None = None
         self.peak_active = 0
+        self.workers = WorkerRoster()
 
     def handle(self, event: Event) -> None:
         """Update the state with one event."""
+        self.workers.handle(event)
         if isinstance(event, JobStarted):
             self.job_name, self.total_rows = event.job_name, event.total_rows
             self.skipped_at_start = event.skipped_rows
@@ -476,6 +567,20 @@ def result_line(event: RowFinished) -> str:
     return f"{event.row_id} {event.status}{attempts}: {first_line(event.error, 160) or 'no error message'}"
 
 
+def worker_line(event: Event) -> str | None:
+    """One line for a change of the worker pool after the job started; None for other events and
+    for the workers the job starts with (the driver's log announces those)."""
+    if isinstance(event, WorkerJoined) and not event.at_start:
+        return (
+            f"+ {event.worker} joined on node {event.node[:8]} ({event.node_ip}), loading the model"
+        )
+    if isinstance(event, WorkerReady) and not event.at_start:
+        return f"+ {event.worker} ready"
+    if isinstance(event, WorkerLeft):
+        return f"- {event.worker} left: {first_line(event.reason, 160)}"
+    return None
+
+
 class RichProgress:
     """Rich bars: one over the job's rows, one per active row (frames, fps, ETA).
 
@@ -536,6 +641,8 @@ class RichProgress:
             self._remove_row(event.row_id)
             mark, style = _RESULT_STYLE[event.status]
             self._print(Text(f"{mark} {result_line(event)}", style=style))
+        elif (line := worker_line(event)) is not None:
+            self._print(Text(line, style="cyan"))
         self._update_overall()
         if isinstance(event, JobFinished):
             for row_id in list(self._rows):
@@ -673,6 +780,17 @@ class PlainProgress:
         elif isinstance(event, RowFinished):
             self._last_logged.pop(event.row_id, None)
             self._log_finished(event)
+        elif isinstance(event, WorkerJoined):
+            self.log.info(
+                "worker_joined %s",
+                _logfmt(worker=event.worker, node=event.node, node_ip=event.node_ip or None),
+            )
+        elif isinstance(event, WorkerReady):
+            self.log.info("worker_ready %s", _logfmt(worker=event.worker))
+        elif isinstance(event, WorkerLeft):
+            self.log.warning(
+                "worker_left %s", _logfmt(worker=event.worker, reason=first_line(event.reason, 200))
+            )
         elif isinstance(event, JobFinished):
             self.log.info(
                 "job_finished %s",
@@ -865,6 +983,8 @@ class StatusFile:
                 }
                 for row in state.active.values()
             ],
+            # the pool's workers (name, node, joined / ready / left and when), once it has any
+            **({"workers": state.workers.entries()} if state.workers else {}),
         }
 
 
@@ -1046,6 +1166,14 @@ def output_totals(results: Sequence[RowResult]) -> dict[str, Any]:
     }
 
 
+def _row_entry(result: RowResult) -> dict[str, Any]:
+    """A row of summary.json (``parts`` only for a row that was split over workers)."""
+    entry = asdict(result)
+    if entry["parts"] is None:
+        del entry["parts"]
+    return entry
+
+
 def write_summary_json(
     results: Iterable[RowResult],
     path_or_writer: str | os.PathLike[str] | Callable[[bytes], None],
@@ -1061,7 +1189,8 @@ def write_summary_json(
         path_or_writer: a local path (written atomically) or ``writer(data: bytes)``.
         job_name: recorded as ``"job"``.
         startup: recorded as ``"startup"`` (see :func:`startup_times`).
-        sections: more top-level entries (``run``, ``runs``, ``provenance``, ``throughput``).
+        sections: more top-level entries (``run``, ``runs``, ``provenance``, ``throughput``,
+            ``workers``).
 
     Returns:
         The written document: ``totals`` counts this run's work, ``outputs`` the job's outputs
@@ -1074,7 +1203,7 @@ def write_summary_json(
         "outputs": output_totals(results),
         "startup": startup,
         **(sections or {}),
-        "rows": [asdict(result) for result in results],
+        "rows": [_row_entry(result) for result in results],
     }
     data = json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n"
     if callable(path_or_writer):

@@ -256,6 +256,8 @@ class RowPlanner:
             framing=row_framing(settings.framing, row.framing),
             portrait_face=media.face,
             signals_every_seconds=settings.job.signals_every_seconds,
+            frames=media.frames,
+            frame_rate=media.frame_rate,
         )
 
     def log_plan(self) -> None:

@@ -6,7 +6,9 @@ streaming in a slot, first frame out, first segment committed, slot released, co
 module turns those into bars, one lane per worker slot, for ``report.html`` and the render
 benchmark (``scripts/bench_render.sh``): a lane with gaps is a slot the batched denoising call ran
 without; a row's light bar before its solid one is its preparation, after it its finish (last
-segment, join, audio, commit), both off the GPU's path.
+segment, join, audio, commit), both off the GPU's path. A row split over workers
+(``pipeline/split_rows.py``: its ``parts``, each with its own worker and timeline) is a bar per
+part, on the lane of the worker and slot that rendered that part, labelled "<row> 2/3".
 
 `fps_over_time` gives the job's rate over the run: from ``summary["throughput"]`` (cumulative
 frames sampled while rendering) when the summary has it, else rebuilt from the rows' own spans
@@ -26,11 +28,14 @@ LANE_HEIGHT = 18
 LABEL_WIDTH = 150
 PLOT_WIDTH = 820
 AXIS_HEIGHT = 30
+#: About how wide one character of a part's label on its bar is (the label is cut to fit).
+PART_LABEL_CHAR_WIDTH = 4.6
 
 
 @dataclass(frozen=True)
 class Bar:
-    """One row on one worker slot, in seconds since the job's time origin."""
+    """One row (or one part of a split row) on one worker slot, in seconds since the job's time
+    origin."""
 
     row_id: str
     worker: str
@@ -42,39 +47,116 @@ class Bar:
     released: float  # last frame out: slot free
     finished: float  # committed (or failed)
     frames: int
+    part: int | None = None  # which part of a split row, from 1 (None: the whole row)
+    parts: int | None = None  # how many parts the row was split into
+    start: int | None = None  # the part's first output frame of the row
+    end: int | None = None  # the part's end (exclusive)
+
+    @property
+    def label(self) -> str:
+        """The row's id, with the part for a part ("talk 2/3")."""
+        return self.row_id if self.part is None else f"{self.row_id} {self.part}/{self.parts}"
 
     def as_dict(self) -> dict[str, Any]:
         return {key: round(v, 3) if isinstance(v, float) else v for key, v in vars(self).items()}
 
 
+@dataclass(frozen=True)
+class _Span:
+    """What one bar is drawn from: a row's (or a part's) timeline and who rendered it."""
+
+    row_id: str
+    worker: str
+    status: str
+    frames: int
+    times: Mapping[str, Any]
+    part: int | None = None
+    parts: int | None = None
+    start: int | None = None
+    end: int | None = None
+
+
 def bars(summary: Mapping[str, Any]) -> list[Bar]:
-    """The bars of every row that streamed, ordered by worker, slot and start; times in seconds
-    after the job's start (``startup.started_at``; else the first row's acceptance)."""
-    rows = [row for row in summary.get("rows") or [] if _streamed(row)]
-    if not rows:
+    """The bars of every row that streamed (of each part that streamed, for a split row),
+    ordered by worker, slot and start; times in seconds after the job's start
+    (``startup.started_at``; else the first acceptance)."""
+    spans = [span for row in summary.get("rows") or [] for span in _spans(row)]
+    if not spans:
         return []
     startup = summary.get("startup") or {}
-    origin = startup.get("started_at") or min(row["timeline"]["accepted_at"] for row in rows)
+    origin = startup.get("started_at") or min(
+        span.times.get("accepted_at", span.times["streaming_at"]) for span in spans
+    )
     found = []
-    for row in rows:
-        times = row["timeline"]
+    for span in spans:
+        times = span.times
         streaming = times["streaming_at"]
         released = times.get("released_at", times.get("finished_at", streaming))
         found.append(
             Bar(
-                row_id=str(row.get("row_id")),
-                worker=str(row.get("worker") or "worker"),
+                row_id=span.row_id,
+                worker=span.worker,
                 slot=int(times.get("slot") or 0),
-                status=str(row.get("status")),
+                status=span.status,
                 accepted=times.get("accepted_at", streaming) - origin,
                 prepared=times.get("prepared_at", streaming) - origin,
                 streaming=streaming - origin,
                 released=released - origin,
                 finished=times.get("finished_at", released) - origin,
-                frames=int(row.get("frames") or 0),
+                frames=span.frames,
+                part=span.part,
+                parts=span.parts,
+                start=span.start,
+                end=span.end,
             )
         )
     return sorted(found, key=lambda bar: (bar.worker, bar.slot, bar.streaming))
+
+
+def _spans(row: Any) -> list[_Span]:
+    """A row's bars-to-be: one per part that streamed for a split row, else the row itself
+    (when it streamed)."""
+    if not isinstance(row, Mapping):
+        return []
+    row_id = str(row.get("row_id"))
+    parts = [part for part in row.get("parts") or [] if isinstance(part, Mapping)]
+    streamed = [(index, part) for index, part in enumerate(parts) if _streamed(part)]
+    if streamed:
+        return [
+            _Span(
+                row_id=row_id,
+                worker=str(part.get("worker") or "worker"),
+                status=str(part.get("status")),
+                frames=int(part.get("frames") or 0),
+                times=part["timeline"],
+                part=_part_number(part, index),
+                parts=len(parts),
+                start=_int_or_none(part.get("start")),
+                end=_int_or_none(part.get("end")),
+            )
+            for index, part in streamed
+        ]
+    if not _streamed(row):  # (a split row whose parts have no timeline: its own, spanning them)
+        return []
+    return [
+        _Span(
+            row_id=row_id,
+            worker=str(row.get("worker") or "worker"),
+            status=str(row.get("status")),
+            frames=int(row.get("frames") or 0),
+            times=row["timeline"],
+        )
+    ]
+
+
+def _part_number(part: Mapping[str, Any], index: int) -> int:
+    """The part's number from 1 (summary.json's ``part`` counts from 0; its place if missing)."""
+    number = _int_or_none(part.get("part"))
+    return (number if number is not None else index) + 1
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if _finite(value) else None
 
 
 def _streamed(row: Any) -> bool:
@@ -134,19 +216,16 @@ def timeline_svg(summary: Mapping[str, Any]) -> str:
         def x(seconds: float) -> float:
             return LABEL_WIDTH + seconds * scale
 
-        title = (
-            f"<title>{_e(bar.row_id)} ({_e(bar.status)}, {bar.frames} frames): accepted "
-            f"{bar.accepted:.1f} s, prepared {bar.prepared:.1f} s, streaming {bar.streaming:.1f}–{bar.released:.1f} s, "
-            f"committed {bar.finished:.1f} s</title>"
-        )
+        stream_width = max(0.5, (bar.released - bar.streaming) * scale - 1)
         parts.append(
-            f'<g class="bar st-{_e(bar.status)}">{title}'
+            f'<g class="bar st-{_e(bar.status)}"{_part_attribute(bar)}>{_bar_title(bar)}'
             f'<rect class="prep" x="{x(bar.accepted):.1f}" y="{top + 12}" '
             f'width="{max(0.5, (bar.prepared - bar.accepted) * scale):.1f}" height="4"/>'
             f'<rect class="stream" x="{x(bar.streaming):.1f}" y="{top + 2}" '
-            f'width="{max(0.5, (bar.released - bar.streaming) * scale - 1):.1f}" height="10"/>'
+            f'width="{stream_width:.1f}" height="10"/>'
             f'<rect class="finish" x="{x(bar.released):.1f}" y="{top + 12}" '
-            f'width="{max(0.5, (bar.finished - bar.released) * scale):.1f}" height="4"/></g>'
+            f'width="{max(0.5, (bar.finished - bar.released) * scale):.1f}" height="4"/>'
+            f"{_part_label(bar, x(bar.streaming), top, stream_width)}</g>"
         )
     startup = summary.get("startup") or {}
     for key, label in (
@@ -162,6 +241,43 @@ def timeline_svg(summary: Mapping[str, Any]) -> str:
             )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _bar_title(bar: Bar) -> str:
+    """The bar's tooltip: what it is (a part: which frames of the row) and when it got where."""
+    frames = f"{bar.frames} frames"
+    if bar.part is not None and bar.start is not None and bar.end is not None:
+        frames += f": the row's {bar.start}–{bar.end - 1}"
+    return (
+        f"<title>{_e(bar.label)} ({_e(bar.status)}, {frames}): accepted "
+        f"{bar.accepted:.1f} s, prepared {bar.prepared:.1f} s, streaming {bar.streaming:.1f}–{bar.released:.1f} s, "
+        f"committed {bar.finished:.1f} s</title>"
+    )
+
+
+def _part_attribute(bar: Bar) -> str:
+    """A part's bar says which row and part it is (a whole row's bar has no attribute)."""
+    if bar.part is None:
+        return ""
+    return f' data-row="{_e(bar.row_id)}" data-part="{bar.part}/{bar.parts}"'
+
+
+def _part_label(bar: Bar, left: float, top: int, width: float) -> str:
+    """A part's label ("talk 2/3") on its solid bar, cut to the bar's width (none on a row's:
+    one row is one bar; a split row's bars need saying they belong together)."""
+    if bar.part is None:
+        return ""
+    fits = int((width - 4) // PART_LABEL_CHAR_WIDTH)
+    which = f"{bar.part}/{bar.parts}"
+    if len(bar.label) <= fits:
+        label = bar.label
+    elif fits >= len(which) + 3:  # the id cut short, the part kept: "a-long-i… 2/3"
+        label = f"{bar.row_id[: fits - len(which) - 2]}… {which}"
+    elif fits >= len(which):
+        label = which
+    else:
+        return ""
+    return f'<text class="part-label" x="{left + 2:.1f}" y="{top + 10}">{_e(label)}</text>'
 
 
 def _ticks(end: float) -> list[float]:
@@ -241,21 +357,18 @@ def _sampled(throughput: object) -> FpsSeries | None:
 
 def _from_rows(summary: Mapping[str, Any]) -> FpsSeries | None:
     """From the rows: each rendered row's frames spread evenly over the time it emitted them
-    (first frame to slot release from its timeline; else its start plus its seconds)."""
+    (first frame to slot release from its timeline; else its start plus its seconds); a split
+    row's, each part's frames over that part's own time."""
     spans = []
     for row in summary.get("rows") or []:
         if not isinstance(row, Mapping):
             continue
-        frames = row.get("frames")
-        if not _finite(frames) or frames <= 0:
+        whole = _emitting(row)
+        if whole is None:  # rendered nothing (a split row too, whatever its parts did)
             continue
-        times = row.get("timeline") if isinstance(row.get("timeline"), Mapping) else {}
-        start = times.get("first_frame_at", times.get("streaming_at", row.get("started_at")))
-        end = times.get("released_at")
-        if not _finite(end) and _finite(row.get("started_at")) and _finite(row.get("seconds")):
-            end = row["started_at"] + row["seconds"]
-        if _finite(start) and _finite(end) and end > start:
-            spans.append((float(start), float(end), float(frames)))
+        parts = [_emitting(p) for p in row.get("parts") or [] if isinstance(p, Mapping)]
+        emitted = [span for span in parts if span is not None]
+        spans.extend(emitted if emitted and len(emitted) == len(parts) else [whole])
     if not spans:
         return None
     startup = summary.get("startup") if isinstance(summary.get("startup"), Mapping) else {}
@@ -279,6 +392,22 @@ def _from_rows(summary: Mapping[str, Any]) -> FpsSeries | None:
         points.append(((index + 0.5) * width, frames / width))
         mean.append((t, done / t))
     return FpsSeries(_rounded(points), _rounded(mean), "rows")
+
+
+def _emitting(entry: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    """(first frame out, last frame out, frames) of a row or a part; None when it rendered
+    nothing or does not say when."""
+    frames = entry.get("frames")
+    if not _finite(frames) or frames <= 0:
+        return None
+    times = entry.get("timeline") if isinstance(entry.get("timeline"), Mapping) else {}
+    start = times.get("first_frame_at", times.get("streaming_at", entry.get("started_at")))
+    end = times.get("released_at")
+    if not _finite(end) and _finite(entry.get("started_at")) and _finite(entry.get("seconds")):
+        end = entry["started_at"] + entry["seconds"]
+    if _finite(start) and _finite(end) and end > start:
+        return float(start), float(end), float(frames)
+    return None
 
 
 def _finite(value: object) -> bool:

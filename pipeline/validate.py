@@ -176,6 +176,46 @@ def validate_manifest(
         everything is reported at once, but then nothing may be rendered: see
         :attr:`Validation.structural`.
     """
+    # 1. The CSV: its structure, its cells, and that the files exist.
+    parsed = _check_csv(uri, storage, allowed_input_roots=allowed_input_roots, strict=strict)
+    if isinstance(parsed, Validation):
+        return parsed
+    manifest, csv_problems = parsed
+
+    # 2. The rows to probe: no CSV-level problem, and not settled by the caller.
+    candidates, done = _rows_to_probe(manifest, csv_problems, settled)
+
+    # 3. Each distinct input file, checked once, in parallel threads.
+    started = time.monotonic()
+    job_framing = framing.portrait if framing is not None else None
+    finder = _face_finder_for(framing, candidates)
+    checked = _check_inputs(storage, candidates, workers, max_portrait_pixels, finder)
+
+    # 4. Each row's verdict: its media facts, or its problems.
+    ready, row_problems = _row_verdicts(candidates, checked, max_frames, job_framing)
+    problems = sorted(
+        [*csv_problems, *row_problems], key=lambda p: p.line if p.line is not None else -1
+    )
+    logger.info(
+        "validated %s: %d row(s) ready, %d problem(s); %d file(s) probed in %.2f s",
+        uri,
+        len(ready),
+        len(problems),
+        len(checked),
+        time.monotonic() - started,
+    )
+    return Validation(manifest, ready, problems, done)
+
+
+def _check_csv(
+    uri: str,
+    storage: Storage,
+    *,
+    allowed_input_roots: list[str] | tuple[str, ...],
+    strict: bool,
+) -> tuple[Manifest, list[ManifestProblem]] | Validation:
+    """The parsed manifest and its CSV-level problems, or the whole outcome when the manifest
+    cannot be read at all."""
     try:
         manifest, problems = check_manifest(
             uri,
@@ -185,50 +225,52 @@ def validate_manifest(
             strict=strict,
         )
     except (NotFound, StorageError) as err:
-        return Validation(
-            None,
-            [],
-            [
-                ManifestProblem(
-                    None, None, uri, err.problem, err.fix or "check the manifest path or URI"
-                )
-            ],
-        )
+        fix = err.fix or "check the manifest path or URI"
+        return Validation(None, [], [ManifestProblem(None, None, uri, err.problem, fix)])
     except ManifestError as err:
         return Validation(None, [], list(err.problems))
-    problems = list(problems)
+    return manifest, list(problems)
+
+
+def _rows_to_probe(
+    manifest: Manifest,
+    problems: list[ManifestProblem],
+    settled: Callable[[ManifestRow], bool] | None,
+) -> tuple[list[ManifestRow], list[ManifestRow]]:
+    """The rows whose media are to be checked, and the rows `settled` took out.
+
+    A row with a CSV-level problem is in neither: that problem is its verdict.
+    """
     bad_lines = {p.line for p in problems if p.line is not None}
     candidates = [row for row in manifest.rows if row.line not in bad_lines]
     done = [row for row in candidates if settled is not None and settled(row)]
     done_ids = {row.id for row in done}
-    candidates = [row for row in candidates if row.id not in done_ids]
+    return [row for row in candidates if row.id not in done_ids], done
 
-    started = time.monotonic()
-    job_framing = framing.portrait if framing is not None else None
-    wants_faces = any((row.framing or job_framing) == "face" for row in candidates)
-    finder = _FaceFinder(framing) if framing is not None and wants_faces else None
-    inputs = sorted({key for row in candidates for key in _row_inputs(row)})
+
+def _face_finder_for(framing: FramingConfig | None, rows: list[ManifestRow]) -> _FaceFinder | None:
+    """A face finder when some row is framed by the face (loading the detector costs time)."""
+    if framing is None:
+        return None
+    if not any((row.framing or framing.portrait) == "face" for row in rows):
+        return None
+    return _FaceFinder(framing)
+
+
+def _check_inputs(
+    storage: Storage,
+    rows: list[ManifestRow],
+    workers: int,
+    max_pixels: int,
+    finder: _FaceFinder | None,
+) -> dict[tuple[Column, str], _Checked]:
+    """Every distinct (column, uri) of `rows` checked once, `workers` files at a time."""
+    inputs = sorted({key for row in rows for key in _row_inputs(row)})
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(
-            lambda key: _check_input(storage, key[0], key[1], max_portrait_pixels, finder), inputs
+            lambda key: _check_input(storage, key[0], key[1], max_pixels, finder), inputs
         )
-        checked = dict(zip(inputs, results, strict=True))
-    ready: list[RowMedia] = []
-    for row in candidates:
-        media, row_problems = _row_verdict(row, checked, max_frames, job_framing)
-        problems.extend(row_problems)
-        if media is not None:
-            ready.append(media)
-    problems.sort(key=lambda p: p.line if p.line is not None else -1)
-    logger.info(
-        "validated %s: %d row(s) ready, %d problem(s); %d file(s) probed in %.2f s",
-        uri,
-        len(ready),
-        len(problems),
-        len(inputs),
-        time.monotonic() - started,
-    )
-    return Validation(manifest, ready, problems, done)
+        return dict(zip(inputs, results, strict=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,6 +307,23 @@ def _row_inputs(row: ManifestRow) -> list[tuple[Column, str]]:
     if row.audio:
         inputs.append(("audio", row.audio))
     return inputs
+
+
+def _row_verdicts(
+    rows: list[ManifestRow],
+    checked: dict[tuple[Column, str], _Checked],
+    default_max: int | None,
+    job_framing: str | None,
+) -> tuple[list[RowMedia], list[ManifestProblem]]:
+    """The rows ready to render, and the other rows' problems, in row order."""
+    ready: list[RowMedia] = []
+    problems: list[ManifestProblem] = []
+    for row in rows:
+        media, row_problems = _row_verdict(row, checked, default_max, job_framing)
+        problems.extend(row_problems)
+        if media is not None:
+            ready.append(media)
+    return ready, problems
 
 
 def _row_verdict(

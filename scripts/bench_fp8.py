@@ -54,7 +54,7 @@ def tree(fn, value):
 
 def synthetic_inputs(frames: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """A portrait (a smooth colour field) and driving frames (a moving blob): the pictures of
-    ``job=bench``'s synthetic inputs (jobs/bench.py ``make_inputs``, stream 0), kept in memory
+    ``job=bench``'s synthetic inputs (pipeline/bench/_inputs.py ``make_inputs``, stream 0), kept in memory
     (the measured figures in docs/benchmarks.md read them through an H.264 encode)."""
     from PIL import Image  # noqa: PLC0415
 

@@ -319,6 +319,7 @@ def test_a_worker_killed_mid_batch_loses_only_its_rows_in_flight(
     args = tiny_render_overrides(
         manifest, out, tiny_weights, "cluster.cpu_workers=1", "model.streams_per_worker=3",
         "cluster.rows_ahead=1", "video.audio=none", "video.segment_seconds=0.64",
+        "cluster.order=manifest",
     )  # fmt: skip
     job = start_job(args, tmp_path / "kill.log")
     committed_at_kill: list[str] = []

@@ -322,7 +322,7 @@ def test_full_output_disk_fails_the_row_cleanly_and_the_others_render(
     # for both)
     args = job_args(
         manifest, out, tiny_weights, "video.segment_seconds=60", "video.first_segment_seconds=null",
-        "cluster.row_retries=1", "cluster.rows_ahead=0",
+        "cluster.row_retries=1", "cluster.rows_ahead=0", "cluster.order=manifest",
     )  # fmt: skip
     assert run_in_process(args) == 1
     job_folder = out / "full"

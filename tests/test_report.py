@@ -38,6 +38,7 @@ from pipeline.config import S3Config, StorageConfig
 from pipeline.media import VideoEncoder
 from pipeline.report import (
     ReportError,
+    _previews,  # where outputs and portraits are decoded (the decode tests count it)
     asset_stem,
     build_report,
     format_timestamp,
@@ -254,7 +255,7 @@ def test_row_text_is_escaped(job: Path, storage: Storage) -> None:
     assert QUARANTINED_ID in rows
     assert [a.get("src") for a in parse(page).find("img") if "alert" in str(a)] == []
     # the script puts every text in with textContent (the browser test checks the cards)
-    script = (Path(report.__file__).parent / "templates" / "report.js").read_text()
+    script = (Path(report.__file__).parents[1] / "templates" / "report.js").read_text()
     assert "innerHTML" not in script and "insertAdjacentHTML" not in script
 
 
@@ -519,7 +520,7 @@ def test_inputs_outside_the_job_folder_are_linked_relative_to_the_page(
 def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """What the report decodes: 'video' per VideoReader opened, 'image' per portrait read."""
     opened: list[str] = []
-    reader, load_image = report.VideoReader, report.load_image
+    reader, load_image = _previews.VideoReader, _previews.load_image
 
     def counting_reader(*args: Any, **kwargs: Any) -> Any:
         opened.append("video")
@@ -529,8 +530,8 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         opened.append("image")
         return load_image(*args, **kwargs)
 
-    monkeypatch.setattr(report, "VideoReader", counting_reader)
-    monkeypatch.setattr(report, "load_image", counting_image)
+    monkeypatch.setattr(_previews, "VideoReader", counting_reader)
+    monkeypatch.setattr(_previews, "load_image", counting_image)
     return opened
 
 
@@ -631,7 +632,7 @@ def test_contact_sheet_holds_evenly_spaced_frames(
     job: Path, storage: Storage, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     if mode == "seek per frame":
-        monkeypatch.setattr(report, "DECODE_ALL_MAX_FRAMES", 0)
+        monkeypatch.setattr(_previews, "DECODE_ALL_MAX_FRAMES", 0)
     page = build_report(str(job), storage)
     sheet = Image.open(job / "report" / "ok-sheet.jpg")
     assert sheet.size == (4 * OK_SIZE[0], 2 * OK_SIZE[1])  # 8 frames, 4 a row, not upscaled

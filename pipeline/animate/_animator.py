@@ -300,6 +300,13 @@ class StreamingAnimator:
             return chunk.to(self.models.device, self.models.dtype)
         return frames_to_signed(chunk, self.models.device)
 
+    @torch.no_grad()
+    def observe(self, chunks: Sequence[Frames]) -> list[Observation]:
+        """Head pose and motion tokens of each chunk of uint8 ``(k, H, W, 3)`` driving frames, in
+        one batch (what :meth:`advance` computes from pixels; a part's keyframe pass reads them
+        without denoising)."""
+        return self._observe([frames_to_signed(chunk, self.models.device) for chunk in chunks])
+
     def _observe(self, batches: list[torch.Tensor]) -> list[Observation]:
         """Head pose and motion tokens of every new driving frame (all streams in one batch)."""
         if not batches:
@@ -404,7 +411,8 @@ class StreamingAnimator:
         """
         config = self.config
         if (
-            stream.calls < config.keyframe_min_chunks
+            stream.forced_keyframes is not None
+            or stream.calls < config.keyframe_min_chunks
             or stream.num_keyframes >= config.max_keyframes
         ):
             return None
@@ -414,6 +422,12 @@ class StreamingAnimator:
 
     def _settle_keyframe(self, stream: StreamState) -> None:
         """Add the previous call's candidate to the bank if it was far enough from it."""
+        if stream.forced_keyframes is not None:  # decided in advance (a part's keyframe pass)
+            forced = stream.forced_keyframes.get(stream.calls - 1)
+            if forced is not None:
+                stream.motion_bank = torch.cat([stream.motion_bank, forced[0]])
+                self._add_keyframe(stream, forced[1])
+            return
         pending, stream.pending_keyframe = stream.pending_keyframe, None
         if pending is None or pending.distance.item() <= self.config.keyframe_threshold:
             return
@@ -465,6 +479,8 @@ class StreamingAnimator:
                 stream.pending_keyframe = PendingKeyframe(
                     keyframe_distances[i], x0[i, 0:1].to(dtype), finished.motion[:1]
                 )
+            if stream.capture_x0:
+                stream.captured_x0 = x0[i, 0:1].to(dtype)
             stream.calls += 1
             emitted.append((stream, finished, window[i, :chunk_frames]))
         return emitted
@@ -487,6 +503,8 @@ class StreamingAnimator:
             count = chunk.real
             if self.config.keep_warmup and chunk.start < 0:
                 count = latents.shape[0]
+            if stream.emit_from and chunk.start < stream.emit_from:  # a part's overlap: never shown
+                count = 0
             stream.frames_out += chunk.real
             selected.append(latents[:count])
             counts.append(count)

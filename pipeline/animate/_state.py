@@ -89,6 +89,12 @@ class StreamState:
     # the last call's keyframe candidate, decided at the start of the next call so the host
     # never waits for a denoising call: (distance to the bank, its x0 latent, its motion)
     pending_keyframe: PendingKeyframe | None = None
+    # a part of a split row (pipeline/animate/_parts.py); none of these is saved with the state
+    emit_from: int = 0  # frames before this one are denoised but not decoded (a part's overlap)
+    # keyframes fixed in advance: candidate call -> (motion, latent); None: decided live
+    forced_keyframes: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+    capture_x0: bool = False  # keep each call's clean latent of the window's oldest frame
+    captured_x0: torch.Tensor | None = None  # (1, 4, h, w) the last call's, when capture_x0
 
     @property
     def ended(self) -> bool:

@@ -146,114 +146,157 @@ def mux_audio(
     Raises:
         MediaError: an input is unreadable, the audio stream does not exist, or ffmpeg failed.
     """
-    if length_policy not in LENGTH_POLICIES:
-        raise ValueError(
-            f"Invalid length_policy ({length_policy!r}). Supported values are "
-            f"{', '.join(LENGTH_POLICIES)}."
-        )
+    # 1. The arguments, and the rendered video's duration and start.
+    settings = _AudioSettings(length_policy, audio_codec, audio_bitrate, offset_seconds)
     dest = Path(dest)
     muxer = muxer_for(dest)
     video = probe_video(video_path).video
     assert video is not None
     video_seconds = _video_seconds(video)
 
-    reason: str | None = None
-    stream: AudioStreamInfo | None = None
-    source_info: MediaInfo | None = None
-    if audio_source is None:
-        reason = "no audio source was given"
-    else:
-        source_info = probe(audio_source)
-        stream = _pick_audio_stream(source_info, audio_stream)
-        if stream is None:
-            reason = f"{source_info.source} has no audio stream"
+    # 2. The audio stream to add, or the reason there is none.
+    audio = _find_audio(audio_source, audio_stream)
 
+    # 3. Write the video with its aligned audio (or alone) to a temporary file; commit it whole.
     dest.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(dest)
     video_input = ffmpeg.input(str(video_path))
     try:
-        if stream is None or source_info is None:
-            logger.info("%s: writing the video without audio (%s)", dest, reason)
-            command = video_input.video.output(str(temp), c="copy", movflags="+faststart", f=muxer)
-            run_ffmpeg(command, binary=ffmpeg_binary, what=f"writing {dest}")
-        else:
-            assert audio_source is not None
-            command = _audio_command(
-                video_input,
-                temp,
-                audio_path=os.fspath(audio_source),
-                muxer=muxer,
-                source=source_info,
-                stream=stream,
-                video_seconds=video_seconds,
-                video_start_seconds=video.start_seconds,
-                length_policy=length_policy,
-                audio_codec=audio_codec,
-                audio_bitrate=audio_bitrate,
-                offset_seconds=offset_seconds,
-            )
+        if isinstance(audio, _Audio):
+            command = _audio_command(video_input, temp, muxer, audio, video, settings)
             run_ffmpeg(
                 command,
                 binary=ffmpeg_binary,
                 what=f"muxing audio into {dest}",
                 global_args=("-copyts",),  # timestamps as probed: the shift is all ours
             )
+        else:
+            logger.info("%s: writing the video without audio (%s)", dest, audio)
+            command = video_input.video.output(str(temp), c="copy", movflags="+faststart", f=muxer)
+            run_ffmpeg(command, binary=ffmpeg_binary, what=f"writing {dest}")
         commit(temp, dest)
     finally:
         discard(temp)
+
+    # 4. What was written.
     return MuxResult(
         dest=dest,
-        has_audio=stream is not None,
-        reason=reason,
+        has_audio=isinstance(audio, _Audio),
+        reason=None if isinstance(audio, _Audio) else audio,
         audio_offset_seconds=offset_seconds,
         duration_seconds=video_seconds,
     )
 
 
+@dataclass(frozen=True)
+class _AudioSettings:
+    """How `mux_audio` fits the audio to the video and encodes it (its arguments of the same
+    names)."""
+
+    length_policy: LengthPolicy
+    codec: str
+    bitrate: str
+    offset_seconds: float
+
+    def __post_init__(self) -> None:
+        if self.length_policy not in LENGTH_POLICIES:
+            raise ValueError(
+                f"Invalid length_policy ({self.length_policy!r}). Supported values are "
+                f"{', '.join(LENGTH_POLICIES)}."
+            )
+
+
+@dataclass(frozen=True)
+class _Audio:
+    """The audio stream `mux_audio` adds: the file it is read from, that file's facts, the
+    stream."""
+
+    path: str
+    source: MediaInfo
+    stream: AudioStreamInfo
+
+
+def _find_audio(
+    audio_source: str | os.PathLike[str] | None, audio_stream: Literal["auto"] | int
+) -> _Audio | str:
+    """The audio stream to add, or the reason the output has none."""
+    if audio_source is None:
+        return "no audio source was given"
+    source = probe(audio_source)
+    stream = _pick_audio_stream(source, audio_stream)
+    if stream is None:
+        return f"{source.source} has no audio stream"
+    return _Audio(os.fspath(audio_source), source, stream)
+
+
 def _audio_command(
     video_input: ffmpeg.nodes.FilterableStream,
     temp: Path,
-    *,
-    audio_path: str,
     muxer: str,
-    source: MediaInfo,
-    stream: AudioStreamInfo,
-    video_seconds: float,
-    video_start_seconds: float,
-    length_policy: LengthPolicy,
-    audio_codec: str,
-    audio_bitrate: str,
-    offset_seconds: float,
+    audio: _Audio,
+    video: VideoStreamInfo,
+    settings: _AudioSettings,
 ) -> ffmpeg.nodes.OutputStream:
     """The ffmpeg command: video copied; audio shifted, resampled, padded/trimmed, encoded.
 
     It runs with ``-copyts``, so the audio reaches the filters with the timestamps `probe`
     read (ffmpeg's default shift by an input's start time depends on its version and on which
     streams are used). The source's t=0 (its first video frame; for an audio file, its start)
-    is moved to `offset_seconds`; ``aresample=first_pts=0`` then pads the start with silence
-    (audio starting late) or cuts what lies before 0, and ``apad`` + ``atrim`` fix the length
-    to the sample. (Offsets are from the rendered video's first frame, which `VideoEncoder`
-    and `concat_segments` put at 0.)
+    is moved to `offset_seconds`. (Offsets are from the rendered video's first frame, which
+    `VideoEncoder` and `concat_segments` put at 0.)
     """
+    source = audio.source
     zero = source.video.start_seconds if source.video else source.start_seconds
-    shift = offset_seconds - zero
-    audio_end = _audio_end(stream)
-    if audio_end is not None:
-        audio_end += shift
-    extra: dict[str, object] = {}
-    if length_policy == "shortest" and audio_end is not None and audio_end < video_seconds:
-        if audio_end <= 0:
-            raise MediaError(
-                f"{source.source}: audio stream #{stream.index} ends at {audio_end:.3f} s, before "
-                f"the video starts; nothing is left with length_policy='shortest'"
-            )
-        seconds = audio_end
-        extra["t"] = f"{audio_end:.6f}"
-    else:
-        seconds = video_seconds
-    num_samples = round(seconds * AUDIO_SAMPLE_RATE)
-    audio = (
-        ffmpeg.input(audio_path)[str(stream.index)]
+    shift = settings.offset_seconds - zero
+    video_seconds = _video_seconds(video)
+    shortest = settings.length_policy == "shortest"
+    cut = _shortest_cut(audio, shift, video_seconds) if shortest else None
+    seconds = video_seconds if cut is None else cut
+    aligned = _aligned_audio(
+        audio,
+        shift=shift,
+        video_start_seconds=video.start_seconds,
+        num_samples=round(seconds * AUDIO_SAMPLE_RATE),
+    )
+    return ffmpeg.output(
+        video_input.video,
+        aligned,
+        str(temp),
+        vcodec="copy",
+        acodec=settings.codec,
+        audio_bitrate=settings.bitrate,
+        movflags="+faststart",
+        f=muxer,
+        **({} if cut is None else {"t": f"{cut:.6f}"}),
+    )
+
+
+def _shortest_cut(audio: _Audio, shift: float, video_seconds: float) -> float | None:
+    """Where length_policy="shortest" cuts the output: the shifted audio's end when it comes
+    before the video's (None: the output keeps the video's duration)."""
+    audio_end = _audio_end(audio.stream)
+    if audio_end is None:
+        return None
+    audio_end += shift
+    if audio_end >= video_seconds:
+        return None
+    if audio_end <= 0:
+        raise MediaError(
+            f"{audio.source.source}: audio stream #{audio.stream.index} ends at {audio_end:.3f} "
+            f"s, before the video starts; nothing is left with length_policy='shortest'"
+        )
+    return audio_end
+
+
+def _aligned_audio(
+    audio: _Audio, *, shift: float, video_start_seconds: float, num_samples: int
+) -> ffmpeg.nodes.FilterableStream:
+    """The audio stream moved by `shift` seconds, resampled to 48 kHz stereo and made exactly
+    `num_samples` long: ``aresample=first_pts`` pads the start with silence (audio starting
+    late) or cuts what lies before the video's start, and ``apad`` + ``atrim`` fix the length
+    to the sample."""
+    return (
+        ffmpeg.input(audio.path)[str(audio.stream.index)]
         .filter("asetpts", f"PTS+({shift + video_start_seconds:.6f})/TB")
         .filter(
             "aresample",
@@ -268,17 +311,6 @@ def _audio_command(
         )
         .filter("apad", whole_len=num_samples)
         .filter("atrim", end_sample=num_samples)
-    )
-    return ffmpeg.output(
-        video_input.video,
-        audio,
-        str(temp),
-        vcodec="copy",
-        acodec=audio_codec,
-        audio_bitrate=audio_bitrate,
-        movflags="+faststart",
-        f=muxer,
-        **extra,
     )
 
 

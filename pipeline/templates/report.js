@@ -1,6 +1,7 @@
 /* report.html's script: lays the rows (JSON in #report-data) out page by page from the #card
    template, with search, sort, a status filter and paging; keeps each row's driving clip in step
-   with its output; seeks the output from its contact sheet; draws each row's signals.
+   with its output; seeks the output from its contact sheet; lists a split row's parts; draws
+   each row's signals.
    Every text of a row goes in with textContent and every link with setAttribute, so nothing a
    manifest or an error says is ever parsed as HTML. */
 (function () {
@@ -22,7 +23,7 @@
 
   rows.forEach(function (row, index) {
     var extra = row.extra || {};
-    var words = [row.id, row.error || "", row.worker || ""];
+    var words = [row.id, row.error || "", row.worker || "", row.parts ? row.parts.caption : ""];
     Object.keys(extra).forEach(function (key) { words.push(key + " " + extra[key]); });
     row.index = index;
     row.haystack = words.join("\n").toLowerCase();
@@ -186,6 +187,8 @@
       part("stats").appendChild(cell);
     });
     part("meta").textContent = row.meta;
+    if (row.parts) parts(part, row.parts);
+    else drop("parts");
 
     var rendered = row.rendered;
     if (rendered && (rendered.run || rendered.at)) {
@@ -203,6 +206,19 @@
     if (row.signals && (row.signals.identity || row.signals.motion)) signals(part, row.signals);
     else drop("signals");
     return node;
+  }
+
+  // ---------------------------------------------------------------- a split row's parts
+  function parts(part, split) {
+    part("parts-caption").textContent = split.caption;
+    split.items.forEach(function (item) {
+      var line = element("tr", "st-" + item.status);
+      [[item.part], [item.frames], [item.worker || "–"], [number(item.seconds, 1) + " s", "num"],
+       [number(item.fps, 1) + " fps", "num"], [item.label, "status"]].forEach(function (cell) {
+        line.appendChild(element("td", cell[1], cell[0]));
+      });
+      part("parts-body").appendChild(line);
+    });
   }
 
   // ---------------------------------------------------------------- contact sheet: seek on click

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._actor import RenderWorker, build_animator
 from ._slots import StreamSlots, max_streams, streams_for
-from ._task import RowError, RowOutcome, RowTask, RowTimeline
+from ._task import RowError, RowOutcome, RowPart, RowTask, RowTimeline
 
 _LAZY = {"RowRenderer": "._row"}
 
@@ -23,6 +23,7 @@ __all__ = [
     "RenderWorker",
     "RowError",
     "RowOutcome",
+    "RowPart",
     "RowRenderer",
     "RowTask",
     "RowTimeline",

@@ -27,7 +27,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ..animate import StepBatcher, StreamingAnimator, StreamState, deserialize_state
+from ..animate import Observation, StepBatcher, StreamingAnimator, StreamState, deserialize_state
+from ..animate._parts import PartStarter
 from ..conditioning_cache import ConditioningReader, ConditioningWriter
 from ..config import FramingConfig, VideoConfig, parse_canvas
 from ..framing import (
@@ -178,7 +179,8 @@ class RowRenderer:
         # 1. Accepted: the driver learns the row started here; a scratch folder of its own.
         attempt = _Attempt(task, self.worker_name)
         self.events(RowAccepted(task.row_id, worker=self.worker_name, attempt=task.attempt))
-        scratch = Path(tempfile.mkdtemp(prefix=f"{task.row_id[:40]}-", dir=self.scratch_dir))
+        label = "".join(c if c.isalnum() or c in "-_." else "_" for c in task.row_id[:40])
+        scratch = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=self.scratch_dir))
         try:
             # 2. The three phases (or an earlier attempt's commit), then the verdict.
             return attempt.outcome(**self._render_phases(attempt, scratch))
@@ -194,7 +196,8 @@ class RowRenderer:
         ledger = Ledger(self.storage, task.job_uri)
         record = ledger.row(task.row_key)
         if record.commit is not None:
-            return self._committed_earlier(task, ledger, record.commit, scratch)
+            earlier = self._committed_earlier(task, ledger, record.commit, scratch)
+            return earlier if task.part is None else self._joined(task, ledger, scratch, earlier)
         with ExitStack() as stack:
             # 2. Prepare (no slot): probe, portrait, stream, driving chunks, threads.
             row = attempt.row = self._prepare(task, ledger, record, scratch, timeline, stack)
@@ -206,13 +209,15 @@ class RowRenderer:
                 timeline.first_frame_at = row.sink.first_frame_at
                 timeline.first_commit_at = row.sink.first_commit_at
                 self._framing_costs(row)
-            # 4. Finish (no slot): segments joined, audio muxed, the row committed.
+            # 4. Finish (no slot): segments joined, audio muxed, the row committed (a part:
+            #    committed, and the row's parts joined if it was the last to commit).
             frames, has_audio, output = self._finish(row)
             signals = row.signals.finish() if row.signals is not None else None
-        return {
+        verdict = {
             "status": "done", "frames": frames, "output": output, "has_audio": has_audio,
             "conditioning": "cached" if row.cached else "computed", "signals": signals,
         }  # fmt: skip
+        return verdict if task.part is None else self._joined(task, ledger, scratch, verdict)
 
     def _failure(self, task: RowTask, err: Exception) -> dict[str, Any]:
         """A failed row's error (and whether a retry may help), from what went wrong; call it
@@ -245,33 +250,47 @@ class RowRenderer:
     ) -> _PreparedRow:
         """Everything the row needs before its first denoising call."""
         size, video = self.animator.resolution, self.video
-        # 1. The driving video: opened, and probed for its length and frame rate.
+        # 1. The driving video: opened; its length and frame rate as validation probed them
+        #    (probed here only for a task made without validation).
         driving = stack.enter_context(self._open(task.driving_video))
-        probe_reader = VideoReader(driving, size=size, fit=video.fit, max_frames=task.max_frames)
-        total, rate = len(probe_reader), probe_reader.frame_rate
-        if total == 0:
+        frames, rate = task.frames, task.frame_rate
+        if frames is None or rate is None:
+            probe_reader = VideoReader(
+                driving, size=size, fit=video.fit, max_frames=task.max_frames
+            )
+            frames, rate = len(probe_reader), probe_reader.frame_rate
+        if frames == 0:
             raise RowError(
                 f"{task.driving_video}: no frames to render (max_frames={task.max_frames})"
             )
-        # 2. The portrait: framed, fused into a fresh stream (or the saved one restored).
+        part = task.part
+        total = frames if part is None else part.end - part.start  # the frames this task outputs
+        # 2. The portrait: framed, fused into a fresh stream (or the saved one restored; a
+        #    part's stream as the whole row's would be at the part's start).
         photo = self._load_photo(task.portrait)
         portrait, framing, compose = self._frame_portrait(task, photo)
-        stream = self._start_stream(task, portrait, ledger, record)
-        # 3. The driving chunks from the stream's next frame on (cached pose/motion or frames).
-        driving_chunks = self._driving_chunks(task, driving, stream, total, scratch, stack)
+        stream = self._start_stream(task, portrait, ledger, record, frames, stack)
+        # 3. The driving chunks from the stream's next frame on (cached pose/motion or frames);
+        #    a part reads 12 frames past its end, so its last frames see the frames after them.
+        stop = frames if part is None else min(frames, part.end + _LOOKAHEAD)
+        driving_chunks = self._driving_chunks(
+            task, driving, stream.frames_in, stop, frames, scratch, stack,
+            write_cache=part is None and not stream.ended,
+        )  # fmt: skip
         # 4. The row's threads: decode ahead, identity/motion samples.
         source = None
         if not stream.ended:
             source = ReadAhead(driving_chunks.chunks, name=f"decode-{task.row_id[:20]}")
             stack.callback(source.close)
-        signals = self._signal_recorder(task, stream, total, rate)
+        signals = self._signal_recorder(task, stream, total, rate) if part is None else None
         if signals is not None:
             stack.callback(signals.close)
         # 5. The segment sink, last: nothing after it may raise, or its thread would wait
         #    forever for frames.
         sink = SegmentSink(
             ledger, task, scratch, video, rate, size,
-            first_index=len(record.segments), first_frame=stream.frames_out,
+            first_index=len(record.segments),
+            first_frame=max(0, stream.frames_out - (part.start if part else 0)),
             worker=self.worker_name, compose=compose,
         )  # fmt: skip
         timeline.prepared_at = time.time()
@@ -285,31 +304,63 @@ class RowRenderer:
         self,
         task: RowTask,
         driving: Any,
-        stream: StreamState,
+        start: int,
+        stop: int,
         total: int,
         scratch: Path,
         stack: ExitStack,
+        *,
+        write_cache: bool = False,
     ) -> _DrivingChunks:
-        """The row's driving chunks from the stream's next frame on: the clip's cached pose and
-        motion when the cache holds them all; else frames, cut around the tracked face or whole,
-        with a writer that fills the cache when this row reads the clip from its start."""
+        """The row's driving chunks of frames ``[start, stop)`` (``total``: the row's frames):
+        the clip's cached pose and motion when the cache holds them all; else frames, cut
+        around the tracked face or whole, with a writer that fills the cache when this row reads
+        the clip from its start (``write_cache``)."""
         cached = self._cached_conditioning(task, total, stack)
         if cached is not None:
-            return _DrivingChunks(cached.chunks(stream.frames_in, total), cached=True)
+            return _DrivingChunks(cached.chunks(start, stop), cached=True)
         framer = None
         if task.framing.driving == "face":
-            framer = self._driving_framer(task, driving, stream.frames_in, stack)
+            framer = self._driving_framer(task, driving, start, stack, stop=stop)
             chunks: Any = framer.chunks(4)
         else:  # the whole frame, as the reference's online path takes it
             reader = VideoReader(
                 driving, size=self.animator.resolution, fit=self.video.fit,
-                max_frames=task.max_frames, start_frame=stream.frames_in,
+                max_frames=stop, start_frame=start,
             )  # fmt: skip
             chunks = (chunk.frames for chunk in reader.chunks(4))
         writer = None
-        if task.conditioning_uri and stream.frames_in == 0 and not stream.ended:
+        if task.conditioning_uri and start == 0 and write_cache:
             writer = ConditioningWriter(scratch / "conditioning.bin", {"video": task.driving_video})
         return _DrivingChunks(chunks, cached=False, writer=writer, framer=framer)
+
+    def _observations(
+        self, task: RowTask, total: int, scratch: Path, stack: ExitStack
+    ) -> Callable[[int], Any]:
+        """The row's driving observations (pose and motion) from any frame on, in 4-frame
+        chunks: what a part's start reads before its window (`PartStarter`), on the GPU
+        preparation thread."""
+
+        def source(start: int, firsts: bool):
+            driving = stack.enter_context(self._open(task.driving_video))
+            items = self._driving_chunks(task, driving, start, total, total, scratch, stack).chunks
+            batch: list[Any] = []
+            for item in items:
+                if isinstance(item, Observation):
+                    yield (
+                        Observation(item.pose.index(slice(0, 1)), item.motion[:1])
+                        if firsts
+                        else item
+                    )
+                    continue
+                batch.append(item[:1] if firsts else item)
+                if len(batch) == 32:  # many chunks per call of the small networks
+                    yield from self.animator.observe(batch)
+                    batch = []
+            if batch:
+                yield from self.animator.observe(batch)
+
+        return source
 
     def _signal_recorder(
         self, task: RowTask, stream: StreamState, total: int, rate: Any
@@ -373,7 +424,7 @@ class RowRenderer:
         return faces[framing.face_index]
 
     def _driving_framer(
-        self, task: RowTask, driving: Any, start: int, stack: ExitStack
+        self, task: RowTask, driving: Any, start: int, stack: ExitStack, *, stop: int | None = None
     ) -> DrivingFramer:
         """The row's driving frames from ``start`` on, cut around the tracked face. The track
         reads the video a second time, a little ahead, from enough samples before ``start``
@@ -391,7 +442,9 @@ class RowRenderer:
             every=every, sigma=framing.smoothing, face_index=framing.face_index,
             first_sample=first_sample,
         )  # fmt: skip
-        reader = VideoReader(driving, max_frames=task.max_frames, start_frame=start)
+        reader = VideoReader(
+            driving, max_frames=task.max_frames if stop is None else stop, start_frame=start
+        )
 
         def whole_frame(frame: np.ndarray) -> np.ndarray:
             square = square_picture(frame, fit)
@@ -421,19 +474,34 @@ class RowRenderer:
         return reader
 
     def _start_stream(
-        self, task: RowTask, portrait: np.ndarray, ledger: Ledger, record: RowLedger
+        self,
+        task: RowTask,
+        portrait: np.ndarray,
+        ledger: Ledger,
+        record: RowLedger,
+        frames: int,
+        stack: ExitStack,
     ) -> StreamState:
-        """A fresh stream, or the one saved with the last committed segment."""
+        """A fresh stream (a part's: as the whole row's stream would be at the part's start), or
+        the one saved with the last committed segment."""
+        part = task.part
+        offset = part.start if part is not None else 0
         if not record.segments:
-            return self._on_gpu_prep(
+            stream = self._on_gpu_prep(
                 self.animator.fuse_reference, portrait, seed=task.seed, stream_id=task.row_id
             )
+            if part is None:
+                return stream
+            starter = PartStarter(self.animator, part.overlap)
+            source = self._observations(task, frames, Path(tempfile.gettempdir()), stack)
+            return self._on_gpu_prep(starter.start, stream, source, part.start)
         saved = deserialize_state(ledger.read_state(record.segments[-1]))
         stream = self._on_gpu_prep(self.animator.restore, portrait, saved)
-        if stream.frames_out != record.frames_committed:
+        stream.emit_from = offset
+        if stream.frames_out != record.frames_committed + offset:
             raise RowError(
                 f"row {task.row_id}: saved state is at frame {stream.frames_out} but its segment ends at "
-                f"{record.frames_committed}; delete {ledger.row_uri(task.row_key)} to start the row over"
+                f"{record.frames_committed + offset}; delete {ledger.row_uri(task.row_key)} to start the row over"
             )
         logger.info(
             "row %s: resuming at frame %d from segment %d",
@@ -462,6 +530,7 @@ class RowRenderer:
             self.batcher.register(stream)
             try:
                 last_report = time.monotonic()
+                part = task.part
                 for item in row.source or ():
                     frames = self.batcher.advance(stream, item)
                     sink.put(frames, stream)
@@ -472,6 +541,8 @@ class RowRenderer:
                     if time.monotonic() - last_report >= self.progress_interval_s:
                         self._report_progress(row)
                         last_report = time.monotonic()
+                    if part is not None and not part.last and stream.frames_out >= part.end:
+                        return  # a part before the last: its frames are out (no flush)
                 while not stream.done:  # the input ended: flush the window
                     frames = self.batcher.advance(stream, None)
                     sink.put(frames, stream)
@@ -492,7 +563,8 @@ class RowRenderer:
 
     def _report_progress(self, row: _PreparedRow) -> None:
         elapsed = time.monotonic() - row.streaming
-        self.events(RowProgress(row.task.row_id, row.stream.frames_out, row.total, elapsed))
+        done = row.stream.frames_out - (row.task.part.start if row.task.part else 0)
+        self.events(RowProgress(row.task.row_id, max(0, done), row.total, elapsed))
 
     # ------------------------------------------------------------------ 3. finish
 
@@ -508,6 +580,8 @@ class RowRenderer:
             shutil.copyfile(segments[0], silent)
         else:
             concat_segments(segments, silent)
+        if task.part is not None:  # silent: the audio is muxed over the joined parts
+            return self._commit_part(row, silent)
         final, has_audio = self._mux(task, silent, scratch)
         meta = {
             **task.meta,
@@ -525,6 +599,83 @@ class RowRenderer:
         }
         _, marker = ledger.commit_row(task.row_key, str(final), meta)
         return stream.frames_out, has_audio, marker["video"]
+
+    def _commit_part(self, row: _PreparedRow, video: Path) -> tuple[int, bool, str]:
+        """Commit a part's video under its own key (no public copy: the joined row is the
+        output)."""
+        task, part = row.task, row.task.part
+        assert part is not None
+        frames = row.stream.frames_out - part.start
+        if frames != part.end - part.start:
+            raise RowError(
+                f"{task.driving_video}: {part.label} of row {task.row_id} rendered {frames} frames "
+                f"where {part.end - part.start} were expected (the video has fewer frames than "
+                "its probe said); set cluster.split_frames=0 to render this row unsplit"
+            )
+        meta = {
+            "row_id": task.row_id, "part": part.index, "parts": part.count,
+            "start": part.start, "end": part.end, "overlap": part.overlap, "frames": frames,
+            "worker": self.worker_name, "attempt": task.attempt,
+            "resumed_from_frame": part.start + row.record.frames_committed,
+            "render_started_at": row.timeline.streaming_at,
+            "render_seconds": round(time.time() - (row.timeline.streaming_at or time.time()), 3),
+        }  # fmt: skip
+        _, marker = row.ledger.commit_row(task.row_key, str(video), meta, public=False)
+        return frames, False, marker["video"]
+
+    def _joined(
+        self, task: RowTask, ledger: Ledger, scratch: Path, verdict: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A committed part's verdict; when every part of its row is committed, the parts are
+        joined into the row's video first (whichever part commits last does it; should two
+        finish at once, the row's conditional commit keeps one)."""
+        part = task.part
+        assert part is not None
+        try:
+            commit = self._join_parts(task, ledger, scratch)
+        except Exception:
+            commit = ledger.row(part.row_key).commit  # another part's worker joined them first
+            if commit is None:
+                raise
+        if commit is None:  # other parts are still rendering
+            return {**verdict, "output": None}
+        return {
+            **verdict, "output": commit["video"], "has_audio": bool(commit.get("has_audio")),
+            "joined": True,
+        }  # fmt: skip
+
+    def _join_parts(self, task: RowTask, ledger: Ledger, scratch: Path) -> dict[str, Any] | None:
+        """Join the committed parts (stream copy, no re-encode), mux the row's audio over the
+        whole and commit the row; None while a part is not committed yet."""
+        part = task.part
+        assert part is not None
+        parent = ledger.row(part.row_key)
+        if parent.commit is not None:
+            return parent.commit
+        commits = [ledger.row(key).commit for key in part.keys]
+        if any(commit is None for commit in commits):
+            return None
+        paths = []
+        for index, commit in enumerate(commits):
+            local = self.storage.local_path(commit["video"])
+            if local is None:
+                local = str(scratch / f"part-{index:03d}.mp4")
+                self.storage.download(commit["video"], local)
+            paths.append(local)
+        silent = scratch / "joined.mp4"
+        concat_segments(paths, silent)
+        final, has_audio = self._mux(task, silent, scratch)
+        started = [c["render_started_at"] for c in commits if c.get("render_started_at")]
+        meta = {
+            **task.meta, "row_id": task.row_id, "frames": part.frames, "has_audio": has_audio,
+            "worker": self.worker_name, "attempt": task.attempt, "resumed_from_frame": 0,
+            "parts": [_part_entry(commit) for commit in commits],
+            "render_started_at": min(started) if started else None,
+            "render_seconds": round(time.time() - min(started), 3) if started else None,
+        }  # fmt: skip
+        _, marker = ledger.commit_row(part.row_key, str(final), meta)
+        logger.info("row %s: %d parts joined and committed", task.row_id, part.count)
+        return marker
 
     def _segment_files(self, row: _PreparedRow) -> list[str]:
         """Local paths of every segment: earlier attempts' (downloaded if remote), then this one's."""
@@ -602,3 +753,13 @@ class RowRenderer:
     def _load_photo(self, uri: str) -> np.ndarray:
         with self._open(uri) as source:
             return load_image(source)
+
+
+_LOOKAHEAD = 12  # driving frames a part reads past its end (the window's pending chunks)
+
+
+def _part_entry(commit: dict[str, Any]) -> dict[str, Any]:
+    """What the row's commit keeps of one part (who rendered which frames, how fast)."""
+    keys = ("part", "start", "end", "overlap", "frames", "worker", "attempt")
+    keys += ("resumed_from_frame", "render_started_at")
+    return {key: commit.get(key) for key in keys} | {"seconds": commit.get("render_seconds")}

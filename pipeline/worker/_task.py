@@ -3,9 +3,42 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from ..config import FramingConfig
+
+
+@dataclass(frozen=True)
+class RowPart:
+    """One part of a row split over workers (`pipeline/split_rows.py`): output frames
+    ``[start, end)`` of the row, rendered from ``overlap`` driving frames earlier.
+
+    Attributes:
+        index / count: which part, of how many (0-based).
+        start / end: the row's output frames this part renders.
+        overlap: driving frames denoised before ``start`` and discarded (docs/cluster.md).
+        frames: the row's frame count (the last part ends there).
+        row_key: the whole row's key: the part that commits last joins the parts under it.
+        keys: every part's key, in order.
+    """
+
+    index: int
+    count: int
+    start: int
+    end: int
+    overlap: int
+    frames: int
+    row_key: str
+    keys: tuple[str, ...]
+
+    @property
+    def last(self) -> bool:
+        return self.end >= self.frames
+
+    @property
+    def label(self) -> str:
+        return f"part {self.index + 1}/{self.count}"
 
 
 @dataclass(frozen=True)
@@ -41,6 +74,10 @@ class RowTask:
     framing: FramingConfig = field(default_factory=FramingConfig)
     portrait_face: tuple[float, float, float, float] | None = None
     signals_every_seconds: float = 1.0  # job.signals_every_seconds (0: no signals)
+    part: RowPart | None = None  # one part of a split row (its row_key is the part's own)
+    # what validation probed (frames after max_frames, exact rate): the worker does not probe again
+    frames: int | None = None
+    frame_rate: Fraction | None = None
 
 
 @dataclass
@@ -95,6 +132,8 @@ class RowOutcome:
     framing: dict[str, Any] | None = None  # where the face was, what was cut (see RowRenderer)
     signals: dict[str, Any] | None = None  # identity/motion over time (docs/signals.md)
     conditioning: str | None = None  # "cached" | "computed": the driving pose/motion's source
+    joined: bool = False  # a part whose worker joined every part into the row's video
+    parts: list[dict[str, Any]] | None = None  # a split row's parts (the driver fills it)
 
     @property
     def fps(self) -> float:

@@ -1,0 +1,235 @@
+"""Long rows over many workers: a row cut into parts that render at once, seen as one row.
+
+A row longer than ``cluster.split_frames`` becomes parts of equal length (whole 4-frame chunks),
+each a :class:`~pipeline.worker.RowTask` with a :class:`~pipeline.worker.RowPart`: its own key
+under the row's (``<row key>/part-02of03``), so it commits and resumes on its own; the worker
+that commits the last part joins them (stream copy) and muxes the audio over the whole
+(`pipeline/worker/_row.py`). How a part starts as the whole row's stream would be there:
+`pipeline/animate/_parts.py`.
+
+:class:`SplitRows` is the driver's view: work goes out longest first (a long row's parts before
+short rows, so the job's makespan is not one long row rendered last), the parts' progress is
+summed into their row's, and the row gets one verdict when all its parts have one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .config import ClusterConfig
+from .progress import RowAccepted, RowProgress, RowRetrying, RowStarted
+from .worker import RowOutcome, RowPart, RowTask, RowTimeline
+
+LOOKAHEAD = 12  # frames a part reads past its end; a part before the last needs them
+CHUNK = 4
+
+
+def part_spans(frames: int, split_frames: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of each part of a row of ``frames`` frames: as few parts as keep each
+    within ``split_frames``, of equal length in whole chunks (the last takes the rest); one
+    span when the row is short enough or ``split_frames`` is 0."""
+    if not split_frames or frames <= split_frames:
+        return [(0, frames)]
+    count = -(-frames // split_frames)
+    length = -(-frames // count // CHUNK) * CHUNK
+    starts = list(range(0, frames, length))
+    if frames - starts[-1] < LOOKAHEAD + CHUNK:  # the last part must outlast the look-ahead
+        starts.pop()
+    return [(start, min(frames, nxt)) for start, nxt in zip(starts, starts[1:] + [frames])]
+
+
+def split_task(task: RowTask, frames: int, cfg: ClusterConfig) -> list[RowTask]:
+    """The row's tasks: itself, or its parts."""
+    spans = part_spans(frames, cfg.split_frames)
+    if len(spans) == 1:
+        return [task]
+    count = len(spans)
+    keys = tuple(f"{task.row_key}/part-{i + 1:02d}of{count:02d}" for i in range(count))
+    return [
+        replace(
+            task,
+            row_key=keys[i],
+            part=RowPart(
+                index=i,
+                count=count,
+                start=start,
+                end=end,
+                overlap=cfg.split_overlap,
+                frames=frames,
+                row_key=task.row_key,
+                keys=keys,
+            ),
+        )  # fmt: skip
+        for i, (start, end) in enumerate(spans)
+    ]
+
+
+def part_id(row_id: str, part: RowPart) -> str:
+    """The id a part goes by in the pool (its crashes and retries are its own)."""
+    return f"{row_id} [{part.label}]"
+
+
+@dataclass
+class _SplitRow:
+    """The driver's record of one split row while its parts render."""
+
+    row_id: str
+    frames: int
+    parts: dict[str, RowTask]  # part id -> task
+    done_frames: dict[str, int] = field(default_factory=dict)  # part id -> frames out
+    outcomes: dict[str, tuple[RowOutcome, int]] = field(default_factory=dict)
+    started: float | None = None  # monotonic: its first part took a stream slot
+    accepted: bool = False  # a worker took one of its parts
+
+
+class SplitRows:
+    """Cut long rows into parts and give the job back one row per manifest row.
+
+    Args:
+        cfg: the cluster settings (``split_frames``, ``split_overlap``).
+        frames: each row's frame count (from validation's probe), by row id.
+    """
+
+    def __init__(self, cfg: ClusterConfig, frames: dict[str, int]) -> None:
+        self.cfg = cfg
+        self.frames = frames
+        self.rows: dict[str, _SplitRow] = {}
+        self._row_of: dict[str, str] = {}  # part id -> row id
+
+    def tasks(self, tasks: Iterable[RowTask]) -> list[RowTask]:
+        """Every row's tasks (parts under their own ids), longest first unless
+        ``cluster.order=manifest``."""
+        out = []
+        for task in tasks:
+            frames = self.frames.get(task.row_id, 0)
+            pieces = split_task(task, frames, self.cfg)
+            if len(pieces) == 1:
+                out.append(task)
+                continue
+            parts = {}
+            for piece in pieces:
+                pid = part_id(task.row_id, piece.part)
+                parts[pid] = replace(piece, row_id=pid)
+                self._row_of[pid] = task.row_id
+            self.rows[task.row_id] = _SplitRow(task.row_id, frames, parts)
+            out.extend(parts.values())
+        if self.cfg.order == "manifest":
+            return out
+        return sorted(out, key=self._length, reverse=True)  # stable: ties keep manifest order
+
+    def _length(self, task: RowTask) -> int:
+        if task.part is not None:
+            return task.part.end - task.part.start
+        return self.frames.get(task.row_id, 0)
+
+    def row_of(self, task_id: str) -> str:
+        """The manifest row a task id belongs to."""
+        return self._row_of.get(task_id, task_id)
+
+    # ------------------------------------------------------------------ progress
+
+    def event(self, event: Any) -> Any | None:
+        """A worker's event as the row's (None: nothing to show for it)."""
+        row_id = self._row_of.get(getattr(event, "row_id", ""))
+        if row_id is None:
+            return event
+        row = self.rows[row_id]
+        if isinstance(event, RowAccepted):
+            if row.accepted:
+                return None
+            row.accepted = True
+            return replace(event, row_id=row_id)
+        if isinstance(event, RowStarted):
+            row.done_frames.setdefault(event.row_id, 0)
+            if row.started is not None:
+                return None
+            row.started = time.monotonic()
+            return replace(event, row_id=row_id, total_frames=row.frames)
+        if isinstance(event, RowProgress):
+            row.done_frames[event.row_id] = event.frames_done
+            elapsed = time.monotonic() - (row.started or time.monotonic())
+            return RowProgress(row_id, sum(row.done_frames.values()), row.frames, elapsed)
+        if isinstance(event, RowRetrying):
+            part = row.parts[event.row_id].part
+            return replace(event, row_id=row_id, error=f"{part.label}: {event.error}")
+        return event
+
+    # ------------------------------------------------------------------ verdicts
+
+    def outcome(self, outcome: RowOutcome, attempts: int) -> tuple[RowOutcome, int] | None:
+        """The row's verdict once every part has one (None until then); other rows' pass."""
+        row_id = self._row_of.get(outcome.row_id)
+        if row_id is None:
+            return outcome, attempts
+        row = self.rows[row_id]
+        row.outcomes[outcome.row_id] = (outcome, attempts)
+        if len(row.outcomes) < len(row.parts):
+            return None
+        return _combined(row), max(a for _, a in row.outcomes.values())
+
+
+def _combined(row: _SplitRow) -> RowOutcome:
+    """One verdict from the parts': done when all are done and one joined them; else the first
+    part's failure (or interruption) under the row's id."""
+    ordered = [(row.parts[pid].part, *row.outcomes[pid]) for pid in row.parts]
+    outcomes = [outcome for _, outcome, _ in ordered]
+    joined = next((o for o in outcomes if o.joined and o.output), None)
+    parts = [_part_summary(part, outcome) for part, outcome, _ in ordered]
+    timelines = [o.timeline for o in outcomes if o.timeline is not None]
+    common = {
+        "worker": ", ".join(dict.fromkeys(o.worker for o in outcomes if o.worker)),
+        "started_at": min((o.started_at for o in outcomes if o.started_at), default=0.0),
+        "timeline": _span(timelines),
+        "parts": parts,
+        "framing": outcomes[0].framing,
+        "conditioning": outcomes[0].conditioning,
+    }
+    seconds = max(o.started_at + o.seconds for o in outcomes) - common["started_at"]
+    if all(o.status == "done" for o in outcomes) and joined is not None:
+        return RowOutcome(
+            row.row_id, "done", frames=row.frames, seconds=max(0.0, seconds),
+            output=joined.output, has_audio=joined.has_audio, **common,
+        )  # fmt: skip
+    for status in ("quarantined", "failed", "interrupted"):
+        for part, outcome, _ in ordered:
+            if outcome.status == status:
+                return RowOutcome(
+                    row.row_id, status, frames=0, seconds=max(0.0, seconds),
+                    error=f"{part.label}: {outcome.error}", detail=outcome.detail,
+                    retryable=outcome.retryable, **common,
+                )  # fmt: skip
+    error = "every part was committed but none joined them; rerun the same job to join them"
+    return RowOutcome(row.row_id, "failed", error=error, **common)
+
+
+def _part_summary(part: RowPart, outcome: RowOutcome) -> dict[str, Any]:
+    return {
+        "part": part.index, "start": part.start, "end": part.end, "overlap": part.overlap,
+        "status": outcome.status, "frames": outcome.frames, "worker": outcome.worker,
+        "seconds": round(outcome.seconds, 2), "fps": round(outcome.fps, 2),
+        "timeline": outcome.timeline.as_dict() if outcome.timeline else None,
+    }  # fmt: skip
+
+
+def _span(timelines: list[RowTimeline]) -> RowTimeline | None:
+    """The row's timeline over its parts: the first of each start, the last of each end."""
+    if not timelines:
+        return None
+
+    def first(name: str) -> float | None:
+        values = [getattr(t, name) for t in timelines if getattr(t, name) is not None]
+        return min(values) if values else None
+
+    def last(name: str) -> float | None:
+        values = [getattr(t, name) for t in timelines if getattr(t, name) is not None]
+        return max(values) if values else None
+
+    return RowTimeline(
+        accepted_at=first("accepted_at"), prepared_at=first("prepared_at"),
+        streaming_at=first("streaming_at"), first_frame_at=first("first_frame_at"),
+        first_commit_at=first("first_commit_at"), released_at=last("released_at"),
+        finished_at=last("finished_at"), slot=timelines[0].slot,
+    )  # fmt: skip

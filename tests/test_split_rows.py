@@ -1,0 +1,245 @@
+"""Long rows split over workers: parts that start as the whole row's stream would be there.
+
+* the noise replay equals the whole stream's draws; a part's frames approach the uninterrupted
+  frames as its overlap grows (within 1/255 at the default overlap) and part 0 is them exactly;
+  keyframes decided before a part are the whole stream's;
+* the driver's split: part spans, longest first, progress summed, one verdict per row;
+* a real job (embedded Ray, tiny model, real video with audio): a row split in three renders every
+  frame once, joined, audio in sync, frames within the bound of the unsplit render, the parts'
+  files tidied by the row's commit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_RESOLUTION
+from job_helpers import run_in_process, tiny_render_overrides, write_manifest
+from media_factory import pattern_video
+
+from pipeline.animate import StreamingAnimator
+from pipeline.animate._parts import PartStarter, skip_noise
+from pipeline.config import AnimatorConfig, ClusterConfig
+from pipeline.media import VideoReader, probe
+from pipeline.progress import RowProgress, RowStarted
+from pipeline.split_rows import SplitRows, part_spans, split_task
+from pipeline.worker import RowOutcome, RowTask
+from scripts.bench_seams import _clip, differences, render
+
+REPO = Path(__file__).resolve().parents[1]
+PORTRAIT = REPO / "manifests/media/portrait_a.png"
+
+
+# ------------------------------------------------------------------------------------------
+# The animator's part start
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return _clip(96, TINY_RESOLUTION)
+
+
+def test_noise_replayed_in_blocks_equals_the_chunk_draws(tiny_models) -> None:
+    animator = StreamingAnimator(tiny_models, resolution=TINY_RESOLUTION)
+    picture = np.zeros((64, 64, 3), np.uint8)
+    drawn = animator.fuse_reference(picture, seed=5)
+    replayed = animator.fuse_reference(picture, seed=5)
+    for _ in range(300):
+        animator._noise(drawn.generator, 4)
+    skip_noise(animator, replayed, 300)  # two blocks of draws
+    assert torch.equal(animator._noise(drawn.generator, 4), animator._noise(replayed.generator, 4))
+
+
+def test_a_part_converges_to_the_uninterrupted_frames_as_its_overlap_grows(tiny_models, clip):
+    frames, picture = clip
+    animator = StreamingAnimator(tiny_models, resolution=TINY_RESOLUTION)
+    whole = render(animator, picture, frames, seed=3)
+    assert len(whole) == 96
+    first = render(animator, picture, frames, seed=3, end=48)  # part 0: the whole stream itself
+    assert np.array_equal(first, whole[:48])
+    cold = differences(render(animator, picture, frames, seed=3, start=48, overlap=0), whole[48:])
+    warm = differences(render(animator, picture, frames, seed=3, start=48, overlap=16), whole[48:])
+    assert cold["seam_max"] > warm["seam_max"]
+    assert warm["max"] <= 1, warm  # within 1/255 of the uninterrupted frames
+    assert cold["tail_max"] <= 1  # the window forgets its start either way
+
+
+def test_keyframes_before_a_part_are_the_whole_streams(tiny_models, clip) -> None:
+    frames, picture = clip
+    config = AnimatorConfig(keyframe_threshold=0.0)  # every candidate joins: calls 9, 10, 11
+    animator = StreamingAnimator(tiny_models, config, resolution=TINY_RESOLUTION)
+    whole = animator.fuse_reference(picture, seed=3)
+    calls = []
+    for index in range(0, 80, 4):
+        before, call = whole.num_keyframes, whole.calls
+        animator.advance([whole], [frames[index : index + 4]])
+        if whole.num_keyframes > before:  # the previous call's candidate joined at this call
+            calls.append(call - 1)
+    from scripts.bench_seams import observations_of
+
+    base = animator.fuse_reference(picture, seed=3)
+    starter = PartStarter(animator, overlap=16)
+    source = observations_of(animator, frames)
+    _, planned = starter.plan_keyframes(base, source, before_call=whole.calls - 1)
+    assert len(planned) == whole.num_keyframes == 3
+    assert [k.call for k in planned] == calls
+    # calls 9 and 10: their windows reach back to the stream's start, so they are rendered from
+    # it (exactly); call 11's from the 16 frames before it: close, not equal
+    latents = [k.latent[0] for k in planned]
+    assert torch.equal(latents[0], whole.keyframe_latents[0])
+    assert torch.equal(latents[1], whole.keyframe_latents[1])
+    error = (latents[2] - whole.keyframe_latents[2]).abs().max() / whole.keyframe_latents[
+        2
+    ].abs().max()
+    assert 0 < error < 0.01
+
+
+# ------------------------------------------------------------------------------------------
+# The driver's split
+# ------------------------------------------------------------------------------------------
+
+
+def _task(row_id: str, key: str = "k") -> RowTask:
+    return RowTask(row_id, "p.png", "d.mp4", None, "/job", key, None, 0)
+
+
+def test_part_spans_are_equal_whole_chunks_and_cover_the_row() -> None:
+    assert part_spans(100, 0) == [(0, 100)]
+    assert part_spans(100, 100) == [(0, 100)]
+    assert part_spans(3000, 1500) == [(0, 1500), (1500, 3000)]
+    assert part_spans(3001, 1000) == [(0, 752), (752, 1504), (1504, 2256), (2256, 3001)]
+    spans = part_spans(1010, 250)
+    assert spans[0][0] == 0 and spans[-1][1] == 1010
+    assert all(a[1] == b[0] and a[1] % 4 == 0 for a, b in zip(spans, spans[1:]))
+    assert all(end - start >= 16 for start, end in spans)
+
+
+def test_parts_go_out_longest_first_and_report_as_their_row() -> None:
+    cfg = ClusterConfig(split_frames=100, split_overlap=16)
+    split = SplitRows(cfg, {"long": 300, "short": 40, "mid": 90})
+    tasks = split.tasks([_task("short"), _task("long", "L"), _task("mid")])
+    assert [t.row_id for t in tasks] == [
+        "long [part 1/3]", "long [part 2/3]", "long [part 3/3]", "mid", "short",
+    ]  # fmt: skip
+    assert [t.row_key for t in tasks[:3]] == [f"L/part-0{i}of03" for i in (1, 2, 3)]
+    assert [(t.part.start, t.part.end) for t in tasks[:3]] == [(0, 100), (100, 200), (200, 300)]
+    started = split.event(RowStarted("long [part 2/3]", 100))
+    assert started.row_id == "long" and started.total_frames == 300
+    assert split.event(RowStarted("long [part 1/3]", 100)) is None
+    split.event(RowProgress("long [part 1/3]", 40, 100, 1.0))
+    progress = split.event(RowProgress("long [part 2/3]", 30, 100, 1.0))
+    assert (progress.row_id, progress.frames_done, progress.total_frames) == ("long", 70, 300)
+    assert split.outcome(RowOutcome("mid", "done", frames=90), 1)[0].row_id == "mid"
+    assert split.outcome(RowOutcome("long [part 1/3]", "done", frames=100), 1) is None
+    assert split.outcome(RowOutcome("long [part 3/3]", "failed", error="disk"), 2) is None
+    verdict, attempts = split.outcome(RowOutcome("long [part 2/3]", "done", frames=100), 1)
+    assert (verdict.row_id, verdict.status, attempts) == ("long", "failed", 2)
+    assert verdict.error == "part 3/3: disk" and len(verdict.parts) == 3
+
+
+def test_a_short_row_is_not_split() -> None:
+    assert split_task(_task("a"), 50, ClusterConfig(split_frames=64)) == [_task("a")]
+
+
+# ------------------------------------------------------------------------------------------
+# A real job
+# ------------------------------------------------------------------------------------------
+
+
+def _decode(path: Path) -> np.ndarray:
+    return np.stack(list(VideoReader(str(path))))
+
+
+@pytest.mark.slow
+def test_a_split_row_renders_every_frame_once_joined_with_audio(
+    tmp_path: Path, tiny_weights: Path, ray_local
+) -> None:
+    video = pattern_video(
+        tmp_path / "talk.mp4",
+        frames=150,
+        size="64x64",
+        audio="sine=frequency=440:sample_rate=16000",
+    )
+    manifest = write_manifest(
+        tmp_path / "rows.csv", [{"portrait": str(PORTRAIT), "driving_video": str(video)}]
+    )
+    out_whole, out_split = tmp_path / "whole", tmp_path / "split"
+    base = ["cluster.cpu_workers=2", "video.segment_seconds=1", "video.crf=0"]
+    assert run_in_process(tiny_render_overrides(manifest, out_whole, tiny_weights, *base)) == 0
+    split = [*base, "cluster.split_frames=64", "cluster.split_overlap=16"]
+    assert run_in_process(tiny_render_overrides(manifest, out_split, tiny_weights, *split)) == 0
+
+    summary = json.loads((out_split / "rows" / "summary.json").read_text())
+    (row,) = summary["rows"]
+    assert row["status"] == "done" and row["frames"] == 150
+    assert [(p["start"], p["end"]) for p in row["parts"]] == [(0, 52), (52, 104), (104, 150)]
+    output = Path(row["output"])
+    info = probe(str(output))
+    assert info.video.num_frames == 150 and info.audio is not None
+    assert abs(info.audio.duration_seconds - info.video.duration_seconds) <= 1 / 25
+    whole = _decode(
+        Path(json.loads((out_whole / "rows" / "summary.json").read_text())["rows"][0]["output"])
+    )
+    joined = _decode(output)
+    assert joined.shape == whole.shape
+    assert np.array_equal(joined[:52], whole[:52])  # part 1 is the uninterrupted stream
+    # later parts: their frames within 1/255 of the unsplit ones (tests above), which the
+    # encoder's YUV 4:2:0 rounding turns into a few levels at a few pixels
+    difference = np.abs(joined.astype(int) - whole.astype(int))
+    assert difference.mean() < 0.05 and difference.max() <= 8, (difference.mean(), difference.max())
+    # the parts' folders were tidied by the row's commit
+    parts = list((out_split / "rows" / "_rows").glob("*/part-*"))
+    assert len(parts) == 3 and not [p for part in parts for p in part.rglob("*") if p.is_file()]
+
+
+@pytest.mark.slow
+def test_an_interrupted_split_row_resumes_each_part_from_its_committed_segments(
+    tmp_path: Path, tiny_weights: Path, ray_local
+) -> None:
+    import os
+    import signal
+
+    from job_helpers import start_job, wait_until
+
+    video = pattern_video(tmp_path / "talk.mp4", frames=240, size="64x64")
+    manifest = write_manifest(
+        tmp_path / "rows.csv", [{"portrait": str(PORTRAIT), "driving_video": str(video)}]
+    )
+    settings = [
+        "cluster.cpu_workers=2", "video.segment_seconds=0.64", "video.first_segment_seconds=0.64",
+        "cluster.split_frames=120", "cluster.split_overlap=16",
+    ]  # fmt: skip
+    args = tiny_render_overrides(manifest, tmp_path / "out", tiny_weights, *settings)
+    job_folder = tmp_path / "out" / "rows"
+
+    def committed_segments() -> list[Path]:
+        return list(job_folder.glob("_rows/*/part-*/segments/*.json"))
+
+    job = start_job(args, tmp_path / "job.log")
+    try:
+        wait_until(lambda: len(committed_segments()) >= 3, 180, "segments of the parts")
+        os.killpg(job.pid, signal.SIGINT)
+        assert job.wait(timeout=60) == 130, (tmp_path / "job.log").read_text()[-3000:]
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    (row,) = json.loads((job_folder / "summary.json").read_text())["rows"]
+    assert row["status"] == "interrupted"
+
+    assert run_in_process(args) == 0
+    (row,) = json.loads((job_folder / "summary.json").read_text())["rows"]
+    assert row["status"] == "done" and row["frames"] == 240
+    commit = json.loads(next(job_folder.glob("_rows/*/commit.json")).read_text())
+    assert [p["part"] for p in commit["parts"]] == [0, 1]
+    resumed = [p for p in commit["parts"] if p["resumed_from_frame"] > p["start"]]
+    assert resumed, commit["parts"]  # not rendered again from the part's start
+    # the same frames as a split render that was never interrupted
+    straight = tiny_render_overrides(manifest, tmp_path / "straight", tiny_weights, *settings)
+    assert run_in_process(straight) == 0
+    (clean,) = json.loads((tmp_path / "straight/rows/summary.json").read_text())["rows"]
+    assert np.array_equal(_decode(Path(row["output"])), _decode(Path(clean["output"])))
