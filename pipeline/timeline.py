@@ -123,30 +123,28 @@ def _spans(row: Any) -> list[_Span]:
     streamed = [(index, part) for index, part in enumerate(parts) if _streamed(part)]
     if streamed:
         return [
-            _Span(
-                row_id=row_id,
-                worker=str(part.get("worker") or "worker"),
-                status=str(part.get("status")),
-                frames=int(part.get("frames") or 0),
-                times=part["timeline"],
+            _span_of(
+                row_id,
+                part,
                 part=_part_number(part, index),
                 parts=len(parts),
                 start=_int_or_none(part.get("start")),
                 end=_int_or_none(part.get("end")),
-            )
+            )  # fmt: skip
             for index, part in streamed
         ]
     if not _streamed(row):  # (a split row whose parts have no timeline: its own, spanning them)
         return []
-    return [
-        _Span(
-            row_id=row_id,
-            worker=str(row.get("worker") or "worker"),
-            status=str(row.get("status")),
-            frames=int(row.get("frames") or 0),
-            times=row["timeline"],
-        )
-    ]
+    return [_span_of(row_id, row)]
+
+
+def _span_of(row_id: str, entry: Mapping[str, Any], **part: Any) -> _Span:
+    """The bar of a row (or of one part of it: ``part``, ``parts``, ``start``, ``end``)."""
+    return _Span(
+        row_id=row_id, worker=str(entry.get("worker") or "worker"),
+        status=str(entry.get("status")), frames=int(entry.get("frames") or 0),
+        times=entry["timeline"], **part,
+    )  # fmt: skip
 
 
 def _part_number(part: Mapping[str, Any], index: int) -> int:

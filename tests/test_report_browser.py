@@ -132,6 +132,11 @@ def thousand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does it)")
     folder = synthetic_job(tmp_path_factory.mktemp("thousand"))
     write_report(str(folder), Storage(StorageConfig()))
+    yield from serve_report(folder)
+
+
+def serve_report(folder: Path) -> Iterator[str]:
+    """The URL of ``folder``'s report.html, served on 127.0.0.1 while the generator is open."""
     handler = type("Handler", (QuietHandler,), {"requests": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=folder))
     threading.Thread(target=server.serve_forever, daemon=True).start()

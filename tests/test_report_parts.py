@@ -10,18 +10,15 @@ The job folder is real: H.264 outputs (`media_factory.pattern_video`), ``summary
 
 from __future__ import annotations
 
-import functools
 import json
-import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from media_factory import pattern_video
-from test_report import CHROMIUM, Browser, QuietHandler, page_rows, parse, summary_row
-from test_report_browser import search, shown_ids
+from test_report import CHROMIUM, Browser, page_rows, parse, summary_row
+from test_report_browser import search, serve_report, shown_ids
 
 from pipeline.config import StorageConfig
 from pipeline.progress import WorkerJoined, WorkerLeft, WorkerReady, WorkerRoster
@@ -317,14 +314,7 @@ def test_no_workers_panel_without_a_workers_history(job: Path, storage: Storage)
 @pytest.fixture
 def served(job: Path, storage: Storage) -> Iterator[str]:
     write_report(str(job), storage)
-    handler = type("Handler", (QuietHandler,), {"requests": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=job))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/report.html"
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield from serve_report(job)
 
 
 PARTS_TABLE = """[...document.querySelectorAll(".card")].map((card) => {
