@@ -583,7 +583,7 @@ class RenderPool:
 
         self._next_scan = time.monotonic() + self.cfg.rescan_seconds
         nodes = ray.nodes()
-        alive = {node["NodeID"] for node in nodes if node.get("Alive")}
+        alive = _alive_nodes(nodes)
         gone = [slot for slot in self.slots if slot.left is None and slot.node not in alive]
         if gone:  # which of their rows had started: the rows a worker accepted before its node left
             self._drain_events(rows.on_event)
@@ -779,11 +779,13 @@ class NoRoomError(ClusterJoinError):
         return (type(self), (self.needs, self.have))
 
 
-def _alive_nodes() -> set[str]:
-    """The ids of the cluster's nodes that Ray counts as alive now."""
+def _alive_nodes(nodes: list[dict[str, Any]] | None = None) -> set[str]:
+    """The ids of the cluster's nodes that Ray counts as alive (of ``nodes``, else now)."""
     import ray  # noqa: PLC0415
 
-    return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+    return {
+        node["NodeID"] for node in (ray.nodes() if nodes is None else nodes) if node.get("Alive")
+    }
 
 
 def _on_head(nodes: list[dict[str, Any]]) -> dict[str, Any]:

@@ -113,16 +113,18 @@ class Ledger:
 
     def row(self, key: str) -> RowLedger:
         """Committed marker and the valid prefix of committed segments of ``key``."""
-        ledger = RowLedger(key)
-        try:
-            ledger.commit = json.loads(
-                self.storage.read_bytes(join(self.row_uri(key), COMMIT_MARKER))
-            )
-        except NotFound:
-            ledger.commit = None
+        ledger = RowLedger(key, commit=self.commit_marker(key))
         if ledger.commit is None:
             ledger.segments = self._segments(key)
         return ledger
+
+    def commit_marker(self, key: str) -> dict[str, Any] | None:
+        """The commit marker of ``key``, or None when it is not committed (its segments are
+        not listed: `row` does that)."""
+        try:
+            return json.loads(self.storage.read_bytes(join(self.row_uri(key), COMMIT_MARKER)))
+        except NotFound:
+            return None
 
     def _segments(self, key: str) -> list[SegmentRecord]:
         """Segments 0..k whose markers exist and whose files have the recorded sizes."""

@@ -218,18 +218,10 @@ def _span(timelines: list[RowTimeline]) -> RowTimeline | None:
     """The row's timeline over its parts: the first of each start, the last of each end."""
     if not timelines:
         return None
-
-    def first(name: str) -> float | None:
+    ends = ("released_at", "finished_at")
+    points = {}
+    for name in ("accepted_at", "prepared_at", "streaming_at", "first_frame_at",
+                 "first_commit_at", *ends):  # fmt: skip
         values = [getattr(t, name) for t in timelines if getattr(t, name) is not None]
-        return min(values) if values else None
-
-    def last(name: str) -> float | None:
-        values = [getattr(t, name) for t in timelines if getattr(t, name) is not None]
-        return max(values) if values else None
-
-    return RowTimeline(
-        accepted_at=first("accepted_at"), prepared_at=first("prepared_at"),
-        streaming_at=first("streaming_at"), first_frame_at=first("first_frame_at"),
-        first_commit_at=first("first_commit_at"), released_at=last("released_at"),
-        finished_at=last("finished_at"), slot=timelines[0].slot,
-    )  # fmt: skip
+        points[name] = (max if name in ends else min)(values) if values else None
+    return RowTimeline(**points, slot=timelines[0].slot)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..config import AnimatorConfig
 from ..models import HeadPose, drive_pose, posed_keypoints
 from ._animator import Observation, StreamingAnimator
 from ._state import Chunk, StreamState
@@ -257,7 +258,7 @@ class _KeyframeScan:
     """The whole stream's keyframe decisions, replayed from driving motion alone (the same
     arithmetic as ``StreamingAnimator._keyframe_distance``, call by call)."""
 
-    def __init__(self, config, base: StreamState, before_call: int) -> None:  # noqa: ANN001
+    def __init__(self, config: AnimatorConfig, base: StreamState, before_call: int) -> None:
         self.config, self.before_call = config, before_call
         self.bank = [base.reference_motion]  # motions in the bank: the portrait's, keyframes'
         self.reference_motion = base.reference_motion

@@ -18,8 +18,6 @@ import hashlib
 import io
 import logging
 import os
-import threading
-import urllib.parse
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +35,7 @@ from azure.storage.blob import BlobServiceClient, ContentSettings
 
 from . import _uri
 from ._atomic import write_atomically
-from ._backend import MiB, PutResult, Source, open_ranged, seekable_source
+from ._backend import Lazy, MiB, PutResult, Source, open_ranged, seekable_source
 from ._errors import AccessDenied, CredentialsError, NotFound, StorageError
 
 if TYPE_CHECKING:
@@ -58,34 +56,20 @@ def create(cfg: StorageConfig, options: dict[str, Any]) -> AzureBackend:
     return AzureBackend(cfg.azure, read_block_bytes=options["read_block_bytes"])
 
 
-def _redact_url(url: str) -> str:
-    """The URL without user-info, query or fragment (a SAS token is a query)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 class AzureBackend:
     """`pipeline.storage.Storage` operations on ``az://`` URIs (see the module docstring)."""
 
     def __init__(self, cfg: AzureConfig, *, read_block_bytes: int) -> None:
         self._cfg = cfg
         self._read_block_bytes = read_block_bytes
-        self._lock = threading.Lock()
-        self._service: BlobServiceClient | None = None
+        self._service: Lazy[BlobServiceClient] = Lazy(self._create_service)
 
     # -- client --------------------------------------------------------------------------------
 
     @property
     def service(self) -> BlobServiceClient:
-        """The SDK's service client, created once (under a lock) on first use."""
-        if self._service is None:
-            with self._lock:
-                if self._service is None:
-                    self._service = self._create_service()
-        return self._service
+        """The SDK's service client, created once on first use."""
+        return self._service()
 
     def _create_service(self) -> BlobServiceClient:
         cfg = self._cfg
@@ -117,9 +101,9 @@ class AzureBackend:
             ) from err
 
     def _endpoint_text(self) -> str:
-        service = self._service
+        service = self._service.made
         url = service.url if service is not None else self._cfg.account_url
-        return _redact_url(url) if url else "the Azure blob endpoint"
+        return _uri.redact_url(url) if url else "the Azure blob endpoint"
 
     def _blob(self, uri: str, *, need_key: bool = True) -> Any:
         container, key = _uri.split(uri, need_key=need_key)
@@ -247,7 +231,7 @@ class AzureBackend:
 
     def list(self, prefix_uri: str) -> list[tuple[str, int]]:
         container, key = _uri.split(prefix_uri, need_key=False)
-        prefix = key if not key or key.endswith("/") else key + "/"
+        prefix = _uri.listing_prefix(key)
         found: list[tuple[str, int]] = []
         with self._errors("list", prefix_uri):
             client = self.service.get_container_client(container)

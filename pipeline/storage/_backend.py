@@ -13,14 +13,39 @@ import errno
 import io
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
 from . import _uri
 from ._errors import NotFound, StorageError
 
 MiB = 1024 * 1024
+
+T = TypeVar("T")
+
+
+class Lazy(Generic[T]):
+    """A backend's SDK client, made on first use and once, however many threads ask at once."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._value: T | None = None
+
+    def __call__(self) -> T:
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._make()
+        return self._value
+
+    @property
+    def made(self) -> T | None:
+        """The value if it was made already (messages use it without making it)."""
+        return self._value
+
 
 Source = bytes | bytearray | memoryview | str | os.PathLike | Iterable[bytes]
 """What `Storage.put` accepts: bytes in memory, a local file path, or an iterable of byte chunks."""

@@ -23,9 +23,7 @@ import io
 import logging
 import os
 import random
-import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
@@ -52,7 +50,7 @@ from s3transfer.utils import ChunksizeAdjuster
 
 from . import _uri
 from ._atomic import write_atomically
-from ._backend import MiB, PutResult, Source, open_ranged, seekable_source
+from ._backend import Lazy, MiB, PutResult, Source, open_ranged, seekable_source
 from ._errors import AccessDenied, CredentialsError, NotFound, StorageError
 
 if TYPE_CHECKING:
@@ -156,15 +154,6 @@ def _redact(text: str) -> str:
         if value and len(value) >= 4:
             text = text.replace(value, "***")
     return text
-
-
-def _redact_url(url: str) -> str:
-    """The URL without user-info, query or fragment (they may carry credentials)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _error_code(err: ClientError) -> str:
@@ -296,19 +285,14 @@ class S3Backend:
         self._checksum = checksum
         self._read_block_bytes = read_block_bytes
         self._backoff_base_s = backoff_base_s
-        self._lock = threading.Lock()
-        self._client: Any = None
+        self._client: Lazy[Any] = Lazy(self._create_client)
 
     # -- client --------------------------------------------------------------------------------
 
     @property
     def client(self) -> Any:
-        """The boto3 S3 client, created once (under a lock) on first use."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._create_client()
-        return self._client
+        """The boto3 S3 client, created once on first use."""
+        return self._client()
 
     def _create_client(self) -> Any:
         cfg = self._cfg
@@ -331,7 +315,7 @@ class S3Backend:
             client = session.client("s3", endpoint_url=cfg.endpoint_url, config=config)
         except ValueError as err:
             raise StorageError(
-                f"storage.s3.endpoint_url={_redact_url(cfg.endpoint_url or '')!r} is not a usable "
+                f"storage.s3.endpoint_url={_uri.redact_url(cfg.endpoint_url or '')!r} is not a usable "
                 "URL; expected e.g. http://127.0.0.1:9000"
             ) from err
         client.meta.events.register("needs-retry.s3", self._log_failed_attempt)
@@ -339,9 +323,9 @@ class S3Backend:
         return client
 
     def _endpoint_text(self, client: Any = None) -> str:
-        client = client if client is not None else self._client
+        client = client if client is not None else self._client.made
         url = client.meta.endpoint_url if client is not None else self._cfg.endpoint_url
-        return _redact_url(url) if url else "the default AWS S3 endpoint"
+        return _uri.redact_url(url) if url else "the default AWS S3 endpoint"
 
     def _transfer_config(self) -> TransferConfig:
         return TransferConfig(
@@ -367,7 +351,9 @@ class S3Backend:
         reason = self._transient_reason(response, caught_exception)
         if reason is None:
             return None
-        url = _redact_url(request_dict["url"]) if request_dict and "url" in request_dict else "?"
+        url = (
+            _uri.redact_url(request_dict["url"]) if request_dict and "url" in request_dict else "?"
+        )
         logger.info(
             "S3 %s %s failed on attempt %d/%d (%s)",
             getattr(operation, "name", "request"),
@@ -604,7 +590,7 @@ class S3Backend:
 
     def list(self, prefix_uri: str) -> list[tuple[str, int]]:
         bucket, key = _uri.parse_s3(prefix_uri, need_key=False)
-        prefix = key if not key or key.endswith("/") else key + "/"
+        prefix = _uri.listing_prefix(key)
         found: list[tuple[str, int]] = []
         with self._errors("list", prefix_uri):
             pages = self.client.get_paginator("list_objects_v2").paginate(

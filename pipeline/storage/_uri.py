@@ -104,6 +104,21 @@ FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 # --------------------------------------------------------------------------------------------
 
 
+def redact_url(url: str) -> str:
+    """An endpoint URL without user-info, query or fragment (they may carry credentials, a SAS
+    token is a query), for messages."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def listing_prefix(key: str) -> str:
+    """The key prefix that lists what lies below the folder ``key`` ("" for a whole container)."""
+    return key if not key or key.endswith("/") else key + "/"
+
+
 def scheme_of(uri: str) -> str | None:
     """The URI's scheme in lower case (``s3``, ``file``, ``https``), None for a plain path."""
     match = _SCHEME_RE.match(uri) if isinstance(uri, str) else None

@@ -271,11 +271,14 @@ class RowRenderer:
         portrait, framing, compose = self._frame_portrait(task, photo)
         stream = self._start_stream(task, portrait, ledger, record, frames, stack)
         # 3. The driving chunks from the stream's next frame on (cached pose/motion or frames);
-        #    a part reads 12 frames past its end, so its last frames see the frames after them.
-        stop = frames if part is None else min(frames, part.end + _LOOKAHEAD)
+        #    a part reads the window's 12 pending frames past its end, so its last frames see the
+        #    frames after them.
+        lookahead = self.animator.schedule.pending_frames
+        stop = frames if part is None else min(frames, part.end + lookahead)
+        writes_cache = part is None and not stream.ended
         driving_chunks = self._driving_chunks(
-            task, driving, stream.frames_in, stop, frames, scratch, stack,
-            write_cache=part is None and not stream.ended,
+            task, driving, stream.frames_in, stop, frames, stack,
+            cache_to=scratch / "conditioning.bin" if writes_cache else None,
         )  # fmt: skip
         # 4. The row's threads: decode ahead, identity/motion samples.
         source = None
@@ -307,15 +310,14 @@ class RowRenderer:
         start: int,
         stop: int,
         total: int,
-        scratch: Path,
         stack: ExitStack,
         *,
-        write_cache: bool = False,
+        cache_to: Path | None = None,
     ) -> _DrivingChunks:
         """The row's driving chunks of frames ``[start, stop)`` (``total``: the row's frames):
         the clip's cached pose and motion when the cache holds them all; else frames, cut
-        around the tracked face or whole, with a writer that fills the cache when this row reads
-        the clip from its start (``write_cache``)."""
+        around the tracked face or whole, with a writer (to ``cache_to``) that fills the cache
+        when this row reads the clip from its start."""
         cached = self._cached_conditioning(task, total, stack)
         if cached is not None:
             return _DrivingChunks(cached.chunks(start, stop), cached=True)
@@ -330,20 +332,18 @@ class RowRenderer:
             )  # fmt: skip
             chunks = (chunk.frames for chunk in reader.chunks(4))
         writer = None
-        if task.conditioning_uri and start == 0 and write_cache:
-            writer = ConditioningWriter(scratch / "conditioning.bin", {"video": task.driving_video})
+        if task.conditioning_uri and start == 0 and cache_to is not None:
+            writer = ConditioningWriter(cache_to, {"video": task.driving_video})
         return _DrivingChunks(chunks, cached=False, writer=writer, framer=framer)
 
-    def _observations(
-        self, task: RowTask, total: int, scratch: Path, stack: ExitStack
-    ) -> Callable[[int], Any]:
+    def _observations(self, task: RowTask, total: int, stack: ExitStack) -> Callable[..., Any]:
         """The row's driving observations (pose and motion) from any frame on, in 4-frame
         chunks: what a part's start reads before its window (`PartStarter`), on the GPU
         preparation thread."""
 
         def source(start: int, firsts: bool):
             driving = stack.enter_context(self._open(task.driving_video))
-            items = self._driving_chunks(task, driving, start, total, total, scratch, stack).chunks
+            items = self._driving_chunks(task, driving, start, total, total, stack).chunks
             batch: list[Any] = []
             for item in items:
                 if isinstance(item, Observation):
@@ -493,7 +493,7 @@ class RowRenderer:
             if part is None:
                 return stream
             starter = PartStarter(self.animator, part.overlap)
-            source = self._observations(task, frames, Path(tempfile.gettempdir()), stack)
+            source = self._observations(task, frames, stack)
             return self._on_gpu_prep(starter.start, stream, source, part.start)
         saved = deserialize_state(ledger.read_state(record.segments[-1]))
         stream = self._on_gpu_prep(self.animator.restore, portrait, saved)
@@ -634,7 +634,7 @@ class RowRenderer:
         try:
             commit = self._join_parts(task, ledger, scratch)
         except Exception:
-            commit = ledger.row(part.row_key).commit  # another part's worker joined them first
+            commit = ledger.commit_marker(part.row_key)  # another part's worker joined them first
             if commit is None:
                 raise
         if commit is None:  # other parts are still rendering
@@ -649,10 +649,10 @@ class RowRenderer:
         whole and commit the row; None while a part is not committed yet."""
         part = task.part
         assert part is not None
-        parent = ledger.row(part.row_key)
-        if parent.commit is not None:
-            return parent.commit
-        commits = [ledger.row(key).commit for key in part.keys]
+        joined = ledger.commit_marker(part.row_key)
+        if joined is not None:
+            return joined
+        commits = [ledger.commit_marker(key) for key in part.keys]
         if any(commit is None for commit in commits):
             return None
         paths = []
@@ -753,9 +753,6 @@ class RowRenderer:
     def _load_photo(self, uri: str) -> np.ndarray:
         with self._open(uri) as source:
             return load_image(source)
-
-
-_LOOKAHEAD = 12  # driving frames a part reads past its end (the window's pending chunks)
 
 
 def _part_entry(commit: dict[str, Any]) -> dict[str, Any]:
