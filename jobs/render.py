@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
 
@@ -38,7 +38,6 @@ from pipeline.progress import (
     JobStarted,
     MultiReporter,
     RowFinished,
-    RowResult,
     StatusFile,
     ThroughputSampler,
     WorkerRoster,
@@ -50,10 +49,11 @@ from pipeline.progress import (
 )
 from pipeline.report import write_report
 from pipeline.row_plan import RowPlanner
+from pipeline.row_result import RowResult
 from pipeline.split_rows import SplitRows
 from pipeline.storage import Storage, StorageError, join
 from pipeline.validate import validate_manifest
-from pipeline.worker import RowOutcome, RowTask
+from pipeline.worker import RowTask
 
 from . import ConfigError
 from ._common import (
@@ -282,12 +282,7 @@ def _announce(reporter: MultiReporter, name: str, to_render: int, results: list[
     reporter.handle(JobStarted(name, total_rows=to_render + len(results), skipped_rows=skipped))
     for result in results:
         if result.status != "skipped":
-            reporter.handle(
-                RowFinished(
-                    result.row_id, result.status, frames=result.frames, error=result.error,
-                    output=result.output,
-                )
-            )  # fmt: skip
+            reporter.handle(RowFinished(result=result))
 
 
 def _write_report(out: str, storage: Storage, document: dict[str, Any]) -> None:
@@ -302,7 +297,7 @@ def _invalid_rows(validation) -> list[RowResult]:
     results = []
     for label, problems in validation.failed_rows().items():
         message = "; ".join(str(problem) for problem in problems)
-        results.append(RowResult(label, "failed", 0, 0.0, 0.0, error=f"invalid input: {message}"))
+        results.append(RowResult(label, "failed", error=f"invalid input: {message}"))
     return results
 
 
@@ -313,22 +308,15 @@ def _without_verdict(
     before it got there, or was stopped at once)."""
     known = {result.row_id for result in results}
     missing = []
+    error = "job interrupted before this row had a result; rerun the same job to render it"
     for task in tasks:
         if task.row_id in known:
             continue
-        error = "job interrupted before this row had a result; rerun the same job to render it"
-        missing.append(
-            RowResult(
-                task.row_id,
-                "interrupted",
-                0,
-                0.0,
-                0.0,
-                error=error,
-                **planner.described(task.row_id),
-            )
+        result = RowResult(
+            task.row_id, "interrupted", error=error, **planner.described(task.row_id)
         )
-        reporter.handle(RowFinished(task.row_id, "interrupted", error=error))
+        missing.append(result)
+        reporter.handle(RowFinished(result=result))
     return missing
 
 
@@ -415,19 +403,14 @@ def _render(
     results: list[RowResult] = []
     by_id = {task.row_id: task for task in tasks}
 
-    def on_outcome(task_outcome: RowOutcome, task_attempts: int) -> None:
-        verdict = split.outcome(task_outcome, task_attempts)
-        if verdict is None:  # a part of a row whose other parts are still out
+    def on_outcome(task_result: RowResult, task_attempts: int) -> None:
+        merged = split.outcome(task_result, task_attempts)
+        if merged is None:  # a part of a row whose other parts are still out
             return
-        outcome, attempts = verdict
-        result = _row_result(outcome, attempts, planner, by_id[outcome.row_id])
+        worker_result, attempts = merged
+        result = _completed(worker_result, attempts, planner, by_id[worker_result.row_id])
         results.append(result)
-        reporter.handle(
-            RowFinished(
-                result.row_id, result.status, frames=outcome.frames, seconds=outcome.seconds,
-                error=result.error, output=outcome.output, attempts=result.attempts,
-            )
-        )  # fmt: skip
+        reporter.handle(RowFinished(result=result))
 
     try:
         with RenderPool(settings.cluster, settings.model, settings.video, settings.storage) as pool:
@@ -452,23 +435,21 @@ def _render(
     return results
 
 
-def _row_result(
-    outcome: RowOutcome, attempts: int, planner: RowPlanner, task: RowTask
-) -> RowResult:
-    """A row's result in the summary, from its worker's verdict (and what the plan knows)."""
+def _completed(result: RowResult, attempts: int, planner: RowPlanner, task: RowTask) -> RowResult:
+    """A worker's (or the pool's) result as the summary keeps it: a status the summary knows,
+    its attempts, times rounded, an interruption's reason, who rendered it, the row's inputs
+    and extra columns."""
     known = ("done", "failed", "quarantined", "interrupted")
-    status = outcome.status if outcome.status in known else "failed"
-    error = outcome.error
+    status = result.status if result.status in known else "failed"
+    error = result.error
     if status == "interrupted":
-        error = _interrupted_reason(outcome.error or "", planner.ledger, task)
-    return RowResult(
-        outcome.row_id, status, outcome.frames, round(outcome.seconds, 2), round(outcome.fps, 2),
-        error=error, output=outcome.output, attempts=max(1, attempts), worker=outcome.worker,
-        started_at=round(outcome.started_at, 3) or None,
-        timeline=outcome.timeline.as_dict() if outcome.timeline else None,
-        framing=outcome.framing, conditioning=outcome.conditioning,
-        rendered=_rendered_now(outcome, planner.run) if status == "done" else None,
-        signals=outcome.signals, parts=outcome.parts, **planner.described(outcome.row_id),
+        error = _interrupted_reason(result.error or "", planner.ledger, task)
+    return replace(
+        result, status=status, error=error, attempts=max(1, attempts),
+        seconds=round(result.seconds, 2), fps=round(result.fps, 2),
+        started_at=round(result.started_at or 0.0, 3) or None,
+        rendered=_rendered_now(result, planner.run) if status == "done" else None,
+        **planner.described(result.row_id),
     )  # fmt: skip
 
 
@@ -477,16 +458,16 @@ def _show(event: Any, reporter) -> None:  # noqa: ANN001
         reporter.handle(event)
 
 
-def _rendered_now(outcome: RowOutcome, run: str) -> dict[str, Any]:
+def _rendered_now(result: RowResult, run: str) -> dict[str, Any]:
     """Who rendered a row done in this run (the summary's ``rendered``, as later runs keep it)."""
     return {
         "run": run,
-        "at": iso_time(outcome.timeline.finished_at if outcome.timeline else time.time()),
-        "frames": outcome.frames,
-        "seconds": round(outcome.seconds, 2),
-        "fps": round(outcome.fps, 2),
-        "worker": outcome.worker,
-        "started_at": round(outcome.started_at, 3) or None,
+        "at": iso_time(result.timeline.finished_at if result.timeline else time.time()),
+        "frames": result.frames,
+        "seconds": round(result.seconds, 2),
+        "fps": round(result.fps, 2),
+        "worker": result.worker,
+        "started_at": round(result.started_at or 0.0, 3) or None,
     }
 
 

@@ -224,12 +224,14 @@ class ClusterConfig:
         None  # rows each worker prepares beyond its stream slots (probe, portrait, first chunks), so a slot freed by a finished row is taken at the next batched call; null: as many as it has slots (rows that end together are all replaced at once)
     )
     log_to_driver: bool = False  # stream worker logs to the driver's terminal
-    split_frames: int = 9000  # a row longer than this many frames is cut into parts of at most this length that render on different workers at once and are joined without re-encoding (docs/cluster.md); 0: never split
+    split_frames: int = 9000  # a row longer than this many frames is cut into parts of this length (as many as that takes, of equal length; cluster.split_start_cost makes the earlier ones longer) that render on different workers at once and are joined without re-encoding (docs/cluster.md); 0: never split
     order: Annotated[str, Literal["longest_first", "manifest"]] = (
         "longest_first"  # the order rows (and the parts of split rows) go out to workers: "longest_first" (by frames: the job does not end with one long row rendering alone) or "manifest" (the CSV's order)
     )
     split_overlap: int = 16  # driving frames each part after the first renders before its first frame and discards, so its window and keyframes are as the whole row's (a multiple of 4; docs/cluster.md has the seam figures per overlap)
+    split_start_cost: float = 0.0  # how long a part's start takes per driving frame before it, as a share of one rendered frame's time (it reads the video from the beginning to re-decide the keyframes; docs/cluster.md): parts are cut so they all end together, the earlier ones longer; 0: parts of equal length; at most 0.5
     rescan_seconds: float = 5.0  # while a job runs, look at the cluster's nodes this often: start workers on nodes that joined (while rows wait for one), notice nodes that left; 0: keep the workers the job started with
+    keep_workers: bool = False  # on a Ray cluster the job joined (cluster.address): leave the workers running after the job, model loaded, so the next job with the same model and worker settings takes them over and starts rendering in seconds (docs/cluster.md, "Warm workers"); a job with false takes warm workers it finds too and stops them at its end; with embedded Ray the workers always stop with the job
 
 
 @dataclass
@@ -349,6 +351,11 @@ def config_problems(cfg: RenderConfig) -> list[str]:
     if cfg.cluster.split_overlap < 0 or cfg.cluster.split_overlap % 4:
         problems.append(
             f"cluster.split_overlap={cfg.cluster.split_overlap} must be a multiple of 4, 0 or more"
+        )
+    if not 0 <= cfg.cluster.split_start_cost <= 0.5:
+        problems.append(
+            f"cluster.split_start_cost={cfg.cluster.split_start_cost} must be between 0 "
+            "(parts of equal length) and 0.5"
         )
     if cfg.cluster.rows_ahead is not None and cfg.cluster.rows_ahead < 0:
         problems.append(f"cluster.rows_ahead={cfg.cluster.rows_ahead} must be 0 or more")

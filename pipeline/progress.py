@@ -11,7 +11,9 @@ pool `WorkerJoined`, `WorkerReady`, `WorkerLeft`) and hands each to a `ProgressR
 
 `make_reporter` picks the display from ``job.progress`` ("auto", "rich", "plain", "none").
 Rates and ETAs are computed from the events' own ``elapsed_seconds``, never from the
-driver's clock, so the same events always give the same numbers.
+driver's clock, so the same events always give the same numbers. A `RowFinished` carries the
+row's `RowResult` (`pipeline/row_result.py`, imported here for the summary's readers too):
+`summary_table` and `write_summary_json` show and write those results.
 
 Reporters are not thread-safe: feed them from one thread (the driver loop).
 """
@@ -35,12 +37,12 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from .row_result import ROW_STATUSES, RowResult, RowStatus
+
 logger = logging.getLogger(__name__)
 
-RowStatus = Literal["done", "failed", "skipped", "quarantined", "interrupted"]
 JobState = Literal["finished", "failed", "interrupted"]
 ProgressMode = Literal["auto", "rich", "plain", "none"]
-ROW_STATUSES: tuple[str, ...] = get_args(RowStatus)
 JOB_STATES: tuple[str, ...] = get_args(JobState)
 PROGRESS_MODES: tuple[str, ...] = get_args(ProgressMode)
 
@@ -117,24 +119,72 @@ class RowRetrying:
     error: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class RowFinished:
-    """A row reached a final state."""
+    """A row reached a final state: its `RowResult`, as the summary keeps it.
 
-    row_id: str
-    status: RowStatus
-    frames: int = 0
-    seconds: float = 0.0
-    error: str | None = None  # full error text (failed / quarantined / interrupted), or why skipped
-    output: str | None = None  # committed output URI (done rows)
-    attempts: int = 1
+    The driver sends ``RowFinished(result=...)``; ``RowFinished(row_id, status, frames, seconds,
+    error=..., output=..., attempts=...)`` makes a result of just those (demos, tests). What a
+    display reads (``row_id``, ``status``, ``frames``, ``seconds``, ``error``: the full text, or
+    why skipped; ``output``: the committed video; ``attempts``) is the result's.
+    """
 
-    def __post_init__(self) -> None:
+    result: RowResult
+
+    def __init__(
+        self,
+        row_id: str | None = None,
+        status: RowStatus | None = None,
+        frames: int = 0,
+        seconds: float = 0.0,
+        error: str | None = None,
+        output: str | None = None,
+        attempts: int = 1,
+        *,
+        result: RowResult | None = None,
+    ) -> None:
+        if result is None:
+            if row_id is None or status is None:
+                raise TypeError("RowFinished needs a result, or a row id and a status")
+            result = RowResult(
+                row_id, status, frames, seconds, error=error, output=output, attempts=attempts
+            )
+        elif row_id is not None or status is not None:
+            raise TypeError("RowFinished takes a result or a row id and status, not both")
+        object.__setattr__(self, "result", result)
         _require(
             self.status in ROW_STATUSES,
             f"row status {self.status!r} is not one of {', '.join(map(repr, ROW_STATUSES))}",
         )
         _require(self.frames >= 0, f"{self.frames = } must be >= 0")
+
+    @property
+    def row_id(self) -> str:
+        return self.result.row_id
+
+    @property
+    def status(self) -> RowStatus:
+        return self.result.status
+
+    @property
+    def frames(self) -> int:
+        return self.result.frames
+
+    @property
+    def seconds(self) -> float:
+        return self.result.seconds
+
+    @property
+    def error(self) -> str | None:
+        return self.result.error
+
+    @property
+    def output(self) -> str | None:
+        return self.result.output
+
+    @property
+    def attempts(self) -> int:
+        return self.result.attempts
 
 
 @dataclass(frozen=True)
@@ -193,57 +243,6 @@ Event = (
     | JobFinished
     | WorkerEvent
 )
-
-
-# --------------------------------------------------------------------------------------------
-# Results
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RowResult:
-    """The outcome of one row, as shown in the summary table and written to summary.json."""
-
-    row_id: str
-    status: RowStatus
-    frames: int
-    seconds: float
-    fps: float
-    error: str | None = None
-    output: str | None = None
-    attempts: int = 1
-    worker: str = ""  # the worker that rendered it (last attempt)
-    started_at: float | None = None  # Unix time the (last) render attempt began, if rendered
-    # when the row passed each point on its worker (Unix times: accepted_at, prepared_at,
-    # streaming_at, first_frame_at, first_commit_at, released_at, finished_at) and its slot
-    timeline: dict[str, float] | None = None
-    # framing: where the portrait's face was ("face": [x, y, w, h]), the square cut around it
-    # ("square": [x, y, side]), the canvas, and driving frames cut without a face
-    framing: dict[str, Any] | None = None
-    inputs: dict[str, str | None] | None = None  # portrait, driving_video, audio (resolved URIs)
-    extra: dict[str, str] | None = None  # the manifest's extra columns for this row, as text
-    conditioning: str | None = None  # "cached" | "computed": the driving clip's pose and motion
-    # who made the committed output: run id, commit time, its seconds, fps, frames, worker; for a
-    # row skipped in this run, the earlier run's (this run's own seconds and fps stay 0)
-    rendered: dict[str, Any] | None = None
-    signals: dict[str, Any] | None = None  # identity and motion over the output (see docs)
-    # a row split over workers: each part's frames [start, end), overlap, worker, seconds, fps
-    parts: list[dict[str, Any]] | None = None
-
-    @classmethod
-    def from_event(cls, event: RowFinished) -> RowResult:
-        """The result a `RowFinished` event reports (fps = frames / seconds)."""
-        fps = event.frames / event.seconds if event.seconds > 0 else 0.0
-        return cls(
-            row_id=event.row_id,
-            status=event.status,
-            frames=event.frames,
-            seconds=event.seconds,
-            fps=fps,
-            error=event.error,
-            output=event.output,
-            attempts=event.attempts,
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,7 +393,7 @@ class JobTracker:
         elif isinstance(event, RowFinished):
             self.active.pop(event.row_id, None)
             self.counts[event.status] += 1
-            self.results.append(RowResult.from_event(event))
+            self.results.append(event.result)
         elif isinstance(event, JobFinished):
             self.state = event.state
             self.job_seconds = event.seconds if event.seconds is not None else self.elapsed_seconds
@@ -557,7 +556,7 @@ _RESULT_STYLE: dict[str, tuple[str, str]] = {
 
 def result_line(event: RowFinished) -> str:
     """One line describing a finished row (plain text)."""
-    result = RowResult.from_event(event)
+    result = event.result
     if event.status == "done":
         text = f"{event.row_id} done: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.1f} fps)"
         return text + (f" → {event.output}" if event.output else "")
@@ -826,7 +825,7 @@ class PlainProgress:
         )
 
     def _log_finished(self, event: RowFinished) -> None:
-        result = RowResult.from_event(event)
+        result = event.result
         level = logging.INFO if event.status in ("done", "skipped") else logging.WARNING
         self.log.log(
             level,
@@ -1139,7 +1138,8 @@ def startup_times(
         return None if moment is None else round(moment - started_at, 3)
 
     def first(point: str) -> float | None:
-        times = [r.timeline[point] for r in results if r.timeline and point in r.timeline]
+        points = [r.timeline.as_dict() for r in results if r.timeline is not None]
+        times = [found[point] for found in points if point in found]
         return since(min(times)) if times else None
 
     return {
@@ -1164,14 +1164,6 @@ def output_totals(results: Sequence[RowResult]) -> dict[str, Any]:
         "render_seconds": round(seconds, 3),
         "fps": round(frames / seconds, 3) if seconds > 0 else None,
     }
-
-
-def _row_entry(result: RowResult) -> dict[str, Any]:
-    """A row of summary.json (``parts`` only for a row that was split over workers)."""
-    entry = asdict(result)
-    if entry["parts"] is None:
-        del entry["parts"]
-    return entry
 
 
 def write_summary_json(
@@ -1203,7 +1195,7 @@ def write_summary_json(
         "outputs": output_totals(results),
         "startup": startup,
         **(sections or {}),
-        "rows": [_row_entry(result) for result in results],
+        "rows": [result.summary_entry() for result in results],
     }
     data = json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n"
     if callable(path_or_writer):

@@ -1,8 +1,9 @@
 """Long rows over many workers: a row cut into parts that render at once, seen as one row.
 
-A row longer than ``cluster.split_frames`` becomes parts of equal length (whole 4-frame chunks),
-each a :class:`~pipeline.worker.RowTask` with a :class:`~pipeline.worker.RowPart`: its own key
-under the row's (``<row key>/part-02of03``), so it commits and resumes on its own; the worker
+A row longer than ``cluster.split_frames`` becomes parts (whole 4-frame chunks; of equal length,
+or the earlier ones longer by ``cluster.split_start_cost``: `part_spans`), each a
+:class:`~pipeline.worker.RowTask` with a :class:`~pipeline.worker.RowPart`: its own key under the
+row's (``<row key>/part-02of03``), so it commits and resumes on its own; the worker
 that commits the last part joins them (stream copy) and muxes the audio over the whole
 (`pipeline/worker/_row.py`). How a part starts as the whole row's stream would be there:
 `pipeline/animate/_parts.py`.
@@ -21,21 +22,34 @@ from typing import Any
 
 from .config import ClusterConfig
 from .progress import RowAccepted, RowProgress, RowRetrying, RowStarted
-from .worker import RowOutcome, RowPart, RowTask, RowTimeline
+from .worker import RowPart, RowResult, RowTask, RowTimeline
 
 LOOKAHEAD = 12  # frames a part reads past its end; a part before the last needs them
 CHUNK = 4
 
 
-def part_spans(frames: int, split_frames: int) -> list[tuple[int, int]]:
-    """``[start, end)`` of each part of a row of ``frames`` frames: as few parts as keep each
-    within ``split_frames``, of equal length in whole chunks (the last takes the rest); one
-    span when the row is short enough or ``split_frames`` is 0."""
+def part_spans(frames: int, split_frames: int, start_cost: float = 0.0) -> list[tuple[int, int]]:
+    """``[start, end)`` of each part of a row of ``frames`` frames, in whole chunks: as many parts
+    as ``split_frames`` long parts would take; one span when the row is short enough or
+    ``split_frames`` is 0.
+
+    A part that starts at frame ``s`` first reads the driving video's frames before ``s`` (its
+    keyframe decisions, `pipeline/animate/_parts.py`); ``start_cost`` is that read's time per
+    frame as a share of a rendered frame's (``cluster.split_start_cost``). With 0 the parts are
+    of equal length (the last takes the rest); else part ``i`` gets ``T - start_cost · s_i``
+    frames, so that every part ends at ``T``: the earlier parts are longer.
+    """
     if not split_frames or frames <= split_frames:
         return [(0, frames)]
     count = -(-frames // split_frames)
-    length = -(-frames // count // CHUNK) * CHUNK
-    starts = list(range(0, frames, length))
+    if start_cost > 0:
+        # s_i = T (1 - (1-c)^i) / c, with T such that s_count = frames
+        kept = 1 - start_cost
+        ends_at = frames * start_cost / (1 - kept**count)
+        starts = [round(ends_at * (1 - kept**i) / start_cost / CHUNK) * CHUNK for i in range(count)]
+    else:
+        length = -(-frames // count // CHUNK) * CHUNK
+        starts = list(range(0, frames, length))
     if frames - starts[-1] < LOOKAHEAD + CHUNK:  # the last part must outlast the look-ahead
         starts.pop()
     return [(start, min(frames, nxt)) for start, nxt in zip(starts, starts[1:] + [frames])]
@@ -43,7 +57,7 @@ def part_spans(frames: int, split_frames: int) -> list[tuple[int, int]]:
 
 def split_task(task: RowTask, frames: int, cfg: ClusterConfig) -> list[RowTask]:
     """The row's tasks: itself, or its parts."""
-    spans = part_spans(frames, cfg.split_frames)
+    spans = part_spans(frames, cfg.split_frames, cfg.split_start_cost)
     if len(spans) == 1:
         return [task]
     count = len(spans)
@@ -80,7 +94,7 @@ class _SplitRow:
     frames: int
     parts: dict[str, RowTask]  # part id -> task
     done_frames: dict[str, int] = field(default_factory=dict)  # part id -> frames out
-    outcomes: dict[str, tuple[RowOutcome, int]] = field(default_factory=dict)
+    outcomes: dict[str, tuple[RowResult, int]] = field(default_factory=dict)
     started: float | None = None  # monotonic: its first part took a stream slot
     accepted: bool = False  # a worker took one of its parts
 
@@ -159,8 +173,8 @@ class SplitRows:
 
     # ------------------------------------------------------------------ verdicts
 
-    def outcome(self, outcome: RowOutcome, attempts: int) -> tuple[RowOutcome, int] | None:
-        """The row's verdict once every part has one (None until then); other rows' pass."""
+    def outcome(self, outcome: RowResult, attempts: int) -> tuple[RowResult, int] | None:
+        """The row's result once every part has one (None until then); other rows' pass."""
         row_id = self._row_of.get(outcome.row_id)
         if row_id is None:
             return outcome, attempts
@@ -171,8 +185,8 @@ class SplitRows:
         return _combined(row), max(a for _, a in row.outcomes.values())
 
 
-def _combined(row: _SplitRow) -> RowOutcome:
-    """One verdict from the parts': done when all are done and one joined them; else the first
+def _combined(row: _SplitRow) -> RowResult:
+    """One result from the parts': done when all are done and one joined them; else the first
     part's failure (or interruption) under the row's id."""
     ordered = [(row.parts[pid].part, *row.outcomes[pid]) for pid in row.parts]
     outcomes = [outcome for _, outcome, _ in ordered]
@@ -181,31 +195,32 @@ def _combined(row: _SplitRow) -> RowOutcome:
     timelines = [o.timeline for o in outcomes if o.timeline is not None]
     common = {
         "worker": ", ".join(dict.fromkeys(o.worker for o in outcomes if o.worker)),
-        "started_at": min((o.started_at for o in outcomes if o.started_at), default=0.0),
+        "started_at": min((o.started_at for o in outcomes if o.started_at), default=None),
         "timeline": _span(timelines),
         "parts": parts,
         "framing": outcomes[0].framing,
         "conditioning": outcomes[0].conditioning,
     }
-    seconds = max(o.started_at + o.seconds for o in outcomes) - common["started_at"]
+    started = common["started_at"] or 0.0
+    seconds = max((o.started_at or 0.0) + o.seconds for o in outcomes) - started
     if all(o.status == "done" for o in outcomes) and joined is not None:
-        return RowOutcome(
+        return RowResult(
             row.row_id, "done", frames=row.frames, seconds=max(0.0, seconds),
             output=joined.output, has_audio=joined.has_audio, **common,
         )  # fmt: skip
     for status in ("quarantined", "failed", "interrupted"):
         for part, outcome, _ in ordered:
             if outcome.status == status:
-                return RowOutcome(
+                return RowResult(
                     row.row_id, status, frames=0, seconds=max(0.0, seconds),
                     error=f"{part.label}: {outcome.error}", detail=outcome.detail,
                     retryable=outcome.retryable, **common,
                 )  # fmt: skip
     error = "every part was committed but none joined them; rerun the same job to join them"
-    return RowOutcome(row.row_id, "failed", error=error, **common)
+    return RowResult(row.row_id, "failed", error=error, **common)
 
 
-def _part_summary(part: RowPart, outcome: RowOutcome) -> dict[str, Any]:
+def _part_summary(part: RowPart, outcome: RowResult) -> dict[str, Any]:
     return {
         "part": part.index, "start": part.start, "end": part.end, "overlap": part.overlap,
         "status": outcome.status, "frames": outcome.frames, "worker": outcome.worker,

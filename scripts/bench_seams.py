@@ -33,9 +33,10 @@ from pipeline.config import AnimatorConfig
 def observations_of(animator: StreamingAnimator, frames: np.ndarray):
     """An observation source over driving frames held in memory (8 chunks per batch)."""
 
-    def source(start: int, firsts: bool) -> Iterator[Observation]:
-        for batch in range(start, len(frames), 32):
-            chunks = [frames[i : i + 4] for i in range(batch, min(batch + 32, len(frames)), 4)]
+    def source(start: int, stop: int, firsts: bool) -> Iterator[Observation]:
+        stop = min(stop, len(frames))
+        for batch in range(start, stop, 32):
+            chunks = [frames[i : min(i + 4, stop)] for i in range(batch, min(batch + 32, stop), 4)]
             yield from animator.observe([c[:1] for c in chunks] if firsts else chunks)
 
     return source

@@ -9,7 +9,14 @@ to the unsplit one per part boundary (decoded; use ``video.crf=0`` to see the mo
 rather than the encoder's).
 
     python -m scripts.bench_split --frames 3000 --split 1500 --workers 2 --model tiny   # CPU
+    CUDA_VISIBLE_DEVICES= python -m scripts.bench_split --model tiny --cpus-per-worker 4  # big CPU
     python -m scripts.bench_split --frames 2000 --split 1000 --workers 2 --gpus-per-worker 0.5
+
+Every worker of both jobs gets ``--cpus-per-worker`` CPUs (on a CPU worker, as many torch
+threads), so one worker is compared with several of the same size. Each later part's start (from
+accepting it to its first call: the keyframe scan over the frames before it) is reported as
+seconds and as ``start_cost``: seconds per frame before the part, as a share of the part's own
+seconds per rendered frame (what ``cluster.split_start_cost`` takes, docs/cluster.md).
 
 Writes ``--out`` (JSON) and prints one line per job.
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -57,6 +65,7 @@ def _manifest(work: Path, frames: int) -> Path:
 
 
 def _job(label: str, manifest: Path, out: Path, overrides: list[str], log: Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)  # an earlier run's commit would skip the row
     started = time.monotonic()
     command = [sys.executable, "run.py", "job=render", f"manifest={manifest}",
                f"storage.output_root={out}", "job.progress=plain", "job.name=long", *overrides]  # fmt: skip
@@ -74,6 +83,14 @@ def _job(label: str, manifest: Path, out: Path, overrides: list[str], log: Path)
     }  # fmt: skip
     print(json.dumps({k: v for k, v in result.items() if k != "parts"}), flush=True)
     return result
+
+
+def _machine() -> dict:
+    """Where it ran: CPUs this process may use, the date, the GPUs a job may see."""
+    return {
+        "cpus": len(os.sched_getaffinity(0)), "date": time.strftime("%Y-%m-%d"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }  # fmt: skip
 
 
 def _decode(path: str) -> np.ndarray:
@@ -103,6 +120,22 @@ def _compare(whole: dict, split: dict) -> dict:
     }  # fmt: skip
 
 
+def _start_costs(parts: list[dict] | None) -> list[dict]:
+    """Each later part's start: seconds from its acceptance to its first denoising call, and
+    per frame before it as a share of the part's seconds per rendered frame."""
+    costs = []
+    for part in (parts or [])[1:]:
+        timeline = part.get("timeline") or {}
+        if not timeline.get("prepared_at") or not part.get("frames"):
+            continue
+        seconds = timeline["prepared_at"] - timeline["accepted_at"]
+        per_frame = part["seconds"] / part["frames"]
+        scanned = max(1, part["start"] - part["overlap"])
+        costs.append({"part": part["part"], "start": part["start"], "start_seconds": round(seconds, 2),
+                      "start_cost": round(seconds / scanned / per_frame, 3)})  # fmt: skip
+    return costs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=3000)
@@ -110,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--model", default="personalive", help="model preset (tiny on a CPU)")
     parser.add_argument("--gpus-per-worker", type=float, default=None)
+    parser.add_argument(
+        "--cpus-per-worker", type=float, default=None,
+        help="CPUs (a CPU worker's torch threads) of every worker in both jobs; default 1 with "
+        "--model tiny, else the config's",
+    )  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-split"))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides for both jobs")
@@ -121,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     common = [f"model={args.model}", "model.random_init=true",
               f"model.weights_dir={args.work / ('weights-' + args.model)}", *args.overrides]  # fmt: skip
     if args.model == "tiny":
-        common += ["model.resolution=64", "cluster.cpus_per_worker=1"]
+        common.append("model.resolution=64")
+    cpus = args.cpus_per_worker or (1 if args.model == "tiny" else None)
+    if cpus is not None:
+        common.append(f"cluster.cpus_per_worker={cpus:g}")
     one = ["cluster.split_frames=0", "cluster.num_workers=1"]
     many = [f"cluster.split_frames={args.split}", f"cluster.num_workers={args.workers}"]
     if args.gpus_per_worker is not None:
@@ -136,12 +177,14 @@ def main(argv: list[str] | None = None) -> int:
                  common + many, args.work / "split.log")  # fmt: skip
     document = {
         "frames": args.frames, "split": args.split, "workers": args.workers, "model": args.model,
-        "overrides": args.overrides, "whole": whole, "split_job": split,
+        "cpus_per_worker": cpus, "overrides": args.overrides, "machine": _machine(),
+        "command": " ".join(["python -m scripts.bench_split", *(argv or sys.argv[1:])]),
+        "whole": whole, "split_job": split, "start_costs": _start_costs(split["parts"]),
         "wall_ratio": round(split["wall_seconds"] / whole["wall_seconds"], 3),
         "row_seconds_ratio": round(split["row_seconds"] / whole["row_seconds"], 3),
         "comparison": _compare(whole, split),
     }  # fmt: skip
-    print(json.dumps({k: document[k] for k in ("wall_ratio", "row_seconds_ratio")}))
+    print(json.dumps({k: document[k] for k in ("wall_ratio", "row_seconds_ratio", "start_costs")}))
     print(json.dumps(document["comparison"]))
     if args.out:
         args.out.write_text(json.dumps(document, indent=1))

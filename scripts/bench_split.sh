@@ -6,8 +6,13 @@
 #    (cluster.gpus_per_worker=0.5), lossless encodes so the frames compare (scripts/bench_split.py).
 #
 #   scripts/bench_split.sh                 FRAMES=2000 SPLIT=1000 by default
-# Results in $OUT: seams-full.json, split-gpu.json, the jobs' logs. Packages the GPU image lacks
-# come as .gpu/site.tar.xz (scripts/pack_gpu_site.sh).
+#   scripts/bench_split.sh cpu             the machine's CPUs only (CUDA_VISIBLE_DEVICES=): the
+#                                          tiny model, 3,000 frames unsplit on one CPU worker, then
+#                                          split in two on two, each worker CPUS (4) CPUs/threads
+# Results in $OUT: seams-full.json, split-gpu.json (or split-cpu<N>-tiny.json), the jobs' logs.
+# Packages the GPU image lacks come as .gpu/site.tar.xz (scripts/pack_gpu_site.sh); it has no
+# OpenCV cascade and no ffmpeg, so the driving frames are taken whole (framing.driving=off) and
+# the rows are silent there.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/bench-out}
@@ -18,6 +23,17 @@ if ! python3 -c "import av, diffusers, hydra, ray" 2>/dev/null && [ -f .gpu/site
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 HF_HUB_OFFLINE=1
+if [ "${1:-}" = cpu ]; then
+  shift
+  CPUS=${CPUS:-4}
+  python3 -c "import cv2" 2>/dev/null || set -- framing.driving=off "$@"  # no face tracking there
+  echo "date $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null) cpus $(nproc)" | tee "$OUT/env.txt"
+  CUDA_VISIBLE_DEVICES= python3 -m scripts.bench_split --model tiny --frames "${FRAMES:-3000}" \
+    --split "${SPLIT:-1500}" --workers 2 --cpus-per-worker "$CPUS" --work "$WORK" \
+    --out "$OUT/split-cpu$(nproc)-tiny.json" video.crf=0 "$@" 2>&1 | tail -4
+  cp "$WORK"/*.log "$OUT"/ 2>/dev/null
+  exit 0
+fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/env.txt"
 echo "date $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null)" | tee -a "$OUT/env.txt"
 python3 -c "from pipeline.models import ensure_random_weights as e; e('$WORK/weights-personalive', architecture='full', seed=0)"

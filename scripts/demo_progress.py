@@ -29,7 +29,6 @@ from pipeline.progress import (  # noqa: E402
     ProgressReporter,
     RowFinished,
     RowProgress,
-    RowResult,
     RowRetrying,
     RowStarted,
     StatusFile,
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     events = synthetic_job(duration_seconds=args.seconds)
     replay(events, MultiReporter(reporters))
     finished = [event for _, event in events if isinstance(event, RowFinished)]
-    console.print(summary_table([RowResult.from_event(event) for event in finished]))
+    console.print(summary_table([event.result for event in finished]))
     return 0
 
 

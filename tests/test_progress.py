@@ -438,13 +438,13 @@ def test_multi_reporter_survives_a_broken_reporter(caplog: pytest.LogCaptureFixt
 
 
 RESULTS = [
-    RowResult.from_event(RowFinished("row-a", "done", 100, 4.0, output="out/row-a.mp4")),
-    RowResult.from_event(RowFinished("row-b", "failed", 25, 2.5, error=LONG_ERROR, attempts=2)),
-    RowResult.from_event(RowFinished("row-c", "skipped")),
+    RowFinished("row-a", "done", 100, 4.0, output="out/row-a.mp4").result,
+    RowFinished("row-b", "failed", 25, 2.5, error=LONG_ERROR, attempts=2).result,
+    RowFinished("row-c", "skipped").result,
 ]
 
 
-def test_row_result_from_event() -> None:
+def test_row_finished_carries_its_result() -> None:
     assert RESULTS[0] == RowResult("row-a", "done", 100, 4.0, 25.0, None, "out/row-a.mp4", 1)
     assert (RESULTS[2].fps, RESULTS[1].attempts) == (0.0, 2)
 

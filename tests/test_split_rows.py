@@ -27,7 +27,7 @@ from pipeline.config import AnimatorConfig, ClusterConfig
 from pipeline.media import VideoReader, probe
 from pipeline.progress import RowProgress, RowStarted
 from pipeline.split_rows import SplitRows, part_spans, split_task
-from pipeline.worker import RowOutcome, RowTask
+from pipeline.worker import RowResult, RowTask
 from scripts.bench_seams import _clip, differences, render
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +99,50 @@ def test_keyframes_before_a_part_are_the_whole_streams(tiny_models, clip) -> Non
     assert 0 < error < 0.01
 
 
+@pytest.mark.parametrize("read", ["face", "off", "cached"])
+def test_a_workers_part_start_reads_the_frames_the_rows_stream_is_fed(
+    tiny_models, tmp_path: Path, read: str
+) -> None:
+    """The worker's source for a part's start: the keyframe scan's chunk-first frames and the
+    window's whole chunks, from frame to frame, are the frames the row's own stream is fed (cut
+    around the same tracked face, or whole), observed as that stream observes them; or the
+    clip's conditioning cache, when a row wrote it."""
+    from contextlib import ExitStack
+    from dataclasses import replace
+
+    from pipeline.animate import Observation
+    from pipeline.conditioning_cache import ConditioningWriter
+    from pipeline.config import FramingConfig, StorageConfig, VideoConfig
+    from pipeline.storage import Storage
+    from pipeline.worker._row import RowRenderer
+
+    animator = StreamingAnimator(tiny_models, resolution=TINY_RESOLUTION)
+    renderer = RowRenderer(animator, Storage(StorageConfig()), VideoConfig(), tmp_path)
+    video = str(REPO / "manifests/media/driving.mp4")  # 90 frames
+    task = RowTask(
+        "row", str(PORTRAIT), video, None, str(tmp_path / "job"), "k", None, 0,
+        framing=FramingConfig(driving="off" if read == "off" else "face"),
+    )  # fmt: skip
+    with ExitStack() as stack:
+        driving = stack.enter_context(renderer._open(video))
+        fed = list(renderer._driving_chunks(task, driving, 0, 90, 90, stack).chunks)
+    observed = [animator.observe([chunk])[0] for chunk in fed]  # as a stream alone observes them
+    scanned = animator.observe([chunk[:1] for chunk in fed[:12]])  # in one call, as the scan
+    if read == "cached":
+        writer = ConditioningWriter(tmp_path / "clip.bin")
+        for observation in observed:
+            writer.add(observation)
+        task = replace(task, conditioning_uri=str(writer.close()))
+        scanned = [Observation(o.pose.index(slice(0, 1)), o.motion[:1]) for o in observed[:12]]
+    with ExitStack() as stack:
+        source = renderer._observations(task, 90, stack)
+        firsts = list(source(0, 48, True))
+        window = list(source(36, 48, False))
+    assert len(fed) == 23 and len(firsts) == 12 and len(window) == 3  # nothing past stop
+    assert all(torch.equal(a.motion, b.motion) for a, b in zip(firsts, scanned))
+    assert all(torch.equal(a.motion, b.motion) for a, b in zip(window, observed[9:12]))
+
+
 # ------------------------------------------------------------------------------------------
 # The driver's split
 # ------------------------------------------------------------------------------------------
@@ -119,6 +163,30 @@ def test_part_spans_are_equal_whole_chunks_and_cover_the_row() -> None:
     assert all(end - start >= 16 for start, end in spans)
 
 
+def test_a_start_cost_gives_earlier_parts_more_frames_so_that_all_end_together() -> None:
+    # a part starting at s first reads the s frames before it, each at start_cost of a
+    # rendered frame's time: part 2 of 3,000 frames at 0.2 renders 1,332 frames after reading
+    # 1,668, ending when part 1 ends
+    assert part_spans(3000, 1500, 0.2) == [(0, 1668), (1668, 3000)]
+    assert part_spans(3000, 1500, 0.0) == part_spans(3000, 1500)  # 0: equal parts
+    for frames, split, cost in ((3000, 1500, 0.27), (9001, 1000, 0.1), (1010, 250, 0.5)):
+        spans = part_spans(frames, split, cost)
+        assert len(spans) == -(-frames // split)
+        assert spans[0][0] == 0 and spans[-1][1] == frames
+        assert all(a[1] == b[0] and a[1] % 4 == 0 for a, b in zip(spans, spans[1:]))
+        assert all(a[1] - a[0] > b[1] - b[0] for a, b in zip(spans, spans[1:]))
+        ends = [cost * start + end - start for start, end in spans]  # its read, then its frames
+        assert max(ends) - min(ends) <= 6, spans
+
+
+def test_a_start_cost_out_of_range_is_a_config_problem() -> None:
+    from pipeline.config import RenderConfig, config_problems
+
+    cfg = RenderConfig()
+    cfg.cluster.split_start_cost = 0.8
+    assert any("cluster.split_start_cost=0.8" in p for p in config_problems(cfg))
+
+
 def test_parts_go_out_longest_first_and_report_as_their_row() -> None:
     cfg = ClusterConfig(split_frames=100, split_overlap=16)
     split = SplitRows(cfg, {"long": 300, "short": 40, "mid": 90})
@@ -134,10 +202,10 @@ def test_parts_go_out_longest_first_and_report_as_their_row() -> None:
     split.event(RowProgress("long [part 1/3]", 40, 100, 1.0))
     progress = split.event(RowProgress("long [part 2/3]", 30, 100, 1.0))
     assert (progress.row_id, progress.frames_done, progress.total_frames) == ("long", 70, 300)
-    assert split.outcome(RowOutcome("mid", "done", frames=90), 1)[0].row_id == "mid"
-    assert split.outcome(RowOutcome("long [part 1/3]", "done", frames=100), 1) is None
-    assert split.outcome(RowOutcome("long [part 3/3]", "failed", error="disk"), 2) is None
-    verdict, attempts = split.outcome(RowOutcome("long [part 2/3]", "done", frames=100), 1)
+    assert split.outcome(RowResult("mid", "done", frames=90), 1)[0].row_id == "mid"
+    assert split.outcome(RowResult("long [part 1/3]", "done", frames=100), 1) is None
+    assert split.outcome(RowResult("long [part 3/3]", "failed", error="disk"), 2) is None
+    verdict, attempts = split.outcome(RowResult("long [part 2/3]", "done", frames=100), 1)
     assert (verdict.row_id, verdict.status, attempts) == ("long", "failed", 2)
     assert verdict.error == "part 3/3: disk" and len(verdict.parts) == 3
 

@@ -9,7 +9,9 @@ keyframes in the stream's bank. A part that starts at frame ``F`` rebuilds each:
 * **keyframes, by their decisions exactly, by their latents approximately**: whether a frame
   becomes a keyframe depends only on driving motion (its distance to the motions already in the
   bank), so the decisions are replayed from the video's start, without denoising, until the bank
-  is full or the part begins. A keyframe's latent is the clean latent of its frame, which depends
+  is full or the part begins (the motion of each chunk's first frame, many per call of the
+  networks: it differs from the stream's by float rounding, so only a distance within ~1e-6 of
+  the threshold could be decided otherwise). A keyframe's latent is the clean latent of its frame, which depends
   on everything rendered before it: it is rendered from a short window of ``overlap`` frames
   before its frame, with the keyframes before it in the bank;
 * **the window, approximately**: the stream starts ``overlap`` frames before ``F``; its three
@@ -24,6 +26,8 @@ instead, and is then the uninterrupted stream itself: part 0 of a split row is r
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
@@ -36,10 +40,14 @@ from ..models import HeadPose, drive_pose, posed_keypoints
 from ._animator import Observation, StreamingAnimator
 from ._state import Chunk, StreamState
 
-ObservationSource = Callable[[int, bool], Iterator[Observation]]
-"""Observations of the driving video from a frame index on: ``source(start, False)`` every frame
-(in chunks of 4), ``source(start, True)`` only the first frame of each 4-frame chunk (what the
-keyframe decisions read: a quarter of the pose/motion work)."""
+ObservationSource = Callable[[int, int, bool], Iterator[Observation]]
+"""Observations of driving frames ``[start, stop)`` (both multiples of 4 but a video's end):
+``source(start, stop, False)`` every frame (in chunks of 4), ``source(start, stop, True)`` only
+the first frame of each 4-frame chunk (what the keyframe decisions read: a quarter of the
+pose/motion work, and the frames between need no converting or cutting). A source reads no
+frame past ``stop``: a part's start pays only for the frames it uses."""
+
+logger = logging.getLogger(__name__)
 
 _NOISE_BLOCK = 256  # chunks' noise replayed per draw (bounded memory, few calls)
 
@@ -118,6 +126,8 @@ class PartStarter:
         self.animator = animator
         chunk = animator.schedule.chunk_frames
         self.overlap_chunks = -(-max(0, overlap) // chunk)
+        # where the last start's time went (logged; scripts/profile_part_start.py prints it)
+        self.timings: dict[str, float] = {}
 
     def start(
         self, base: StreamState, observations: ObservationSource, first_frame: int
@@ -141,10 +151,19 @@ class PartStarter:
             stream.emit_from = first_frame
             return stream
         first, keyframes = self.plan_keyframes(base, observations, before_call=at)
-        with closing(observations(chunk * (at - 3), False)) as context:
+        started = time.perf_counter()
+        with closing(observations(chunk * (at - 3), chunk * at, False)) as context:
             window = _take(context, 3 * chunk)
         stream = self._stream_at(base, at, window, first, keyframes)
         stream.emit_from = first_frame
+        self.timings["window_seconds"] = time.perf_counter() - started
+        logger.info(
+            "part at frame %d started in %.1f s: keyframe scan of %d chunks %.1f s, %d keyframe "
+            "window(s) %.1f s, its own window %.1f s",
+            first_frame, sum(v for k, v in self.timings.items() if k.endswith("_seconds")),
+            self.timings["scanned_chunks"], self.timings["scan_seconds"], len(keyframes),
+            self.timings["keyframes_seconds"], self.timings["window_seconds"],
+        )  # fmt: skip
         return stream
 
     # ------------------------------------------------------------------ keyframes
@@ -161,9 +180,12 @@ class PartStarter:
         read again, every frame of it, to render its latent.
         """
         chunk = self.animator.schedule.chunk_frames
+        started = time.perf_counter()
         scan = _KeyframeScan(self.animator.config, base, before_call)
         firsts = _Frames(keep=16, step=chunk)
-        with closing(observations(0, True)) as source:
+        # the last call decided is before_call - 1; its candidate is its window's oldest frame
+        stop = chunk * (before_call - 3)
+        with closing(observations(0, stop, True)) as source:
             for observation in source:
                 firsts.add(observation)
                 scan.decide(firsts)
@@ -171,10 +193,16 @@ class PartStarter:
                     break
         if scan.first is None:
             raise ValueError("the driving video has no frames")
+        self.timings = {
+            "scanned_chunks": firsts.next // chunk,
+            "scan_seconds": time.perf_counter() - started,
+        }
+        started = time.perf_counter()
         keyframes: list[PlannedKeyframe] = []
         for call, motion in zip(scan.calls, scan.motions):
             latent = self._render_keyframe(base, observations, scan.first, keyframes, call)
             keyframes.append(PlannedKeyframe(call, motion, latent))
+        self.timings["keyframes_seconds"] = time.perf_counter() - started
         return scan.first, keyframes
 
     def _render_keyframe(
@@ -194,7 +222,7 @@ class PartStarter:
         read_from = chunk * max(0, start - 3)
         count = chunk * (call + 1) - read_from  # up to the chunk that call takes in
         frames = _Frames(keep=count, first=read_from)
-        with closing(observations(read_from, False)) as source:
+        with closing(observations(read_from, read_from + count, False)) as source:
             frames.add(_take(source, count))
         if start == 0:
             stream = _fresh(base)

@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.animate import BatchStats, StepBatcher, StreamingAnimator
 from pipeline.config import StorageConfig, VideoConfig
 from pipeline.storage import Storage
-from pipeline.worker import RowOutcome, RowRenderer, RowTask
+from pipeline.worker import RowRenderer, RowResult, RowTask
 
 from ._busy import BusySampler
 from ._inputs import BenchInputs
@@ -75,7 +75,7 @@ def _row_threads(
     inputs: BenchInputs,
     scratch: Path,
     video: VideoConfig,
-) -> tuple[list[threading.Thread], list[RowOutcome]]:
+) -> tuple[list[threading.Thread], list[RowResult]]:
     """One (unstarted) thread per row, rendering it with a worker's ``RowRenderer`` to local
     storage under ``scratch``; each appends its outcome to the returned list."""
     storage = Storage(StorageConfig(output_root=str(scratch / "out")))
@@ -89,7 +89,7 @@ def _row_threads(
             "preset": "veryfast",
         }
     )
-    outcomes: list[RowOutcome] = []
+    outcomes: list[RowResult] = []
     threads = []
     for index, (portrait, driving) in enumerate(zip(inputs.portraits, inputs.videos)):
         renderer = RowRenderer(animator, storage, bench_video, scratch, batcher=batcher)
@@ -122,7 +122,7 @@ def _join_rows(
     return stats
 
 
-def _record_outcomes(result: BenchResult, outcomes: list[RowOutcome]) -> None:
+def _record_outcomes(result: BenchResult, outcomes: list[RowResult]) -> None:
     """How many rows were done; why each other one was not."""
     result.rows_done = sum(1 for o in outcomes if o.status == "done")
     for outcome in outcomes:

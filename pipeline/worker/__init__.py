@@ -3,9 +3,9 @@
 `RenderWorker` is the Ray actor body (the model loaded once); `RowRenderer` takes one row through
 its three phases (prepare, stream in a slot, finish); `StreamSlots` are the places in the batched
 call (`_segments.SegmentSink` encodes and commits a row's segments). The row's plain data
-(`RowTask`, `RowOutcome`, `RowTimeline`) and `RenderWorker` import without torch: the driver of a
-job uses them, and only the worker processes load the deep-learning libraries (`RowRenderer` is
-imported on first use, PEP 562).
+(`RowTask`; `RowResult`, what a render returns, and `RowTimeline`) and `RenderWorker` import
+without torch: the driver of a job uses them, and only the worker processes load the
+deep-learning libraries (`RowRenderer` is imported on first use, PEP 562).
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from ._actor import RenderWorker, build_animator
 from ._slots import StreamSlots, max_streams, streams_for
-from ._task import RowError, RowOutcome, RowPart, RowTask, RowTimeline
+from ._task import RowError, RowPart, RowResult, RowTask, RowTimeline
 
 _LAZY = {"RowRenderer": "._row"}
 
 __all__ = [
     "RenderWorker",
     "RowError",
-    "RowOutcome",
     "RowPart",
     "RowRenderer",
+    "RowResult",
     "RowTask",
     "RowTimeline",
     "StreamSlots",

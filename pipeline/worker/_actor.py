@@ -10,16 +10,18 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..config import ModelConfig, StorageConfig, VideoConfig
 from ._slots import StreamSlots, streams_for
-from ._task import RowOutcome, RowTask
+from ._task import RowResult, RowTask
 
 if TYPE_CHECKING:
     from ..animate import StreamingAnimator
+    from ._row import RowRenderer
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +84,12 @@ class RenderWorker:
         import torch  # noqa: PLC0415 - see the module's docstring
 
         from ..animate import StepBatcher  # noqa: PLC0415
-        from ..storage import Storage  # noqa: PLC0415
-        from ._row import RowRenderer  # noqa: PLC0415
 
         self.timings["import_seconds"] = round(time.monotonic() - started, 2)
         if cpu_threads:
             torch.set_num_threads(cpu_threads)
         self.name = name
+        self.jobs = 1  # jobs served: a warm worker (pipeline.cluster._warm) serves several
         self.events: Any = None
         self.scratch = tempfile.mkdtemp(prefix="portrait-render-")
         self.animator = build_animator(model, self.timings)
@@ -96,17 +97,9 @@ class RenderWorker:
         self.slots = StreamSlots(self.streams)
         self.batcher = StepBatcher(self.animator)  # the rows this actor renders at once share it
         self.gpu_prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu-prep")
-        self.renderer = RowRenderer(
-            self.animator,
-            Storage(storage),
-            video,
-            self.scratch,
-            events=self._emit,
-            worker_name=name,
-            batcher=self.batcher,
-            slots=self.slots,
-            gpu_prep=self.gpu_prep,
-        )
+        self._renderers: dict[str, RowRenderer] = {}  # per job setup (video, storage)
+        self._renderers_lock = threading.Lock()
+        self.renderer = self._renderer_for(video, storage)
         self.timings["ready_seconds"] = round(time.monotonic() - started, 2)
         logger.info("%s ready with %d stream slot(s): %s", name, self.streams, self.timings)
 
@@ -117,17 +110,59 @@ class RenderWorker:
             except Exception:  # noqa: BLE001 - progress is best effort; never fail a row over it
                 logger.debug("progress event dropped", exc_info=True)
 
-    def render(self, task: RowTask, events: Any = None) -> RowOutcome:
+    def render(self, task: RowTask, events: Any = None, setup: Any = None) -> RowResult:
         """Render one row; progress events go to ``events`` (a ``ray.util.queue.Queue``), if given.
 
         The queue comes with each call rather than to the constructor: Ray restarts a dead actor
-        by re-running its constructor, which must not depend on objects that may be gone.
+        by re-running its constructor, which must not depend on objects that may be gone. So does
+        ``setup`` (the job's video and storage settings): a warm worker outlives the job that
+        started it (`pipeline.cluster._warm`) and serves later jobs with their own settings.
         """
         self.events = events
-        return self.renderer.render(task)
+        renderer = self.renderer if setup is None else self._renderer_for(*setup)
+        return renderer.render(task)
+
+    def _renderer_for(self, video: VideoConfig, storage: StorageConfig) -> RowRenderer:
+        """The row renderer for a job's settings: all share the model, the batched call and the
+        stream slots; a warm worker keeps the few it has made."""
+        from ..storage import Storage  # noqa: PLC0415
+        from ._row import RowRenderer  # noqa: PLC0415
+
+        key = repr((video, storage))
+        with self._renderers_lock:
+            if key not in self._renderers:
+                if len(self._renderers) >= 8:  # a warm worker serving many jobs: oldest out
+                    self._renderers.pop(next(iter(self._renderers)))
+                self._renderers[key] = RowRenderer(
+                    self.animator,
+                    Storage(storage),
+                    video,
+                    self.scratch,
+                    events=self._emit,
+                    worker_name=self.name,
+                    batcher=self.batcher,
+                    slots=self.slots,
+                    gpu_prep=self.gpu_prep,
+                )
+            return self._renderers[key]
 
     def pid(self) -> int:
         return os.getpid()
+
+    def display_name(self) -> str:
+        """The name progress displays show (a warm worker keeps the one it started with)."""
+        return self.name
+
+    def begin_job(self) -> dict[str, Any]:
+        """A new job takes this worker (a warm one, kept from an earlier job): its GPU clock
+        starts again, so the job's figures are its own. Returns `describe`'s answer, with
+        ``jobs``: how many jobs it has served, this one included."""
+        from ..animate._batcher import GpuClock  # noqa: PLC0415
+
+        self.jobs += 1
+        if self.batcher.gpu_clock is not None:
+            self.batcher.gpu_clock = GpuClock()
+        return self.describe()
 
     def describe(self) -> dict[str, Any]:
         """What the worker is (device, stream slots), how long it took to start (seconds to load
@@ -140,6 +175,7 @@ class RenderWorker:
             "dtype": str(models.dtype),
             "pid": os.getpid(),
             "streams": self.streams,
+            "jobs": self.jobs,
             **self.timings,
             "gpu": clock.totals() if clock is not None else None,
         }

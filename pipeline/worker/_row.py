@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..animate import Observation, StepBatcher, StreamingAnimator, StreamState, deserialize_state
-from ..animate._parts import PartStarter
+from ..animate._parts import ObservationSource, PartStarter
 from ..conditioning_cache import ConditioningReader, ConditioningWriter
 from ..config import FramingConfig, VideoConfig, parse_canvas
 from ..framing import (
@@ -53,7 +53,7 @@ from ._ahead import ReadAhead
 from ._segments import SegmentSink
 from ._signals import SignalRecorder, clip_embedder, encoder_name
 from ._slots import StreamSlots
-from ._task import RowError, RowOutcome, RowTask, RowTimeline
+from ._task import RowError, RowResult, RowTask, RowTimeline
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class _DrivingChunks(NamedTuple):
 
 @dataclass
 class _Attempt:
-    """One render call: its clocks and, once prepared, its row (both go into the outcome)."""
+    """One render call: its clocks and, once prepared, its row (both go into the result)."""
 
     task: RowTask
     worker: str
@@ -100,15 +100,15 @@ class _Attempt:
     timeline: RowTimeline = field(default_factory=lambda: RowTimeline(accepted_at=time.time()))
     row: _PreparedRow | None = None
 
-    def outcome(self, status: str, **kwargs: Any) -> RowOutcome:
-        """The attempt's verdict; the row's time runs from its first denoising call (else from
+    def result(self, status: str, **kwargs: Any) -> RowResult:
+        """The attempt's result; the row's time runs from its first denoising call (else from
         its acceptance)."""
         row, timeline = self.row, self.timeline
         since = row.streaming if row is not None and row.streaming else self.accepted
         timeline.finished_at = time.time()
-        return RowOutcome(
+        return RowResult(
             self.task.row_id, status, seconds=time.monotonic() - since, worker=self.worker,
-            started_at=timeline.streaming_at or timeline.accepted_at or 0.0,
+            started_at=timeline.streaming_at or timeline.accepted_at,
             timeline=timeline, framing=row.framing if row is not None else None, **kwargs,
         )  # fmt: skip
 
@@ -174,8 +174,8 @@ class RowRenderer:
         # coarse scan (faces down to 1/20 of the frame's long side; the fine pass is the same)
         self.driving_detector = FaceDetector(coarse_side=400, coarse_step=1.1)
 
-    def render(self, task: RowTask) -> RowOutcome:
-        """Render ``task``; never raises for row-level problems (they become a failed outcome)."""
+    def render(self, task: RowTask) -> RowResult:
+        """Render ``task``; never raises for row-level problems (they become a failed result)."""
         # 1. Accepted: the driver learns the row started here; a scratch folder of its own.
         attempt = _Attempt(task, self.worker_name)
         self.events(RowAccepted(task.row_id, worker=self.worker_name, attempt=task.attempt))
@@ -183,9 +183,9 @@ class RowRenderer:
         scratch = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=self.scratch_dir))
         try:
             # 2. The three phases (or an earlier attempt's commit), then the verdict.
-            return attempt.outcome(**self._render_phases(attempt, scratch))
+            return attempt.result(**self._render_phases(attempt, scratch))
         except Exception as err:  # noqa: BLE001 - a row's failure must not stop the worker
-            return attempt.outcome("failed", **self._failure(task, err))
+            return attempt.result("failed", **self._failure(task, err))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -336,25 +336,45 @@ class RowRenderer:
             writer = ConditioningWriter(cache_to, {"video": task.driving_video})
         return _DrivingChunks(chunks, cached=False, writer=writer, framer=framer)
 
-    def _observations(self, task: RowTask, total: int, stack: ExitStack) -> Callable[..., Any]:
-        """The row's driving observations (pose and motion) from any frame on, in 4-frame
-        chunks: what a part's start reads before its window (`PartStarter`), on the GPU
-        preparation thread."""
+    def _observations(self, task: RowTask, total: int, stack: ExitStack) -> ObservationSource:
+        """The row's driving observations (pose and motion) of frames ``[start, stop)``, in
+        4-frame chunks: what a part's start reads before its window (`PartStarter`), on the GPU
+        preparation thread. From the clip's conditioning cache when it holds them (opened once),
+        else from the video: only the frames asked for are converted and cut (the keyframe
+        scan's: a chunk's first alone; the faces are still tracked over every sample)."""
+        cached = self._cached_conditioning(task, total, stack)
 
-        def source(start: int, firsts: bool):
-            driving = stack.enter_context(self._open(task.driving_video))
-            items = self._driving_chunks(task, driving, start, total, total, stack).chunks
-            batch: list[Any] = []
-            for item in items:
-                if isinstance(item, Observation):
+        def source(start: int, stop: int, firsts: bool):
+            if cached is not None:
+                for item in cached.chunks(start, stop):
                     yield (
                         Observation(item.pose.index(slice(0, 1)), item.motion[:1])
                         if firsts
                         else item
                     )
-                    continue
-                batch.append(item[:1] if firsts else item)
-                if len(batch) == 32:  # many chunks per call of the small networks
+                return
+            driving = stack.enter_context(self._open(task.driving_video))
+            step = 4 if firsts else 1  # frames read per frame converted (a chunk's first alone)
+            if task.framing.driving == "face":
+                framer = self._driving_framer(task, driving, start, stack, stop=stop, step=step)
+                chunks: Any = framer.chunks(4 // step)
+            else:
+                reader = VideoReader(
+                    driving, size=self.animator.resolution, fit=self.video.fit,
+                    max_frames=stop, start_frame=start,
+                )  # fmt: skip
+                chunks = (
+                    (frame[None] for _, frame in reader.sample(4))
+                    if firsts
+                    else (chunk.frames for chunk in reader.chunks(4))
+                )
+            # the scan's first frames many per call of the small networks; whole chunks one per
+            # call, as a stream alone on its worker observes them (the same numbers)
+            per_call = 32 if firsts else 1
+            batch: list[Any] = []
+            for chunk in chunks:
+                batch.append(chunk)
+                if len(batch) == per_call:
                     yield from self.animator.observe(batch)
                     batch = []
             if batch:
@@ -424,11 +444,19 @@ class RowRenderer:
         return faces[framing.face_index]
 
     def _driving_framer(
-        self, task: RowTask, driving: Any, start: int, stack: ExitStack, *, stop: int | None = None
+        self,
+        task: RowTask,
+        driving: Any,
+        start: int,
+        stack: ExitStack,
+        *,
+        stop: int | None = None,
+        step: int = 1,
     ) -> DrivingFramer:
-        """The row's driving frames from ``start`` on, cut around the tracked face. The track
-        reads the video a second time, a little ahead, from enough samples before ``start``
-        that a resumed row gets the boxes the uninterrupted one had."""
+        """The row's driving frames from ``start`` on (every ``step``-th: the others are decoded,
+        not converted), cut around the tracked face. The track reads the video a second time, a
+        little ahead, from enough samples before ``start`` that a resumed row gets the boxes the
+        uninterrupted one had."""
         framing, size, fit = task.framing, self.animator.resolution, self.video.fit
         every = framing.detect_every
         track_source = stack.enter_context(self._open(task.driving_video))
@@ -451,7 +479,7 @@ class RowRenderer:
             return cut_square(square, Square(0, 0, square.shape[0]), size)
 
         return DrivingFramer(
-            reader.sample(1), track, size=size, scale=framing.scale,
+            reader.sample(step), track, size=size, scale=framing.scale,
             center_y=framing.center_y, whole_frame=whole_frame,
         )  # fmt: skip
 

@@ -1,4 +1,6 @@
-"""What the driver sends a worker for one row, and what comes back."""
+"""What the driver sends a worker for one row; what comes back is a `RowResult`
+(`pipeline/row_result.py`, with the row's `RowTimeline`), the one result type from the worker to
+the summary."""
 
 from __future__ import annotations
 
@@ -7,6 +9,9 @@ from fractions import Fraction
 from typing import Any
 
 from ..config import FramingConfig
+from ..row_result import RowResult, RowTimeline
+
+__all__ = ["RowError", "RowPart", "RowResult", "RowTask", "RowTimeline"]
 
 
 @dataclass(frozen=True)
@@ -78,66 +83,6 @@ class RowTask:
     # what validation probed (frames after max_frames, exact rate): the worker does not probe again
     frames: int | None = None
     frame_rate: Fraction | None = None
-
-
-@dataclass
-class RowTimeline:
-    """When a row passed each point on its worker (Unix times; None: it never got there).
-
-    A worker prepares rows ahead of its stream slots, so a row is accepted before it streams,
-    and it finishes (last segment, join, audio, commit) after its slot went to the next row.
-    The report draws these as bars, one lane per worker slot.
-    """
-
-    accepted_at: float | None = None  # the worker took the row and began preparing it
-    prepared_at: float | None = None  # ready for its first call (it then waits for a slot)
-    streaming_at: float | None = None  # it took stream slot `slot` (its first denoising call next)
-    first_frame_at: float | None = None  # its first output frame left the animator
-    first_commit_at: float | None = None  # its first segment was committed (a resume point)
-    released_at: float | None = None  # its last frame was out: the slot was free again
-    finished_at: float | None = None  # the row was committed (or failed)
-    slot: int | None = None  # which of the worker's stream slots it held
-
-    def as_dict(self) -> dict[str, Any]:
-        """The points it passed (times to the millisecond) and its slot."""
-        return {
-            key: round(value, 3) if isinstance(value, float) else value
-            for key, value in vars(self).items()
-            if value is not None
-        }
-
-
-@dataclass(frozen=True)
-class RowOutcome:
-    """The verdict on one row.
-
-    ``status`` is "done" or "failed"; ``retryable`` marks failures worth another attempt
-    (transient storage errors); ``error`` is one line a user can act on, ``detail`` the traceback
-    of an unexpected failure. ``seconds`` runs from the row's first denoising call (it took a
-    stream slot) to its commit; ``started_at`` is that first moment, in Unix time.
-    """
-
-    row_id: str
-    status: str
-    frames: int = 0
-    seconds: float = 0.0
-    output: str | None = None
-    error: str | None = None
-    retryable: bool = False
-    detail: str | None = None
-    has_audio: bool = False
-    worker: str = ""
-    started_at: float = 0.0  # wall clock (Unix time) when the worker began the row; 0 if unknown
-    timeline: RowTimeline | None = None
-    framing: dict[str, Any] | None = None  # where the face was, what was cut (see RowRenderer)
-    signals: dict[str, Any] | None = None  # identity/motion over time (docs/signals.md)
-    conditioning: str | None = None  # "cached" | "computed": the driving pose/motion's source
-    joined: bool = False  # a part whose worker joined every part into the row's video
-    parts: list[dict[str, Any]] | None = None  # a split row's parts (the driver fills it)
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
 class RowError(Exception):

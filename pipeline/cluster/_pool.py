@@ -1,54 +1,27 @@
-"""Ray: an elastic pool of render workers (one per GPU, or CPU workers) fed rows dynamically.
-
-* Embedded local Ray by default, bound to 127.0.0.1; ``cluster.address=auto`` or
-  ``ray://host:port`` joins an existing cluster instead.
-* Workers are placed node by node (`workers_to_start`): one
-  :class:`~pipeline.worker.RenderWorker` actor per GPU of each node, or ``cluster.cpu_workers``
-  per node on a cluster without GPUs, at most ``cluster.num_workers`` in all; each stays on its
-  node. The model loads once per actor.
-* The pool follows the cluster (``cluster.rescan_seconds``): while rows wait for a worker, nodes
-  that joined get workers, which take rows once their model is loaded; a node that leaves takes
-  its workers with it, and their rows go back to the queue and resume from their last committed
-  segment on another worker. A node's loss is not held against its rows
-  (`RenderPool.lost_with_node`).
-* The least busy worker with room takes the next row (no static partitioning): each holds its
-  stream slots' rows plus ``cluster.rows_ahead`` more that it prepares meanwhile (default: as
-  many as its slots), so a slot freed by a finished row is taken at the next batched call.
-  Results stream back as rows finish, and progress events arrive through a Ray queue; the
-  pool's own events (`WorkerJoined`, `WorkerReady`, `WorkerLeft`) go out with them.
-* Failure semantics, set on purpose: a worker process that dies is restarted by Ray
-  (``max_restarts``) and its row goes back to the queue; a row that has killed its worker
-  ``poison_after`` times is quarantined instead of looping; a row failure marked retryable
-  (transient storage errors) is retried up to ``row_retries`` times; other failures are final.
-* Stopping (``should_stop``, set by SIGINT/SIGTERM on the driver): no row starts any more, rows
-  still queued and rows being rendered end "interrupted", and closing the pool kills the workers.
-  That loses nothing committed: segments and rows are committed with markers written last, so a
-  killed worker leaves at most an unmarked upload that a rerun ignores, and the rerun resumes
-  each interrupted row from its last committed segment.
-"""
+"""The pool: worker actors fed rows as they free up, their failures and the nodes they are on.
+(The package's docstring tells the whole story.)"""
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .config import ClusterConfig, ModelConfig, StorageConfig, VideoConfig
-from .progress import RowAccepted, RowRetrying, WorkerJoined, WorkerLeft, WorkerReady
-from .worker import RenderWorker, RowOutcome, RowTask, max_streams
+from ..config import ClusterConfig, ModelConfig, StorageConfig, VideoConfig
+from ..progress import RowAccepted, RowRetrying, WorkerJoined, WorkerLeft, WorkerReady
+from ..worker import RenderWorker, RowResult, RowTask, max_streams
+from ._join import start_ray
+from ._placement import NoRoomError, alive_nodes, on_head, workers_to_start
+from ._warm import NAMESPACE, WarmName, find_warm, next_index, signature, stop_warm
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 INTERRUPTED_RENDERING = "job interrupted while this row was rendering"
 INTERRUPTED_WAITING = "job interrupted before this row started"
 NODE_LEFT = "its node left the cluster"
-HEAD_RESOURCE = "node:__internal_head__"  # a resource only Ray's head node has
 
 
 @dataclass
@@ -66,6 +39,8 @@ class _Slot:
     capacity: int = 1  # rows it may hold: its stream slots plus cluster.rows_ahead
     loading: Any = None  # a worker started mid-job: its describe() call, until the model is loaded
     left: str | None = None  # why it is gone for good (NODE_LEFT, too many deaths, no model)
+    warm: WarmName | None = None  # a detached worker that outlives the job (pipeline.cluster._warm)
+    adopted: bool = False  # a warm worker an earlier job started, taken over by this one
 
 
 @dataclass
@@ -74,170 +49,9 @@ class _Rows:
 
     pending: deque[RowTask]
     on_event: Callable[[Any], None]
-    on_outcome: Callable[[RowOutcome, int], None]
+    on_outcome: Callable[[RowResult, int], None]
     inflight: dict[Any, tuple[_Slot, RowTask]] = field(default_factory=dict)  # call -> row
     crashes: dict[str, int] = field(default_factory=dict)  # row id -> deaths of its workers
-
-
-def start_ray(cfg: ClusterConfig) -> bool:
-    """Start or join Ray; returns True when this process started it (and must shut it down)."""
-    import ray  # noqa: PLC0415 - Ray is only needed by jobs that render
-
-    if ray.is_initialized():
-        return False
-    if cfg.address is None:
-        # keep every Ray server on loopback: an embedded cluster must not listen on the network
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        # Ray turns token authentication on for a local cluster (good) and says so with a warning
-        # that lands in the middle of the progress display; the notice is all this silences
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
-            logging.ERROR
-        )
-        ray.init(
-            address="local",
-            num_cpus=cfg.num_cpus,
-            include_dashboard=False,
-            _node_ip_address=LOOPBACK,
-            log_to_driver=cfg.log_to_driver,
-            logging_level=logging.WARNING,
-        )
-        logger.info(
-            "started embedded Ray on %s (%s CPUs)", LOOPBACK, ray.cluster_resources().get("CPU")
-        )
-        return True
-    refused = _unreachable(cfg.address)
-    if refused is not None:  # said at once, instead of after Ray's own 20-60 s of retries
-        raise ClusterJoinError(cfg.address, refused)
-    try:
-        ray.init(
-            address=cfg.address, log_to_driver=cfg.log_to_driver, logging_level=logging.WARNING
-        )
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        raise ClusterJoinError(cfg.address, _join_failure(err)) from err
-    logger.info("joined Ray cluster at %s: %s", cfg.address, ray.cluster_resources())
-    return False
-
-
-class ClusterJoinError(ConnectionError):
-    """The Ray cluster at ``cluster.address`` could not be joined; the message says why and what
-    to do (the job stops with exit code 2, like a configuration mistake)."""
-
-    def __init__(self, address: str, reason: str) -> None:
-        self.address = address
-        self.reason = reason
-        super().__init__(
-            f"could not join the Ray cluster at cluster.address={address}: {reason}. {JOIN_ADVICE}"
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.address, self.reason))
-
-
-JOIN_ADVICE = (
-    "To join it: run the job on a node of the cluster with cluster.address=auto; or give this "
-    "process the cluster's token: RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<token> (or "
-    "RAY_AUTH_TOKEN_PATH=<file>; default ~/.ray/auth_token; `ray get-auth-token` on the head "
-    "node prints it); or use the Ray Client address cluster.address=ray://<head>:10001"
-)
-
-
-def _host_port(address: str) -> tuple[str, int] | None:
-    """(host, port) of ``host:port`` or ``ray://host:port``; None for ``auto`` and the like."""
-    text = address.removeprefix("ray://")
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        return None
-    return host.strip("[]"), int(port)
-
-
-def _unreachable(address: str, timeout_s: float = 5.0) -> str | None:
-    """Why nothing can be reached at `address` (connection refused, no such host, no answer),
-    or None when something accepts connections there (or the address names no host:port)."""
-    target = _host_port(address)
-    if target is None:
-        return None
-    try:
-        socket.create_connection(target, timeout=timeout_s).close()
-    except OSError as err:
-        what = err.strerror or type(err).__name__
-        if isinstance(err, TimeoutError):
-            what = f"no answer within {timeout_s:g} s"
-        return (
-            f"nothing answers at {target[0]}:{target[1]} ({what.lower()}); check the address "
-            "(a head's port is 6379 unless `ray start --port` chose another; `ray status` on the "
-            "head shows it) and that the cluster is up"
-        )
-    return None
-
-
-def _join_failure(err: BaseException) -> str:
-    """What `ray.init` 's failure means, from the error and the errors it chains."""
-    chain, seen = [], set()
-    cause: BaseException | None = err
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        chain.append(str(cause))
-        cause = cause.__cause__ or cause.__context__
-    text = "\n".join(chain)
-    if "InvalidAuthToken" in text or "Authentication" in text or "Unauthenticated" in text:
-        return (
-            "the cluster refused this driver: it uses token authentication (Ray's default for "
-            "`ray start` clusters) and this process sent no token, or a wrong one"
-        )
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[-1] if lines else 'no reason given'}"
-
-
-def node_room(cfg: ClusterConfig, resources: Mapping[str, float], use_gpus: bool) -> int:
-    """Workers a node with ``resources`` (its totals, as ``ray.nodes()`` gives them) holds.
-
-    On a GPU cluster one per ``cluster.gpus_per_worker`` of its GPUs; on a cluster without GPUs
-    ``cluster.cpu_workers`` (with ``cluster.num_workers`` set: as many as fit); never more than
-    its CPUs hold at ``cluster.cpus_per_worker`` each, since a worker that does not fit on the
-    node it is pinned to would wait forever.
-    """
-    fits = int(resources.get("CPU", 0.0) // cfg.cpus_per_worker)
-    if use_gpus:
-        return min(fits, int(resources.get("GPU", 0.0) // cfg.gpus_per_worker))
-    return fits if cfg.num_workers is not None else min(fits, cfg.cpu_workers)
-
-
-def workers_to_start(
-    cfg: ClusterConfig, nodes: Iterable[Mapping[str, Any]], placed: Mapping[str, int]
-) -> tuple[dict[str, int], bool]:
-    """How many workers to start on each alive node, and whether they use GPUs.
-
-    Args:
-        cfg: the cluster settings (`node_room`; ``cluster.num_workers`` caps the total).
-        nodes: the cluster's nodes as ``ray.nodes()`` lists them (``NodeID``, ``Alive``,
-            ``Resources``).
-        placed: workers already started per node id, whatever became of them: a worker that died
-            more often than Ray restarts it keeps its place (a crashing node does not get new
-            workers forever); the workers of a node that left stop counting with the node.
-
-    Returns:
-        ``{node id: workers to start there}`` (the head node first, then by node id) and whether
-        the cluster counts as a GPU cluster (its alive nodes have ``cluster.gpus_per_worker`` GPUs
-        or more in all).
-    """
-    alive = sorted(
-        (node for node in nodes if node.get("Alive")),
-        key=lambda node: (HEAD_RESOURCE not in node["Resources"], node["NodeID"]),
-    )
-    gpus = sum(node["Resources"].get("GPU", 0.0) for node in alive)
-    use_gpus = gpus >= cfg.gpus_per_worker > 0
-    budget = float("inf")
-    if cfg.num_workers is not None:
-        budget = cfg.num_workers - sum(placed.get(node["NodeID"], 0) for node in alive)
-    plan: dict[str, int] = {}
-    for node in alive:
-        count = min(
-            budget, node_room(cfg, node["Resources"], use_gpus) - placed.get(node["NodeID"], 0)
-        )
-        if count > 0:
-            plan[node["NodeID"]] = int(count)
-            budget -= count
-    return plan, use_gpus
 
 
 class RenderPool:
@@ -264,6 +78,8 @@ class RenderPool:
         self._next_scan = 0.0  # monotonic time of the next look at the cluster's nodes
         self._no_worker_since: float | None = None  # since when no worker is alive or loading
         self._remote: Any = None  # RenderWorker as a Ray actor class
+        self._signature: str | None = None  # of this job's workers, when they may be kept warm
+        self._clean_end = False  # run() ended with every row settled: warm workers may stay
 
     def __enter__(self) -> RenderPool:
         try:
@@ -278,11 +94,19 @@ class RenderPool:
 
         self._owns_ray = start_ray(self.cfg)
         nodes = ray.nodes()
-        self.events = Queue(maxsize=100_000, actor_options={"num_cpus": 0, **_on_head(nodes)})
-        plan, use_gpus = workers_to_start(self.cfg, nodes, {})
+        self.events = Queue(maxsize=100_000, actor_options={"num_cpus": 0, **on_head(nodes)})
+        use_gpus = workers_to_start(self.cfg, nodes, {})[1]
+        if self.cfg.keep_workers and self._owns_ray:
+            logger.warning(
+                "cluster.keep_workers=true keeps nothing with embedded Ray (it stops with the "
+                "job): start a cluster once with `ray start --head` and use cluster=warm"
+            )
+        adopted = self._adopt_warm(use_gpus) if not self._owns_ray else 0
+        plan = workers_to_start(self.cfg, nodes, Counter(slot.node for slot in self.slots))[0]
         self._next_scan = time.monotonic() + self.cfg.rescan_seconds
         if not plan:
-            self._no_room(nodes, use_gpus)
+            if not adopted:
+                self._no_room(nodes, use_gpus)
             return self
         count = self._start_workers(plan, use_gpus, nodes, at_start=True)
         logger.info(
@@ -292,6 +116,53 @@ class RenderPool:
             len(plan),
         )
         return self
+
+    def _actor_options(self, use_gpus: bool) -> tuple[dict[str, Any], int | None]:
+        """The Ray options every worker of this job starts with, and its torch threads on CPU."""
+        # until a worker says how many stream slots it has (auto: by its GPU's memory)
+        capacity = self.capacity(max_streams(self.model.streams_per_worker))
+        options: dict[str, Any] = {
+            "num_cpus": self.cfg.cpus_per_worker,
+            "max_concurrency": capacity + 2,  # its rows, and calls to describe() beside them
+            "max_restarts": self.cfg.max_restarts,
+            "max_task_retries": 0,  # the driver decides about re-running rows (resume, poison rows)
+        }
+        if use_gpus:
+            options["num_gpus"] = self.cfg.gpus_per_worker
+        threads = max(1, int(self.cfg.cpus_per_worker)) if not use_gpus else None
+        return options, threads
+
+    def _adopt_warm(self, use_gpus: bool) -> int:
+        """On a cluster the job joined: take over the warm workers earlier jobs left with the same
+        settings (`pipeline.cluster._warm`), and stop those left with other settings (they hold
+        GPUs this job needs). Returns how many were taken over."""
+        options, threads = self._actor_options(use_gpus)
+        sig = signature(self.model, options, threads)
+        if self.cfg.keep_workers:
+            self._signature = sig
+        found, stale = find_warm(sig)
+        if stale:
+            logger.warning(
+                "stopping %d warm worker(s) that earlier jobs left with other model or worker "
+                "settings: %s",
+                len(stale),
+                ", ".join(stale),
+            )
+            stop_warm(stale)
+        for worker in found[: self.cfg.num_workers]:
+            self.slots.append(
+                _Slot(
+                    worker.display, worker.actor, worker.name.node, warm=worker.name, adopted=True
+                )
+            )
+        stop_warm([str(worker.name) for worker in found[len(self.slots) :]])  # over num_workers
+        if self.slots:
+            logger.info(
+                "took over %d warm worker(s) left by an earlier job (model loaded): %s",
+                len(self.slots),
+                ", ".join(slot.name for slot in self.slots),
+            )
+        return len(self.slots)
 
     def _no_room(self, nodes: list[dict[str, Any]], use_gpus: bool) -> None:
         """No node can hold a worker now: wait for one to join, or (fixed pool) stop the job."""
@@ -324,17 +195,8 @@ class RenderPool:
 
         if self._remote is None:
             self._remote = ray.remote(RenderWorker)
-        # until a worker says how many stream slots it has (auto: by its GPU's memory)
-        capacity = self.capacity(max_streams(self.model.streams_per_worker))
-        options: dict[str, Any] = {
-            "num_cpus": self.cfg.cpus_per_worker,
-            "max_concurrency": capacity + 2,  # its rows, and calls to describe() beside them
-            "max_restarts": self.cfg.max_restarts,
-            "max_task_retries": 0,  # the driver decides about re-running rows (resume, poison rows)
-        }
-        if use_gpus:
-            options["num_gpus"] = self.cfg.gpus_per_worker
-        threads = max(1, int(self.cfg.cpus_per_worker)) if not use_gpus else None
+        options, threads = self._actor_options(use_gpus)
+        capacity = options["max_concurrency"] - 2
         addresses = {node["NodeID"]: node.get("NodeManagerAddress", "") for node in nodes}
         for node, count in plan.items():
             # Pinned to the node (soft=False) rather than placed by resources alone: a CPU worker
@@ -344,11 +206,15 @@ class RenderPool:
             # node the pool has already filled.
             strategy = NodeAffinitySchedulingStrategy(node, soft=False)
             for _ in range(count):
-                name = f"{'gpu' if use_gpus else 'cpu'}-worker-{len(self.slots)}"
-                actor = self._remote.options(**options, scheduling_strategy=strategy).remote(
-                    self.model, self.video, self.storage, name=name, cpu_threads=threads
-                )
-                slot = _Slot(name, actor, node, capacity=capacity)
+                name = self._display_name("gpu" if use_gpus else "cpu")
+                warm = self._warm_name(node)
+                kept = {} if warm is None else {
+                    "name": str(warm), "namespace": NAMESPACE, "lifetime": "detached"
+                }  # fmt: skip
+                actor = self._remote.options(
+                    **options, **kept, scheduling_strategy=strategy
+                ).remote(self.model, self.video, self.storage, name=name, cpu_threads=threads)
+                slot = _Slot(name, actor, node, capacity=capacity, warm=warm)
                 if not at_start:  # at the start, describe_workers waits for them all
                     slot.loading = actor.describe.remote()
                 self.slots.append(slot)
@@ -357,12 +223,33 @@ class RenderPool:
                 )
         return sum(plan.values())
 
+    def _display_name(self, kind: str) -> str:
+        """``<kind>-worker-<n>``, the lowest n no worker of the pool has (a warm worker taken
+        over keeps its name)."""
+        taken = {slot.name for slot in self.slots}
+        index = 0
+        while f"{kind}-worker-{index}" in taken:
+            index += 1
+        return f"{kind}-worker-{index}"
+
+    def _warm_name(self, node: str) -> WarmName | None:
+        """The detached actor name of a worker to keep after the job; None when it stops with
+        the job (``cluster.keep_workers=false``, or embedded Ray, which stops with the job)."""
+        if self._signature is None:
+            return None
+        taken = {slot.warm for slot in self.slots if slot.warm is not None}
+        return WarmName(self._signature, node, next_index(taken, self._signature, node))
+
     def __exit__(self, *exc: object) -> None:
         import ray  # noqa: PLC0415
 
         if not ray.is_initialized():
             return
+        kept = []
         for slot in self.slots:
+            if self._keeps(slot):
+                kept.append(slot.name)
+                continue
             try:
                 ray.kill(slot.actor, no_restart=True)
             except Exception:  # noqa: BLE001 - the actor may already be gone
@@ -372,14 +259,32 @@ class RenderPool:
                 ray.kill(self.events.actor)
             except Exception:  # noqa: BLE001
                 pass
+        if kept:
+            logger.info(
+                "kept %d warm worker(s) on the cluster for the next job (cluster.keep_workers): "
+                "%s; a job with cluster.keep_workers=false stops them at its end",
+                len(kept),
+                ", ".join(kept),
+            )
         if self._owns_ray:
             ray.shutdown()
+
+    def _keeps(self, slot: _Slot) -> bool:
+        """Whether ``slot``'s worker stays after the job: kept warm, alive, and the job ended
+        with every row settled (a stopped or failed job stops its workers, rows in flight and all)."""
+        return (
+            self._signature is not None
+            and self._clean_end
+            and slot.warm is not None
+            and slot.alive
+            and slot.left is None
+        )
 
     def run(
         self,
         tasks: Iterable[RowTask],
         on_event: Callable[[Any], None],
-        on_outcome: Callable[[RowOutcome, int], None],
+        on_outcome: Callable[[RowResult, int], None],
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         """Render ``tasks`` on the pool until all have a final outcome.
@@ -388,7 +293,7 @@ class RenderPool:
             tasks: rows to render (each submitted once a worker is free).
             on_event: receives worker progress events, retry notices and the pool's worker
                 events (joined, ready, left), in arrival order.
-            on_outcome: receives each row's final :class:`RowOutcome` and its attempt count.
+            on_outcome: receives each row's final :class:`RowResult` and its attempt count.
             should_stop: polled between results (about every ``poll_seconds``); when it returns
                 True no new row starts, every row without a verdict yet ends "interrupted"
                 (see `_stop`) and this method returns; the workers are killed when the pool closes.
@@ -422,6 +327,7 @@ class RenderPool:
                 self._settle(ref, rows)
         self._drain_events(on_event)
         self._report_workers(on_event)
+        self._clean_end = not rows.inflight and not should_stop()
 
     def _settle(self, ref: Any, rows: _Rows) -> None:
         """What a finished render call means for its row: a final outcome, or the row back in
@@ -438,12 +344,12 @@ class RenderPool:
         slot.inflight -= 1
         slot.isolated = slot.isolated and not task.isolate
         try:
-            outcome: RowOutcome = ray.get(ref)
+            outcome: RowResult = ray.get(ref)
         except (RayActorError, ActorUnschedulableError) as err:  # the worker (or its node) died
             self._worker_died(slot, task, err, rows)
             return
         except RayTaskError as err:  # render() itself should never raise; treat as a bug
-            outcome = RowOutcome(task.row_id, "failed", error=f"internal error: {_first_line(err)}")
+            outcome = RowResult(task.row_id, "failed", error=f"internal error: {_first_line(err)}")
         if (
             outcome.status == "failed"
             and outcome.retryable
@@ -481,7 +387,7 @@ class RenderPool:
                 f"quarantined: this row killed its worker {crashes} times "
                 f"(last: {_first_line(err)}); it is skipped so the other rows can finish"
             )
-            rows.on_outcome(RowOutcome(task.row_id, "quarantined", error=error), task.attempt)
+            rows.on_outcome(RowResult(task.row_id, "quarantined", error=error), task.attempt)
             return
         retry = replace(task, attempt=task.attempt + 1, isolate=slot.capacity > 1)
         rows.on_event(RowRetrying(task.row_id, retry.attempt, f"worker died: {_first_line(err)}"))
@@ -520,7 +426,7 @@ class RenderPool:
             slot.left == NODE_LEFT
             or isinstance(err, ActorUnschedulableError)
             or bool(getattr(err, "preempted", False))
-            or slot.node not in _alive_nodes()
+            or slot.node not in alive_nodes()
         )
         if lost:
             self._leave(slot, NODE_LEFT)
@@ -583,7 +489,7 @@ class RenderPool:
 
         self._next_scan = time.monotonic() + self.cfg.rescan_seconds
         nodes = ray.nodes()
-        alive = _alive_nodes(nodes)
+        alive = alive_nodes(nodes)
         gone = [slot for slot in self.slots if slot.left is None and slot.node not in alive]
         if gone:  # which of their rows had started: the rows a worker accepted before its node left
             self._drain_events(rows.on_event)
@@ -654,7 +560,7 @@ class RenderPool:
                 "above); rerun the job to render this row"
             )
         for task in rows.pending:
-            rows.on_outcome(RowOutcome(task.row_id, "failed", error=error), task.attempt)
+            rows.on_outcome(RowResult(task.row_id, "failed", error=error), task.attempt)
         rows.pending.clear()
 
     def capacity(self, streams: int) -> int:
@@ -700,7 +606,7 @@ class RenderPool:
         self,
         pending: deque,
         inflight: dict[Any, tuple[_Slot, RowTask]],
-        on_outcome: Callable[[RowOutcome, int], None],
+        on_outcome: Callable[[RowResult, int], None],
     ) -> None:
         """Give every row without a verdict its last one: a result already back counts as it is
         (no retry now), every other row is "interrupted"."""
@@ -711,10 +617,10 @@ class RenderPool:
         for ref, (_slot, task) in inflight.items():
             outcome = _returned_outcome(ref) if ref in finished else None
             if outcome is None:
-                outcome = RowOutcome(task.row_id, "interrupted", error=INTERRUPTED_RENDERING)
+                outcome = RowResult(task.row_id, "interrupted", error=INTERRUPTED_RENDERING)
             on_outcome(outcome, task.attempt)
         for task in pending:
-            waiting = RowOutcome(task.row_id, "interrupted", error=INTERRUPTED_WAITING)
+            waiting = RowResult(task.row_id, "interrupted", error=INTERRUPTED_WAITING)
             on_outcome(waiting, task.attempt - 1)
         logger.warning(
             "stopped: %d row(s) were rendering, %d had not started", len(inflight), len(pending)
@@ -744,7 +650,8 @@ class RenderPool:
             pending.remove(task)
             slot.inflight += 1
             slot.isolated = task.isolate
-            inflight[slot.actor.render.remote(task, self.events)] = (slot, task)
+            call = slot.actor.render.remote(task, self.events, (self.video, self.storage))
+            inflight[call] = (slot, task)
 
     def _drain_events(self, on_event: Callable[[Any], None]) -> None:
         while True:
@@ -760,47 +667,7 @@ class RenderPool:
                 on_event(event)
 
 
-class NoRoomError(ClusterJoinError):
-    """No node of the cluster can hold a render worker and the pool is fixed
-    (``cluster.rescan_seconds=0``); the job stops with exit code 2, like a configuration
-    mistake."""
-
-    def __init__(self, needs: str, have: str) -> None:
-        self.needs, self.have = needs, have
-        self.address, self.reason = "", f"no node has room for a worker ({needs})"
-        ConnectionError.__init__(
-            self,
-            f"no node of the Ray cluster has room for a render worker: each needs {needs}; the "
-            f"nodes have {have}. Lower cluster.cpus_per_worker (or cluster.gpus_per_worker), "
-            "add a node with more, or set cluster.rescan_seconds above 0 to wait for one",
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.needs, self.have))
-
-
-def _alive_nodes(nodes: list[dict[str, Any]] | None = None) -> set[str]:
-    """The ids of the cluster's nodes that Ray counts as alive (of ``nodes``, else now)."""
-    import ray  # noqa: PLC0415
-
-    return {
-        node["NodeID"] for node in (ray.nodes() if nodes is None else nodes) if node.get("Alive")
-    }
-
-
-def _on_head(nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Actor options that keep a driver-side actor (the progress queue) on the head node, which
-    lives as long as the cluster: a queue on a node that leaves would take the job's progress
-    with it. Soft, so it is placed anyway on a cluster whose head cannot be told."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
-
-    head = next((node["NodeID"] for node in nodes if HEAD_RESOURCE in node["Resources"]), None)
-    if head is None:
-        return {}
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=True)}
-
-
-def _returned_outcome(ref: Any) -> RowOutcome | None:
+def _returned_outcome(ref: Any) -> RowResult | None:
     """The outcome a finished render call returned; None when the call failed (worker died)."""
     import ray  # noqa: PLC0415
 
@@ -833,7 +700,9 @@ def describe_workers(
     started = time.monotonic()
     deadline = started + timeout_s
     slots = list(pool.slots)
-    refs = [slot.actor.describe.remote() for slot in slots]
+    refs = [
+        (slot.actor.begin_job if slot.adopted else slot.actor.describe).remote() for slot in slots
+    ]
     while refs and time.monotonic() < deadline:
         if should_stop():
             logger.info("stop requested while the workers were loading the model")
@@ -856,11 +725,17 @@ def describe_workers(
     logger.info(
         "workers ready in %.1f s: %s",
         time.monotonic() - started,
-        "; ".join(
-            f"{info['name']} {info['streams']} stream slot(s), libraries imported in "
-            f"{info['import_seconds']:.1f} s, weights loaded in {info['load_seconds']:.1f} s, "
-            f"optimized in {info['optimize_seconds']:.1f} s"
-            for info in described
-        ),
+        "; ".join(map(_started_how, described)),
     )
     return described
+
+
+def _started_how(info: dict[str, Any]) -> str:
+    """One worker's start, as the log says it: what it cost, or that it was kept warm."""
+    head = f"{info['name']} {info['streams']} stream slot(s), "
+    if info.get("jobs", 1) > 1:
+        return head + f"kept warm (job {info['jobs']} on it: nothing loaded)"
+    return head + (
+        f"libraries imported in {info['import_seconds']:.1f} s, weights loaded in "
+        f"{info['load_seconds']:.1f} s, optimized in {info['optimize_seconds']:.1f} s"
+    )
