@@ -62,3 +62,39 @@ def test_frame_attention_and_upsampling_in_fp16() -> None:
     x = torch.randn(4, 320, 16, 16, device="cuda", dtype=torch.half)
     x = x.to(memory_format=torch.channels_last)
     assert torch.equal(_nhwc_kernels.upsample_nearest_2x(x), F.interpolate(x, scale_factor=2.0))
+
+
+def test_upsampling_as_phases_and_layer_norm_in_fp16() -> None:
+    """At the decoder's 256-channel level and the UNet's 64×64 tokens: the phases within fp16
+    rounding of the stock upsample-then-convolve (both against fp32), and the LayerNorm kernel
+    against PyTorch's."""
+    _fast_layers.check_kernels("cuda", torch.float16)
+    torch.manual_seed(2)
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1).to("cuda", torch.half)
+    conv.__class__ = _fast_layers.ChannelsLastConv2d
+    conv.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 256, 32, 32, device="cuda", dtype=torch.half)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        exact = F.conv2d(
+            F.interpolate(x.float(), scale_factor=2.0),
+            conv.weight.float(),
+            conv.bias.float(),
+            padding=1,
+        )
+        stock = conv(_nhwc_kernels.upsample_nearest_2x(x)).float()
+        phases = _fast_layers.upsample_conv_phases(conv, x)
+    assert phases.is_contiguous(memory_format=torch.channels_last)
+    scale = exact.abs().max()
+    assert (phases.float() - exact).abs().max() / scale < 2 * (
+        stock - exact
+    ).abs().max() / scale + 1e-4
+    tokens = torch.randn(16, 4096, 320, device="cuda", dtype=torch.half)
+    weight, bias = (
+        torch.randn(320, device="cuda", dtype=torch.half),
+        torch.randn(320, device="cuda", dtype=torch.half),
+    )
+    got = _nhwc_kernels.layer_norm(tokens, weight, bias, 1e-5)
+    assert (
+        got.float() - F.layer_norm(tokens.float(), (320,), weight.float(), bias.float())
+    ).abs().max() < 1e-2

@@ -119,6 +119,54 @@ def test_add_layer_norm_equals_an_add_then_layer_norm(row_addend: bool) -> None:
         _nhwc_kernels.add_layer_norm(x, delta.transpose(0, 1), None, None, 1e-5)
 
 
+@pytest.mark.parametrize("channels", [40, 96, 320])
+def test_layer_norm_equals_pytorch(channels: int) -> None:
+    torch.manual_seed(16)
+    x = torch.randn(2, 37, channels) * 2 + 3  # 74 rows: the last program's rows ragged
+    weight, bias = torch.randn(channels), torch.randn(channels)
+    got = _nhwc_kernels.layer_norm(x, weight, bias, 1e-5)
+    expected = F.layer_norm(x.double(), (channels,), weight.double(), bias.double(), 1e-5)
+    assert got.shape == x.shape and (got.double() - expected).abs().max() < 1e-5
+    plain = _nhwc_kernels.layer_norm(x.half(), None, None, 1e-6)
+    assert plain.dtype == torch.float16
+    assert (plain.float() - F.layer_norm(x, (channels,), eps=1e-6)).abs().max() < 4e-3
+    with pytest.raises(ValueError, match="contiguous"):
+        _nhwc_kernels.layer_norm(x.transpose(0, 1), None, None, 1e-5)
+
+
+@pytest.mark.parametrize(
+    ("channels_in", "channels_out", "height", "width"),
+    [
+        (24, 20, 5, 7),  # channels in one 64-wide tile, ragged rows
+        (16, 96, 3, 4),  # two channel tiles, the second ragged
+    ],
+)
+def test_upsample_conv_as_phases_equals_upsample_then_conv(
+    channels_in, channels_out, height, width
+) -> None:
+    """Nearest 2× upsampling then a 3×3 convolution, as one 2×2 convolution of the four output
+    phases and the interleaving kernel: the same function (zero padding at every edge too)."""
+    torch.manual_seed(17)
+    conv = torch.nn.Conv2d(channels_in, channels_out, 3, padding=1)
+    x = nhwc(torch.randn(2, channels_in, height, width))
+    with torch.no_grad():
+        expected = conv(F.interpolate(x.double(), scale_factor=2.0, mode="nearest").float())
+        got = _fast_layers.upsample_conv_phases(conv, x)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert got.shape == expected.shape
+        assert (got - expected).abs().max() < 1e-5
+        # the phase weights are cached until the weight changes, then made again
+        cached = conv._phase_cache[1]
+        assert _fast_layers.upsample_conv_phases(conv, x) is not None
+        assert conv._phase_cache[1] is cached
+        conv.weight.mul_(2)
+        doubled = _fast_layers.upsample_conv_phases(conv, x)
+    assert conv._phase_cache[1] is not cached
+    assert (doubled - (2 * expected - conv.bias[:, None, None])).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="4 phases"):
+        _nhwc_kernels.interleave_phases(nhwc(torch.randn(1, 6, 3, 3)), None)
+
+
 def test_geglu_equals_value_times_gelu_of_gate() -> None:
     torch.manual_seed(8)
     # 200 features: more than one 128-wide column tile, a ragged last one; 3·37 rows: ragged too
@@ -195,6 +243,18 @@ def test_vae_decoder_through_the_kernels_equals_the_stock_decoder(monkeypatch) -
     assert isinstance(vae.decoder.conv_act, torch.nn.Identity) and calls
     assert isinstance(vae.decoder.up_blocks[0].upsamplers[0], _fast_layers.ChannelsLastUpsample2D)
     assert (got - expected).abs().max() < 1e-4
+    # its upsampler's convolution as four phases (on the 4×4 latents, below the size where the
+    # phases pay on a GPU, so asked for here): the same images
+    monkeypatch.setattr(_fast_layers.ChannelsLastUpsample2D, "phases_min_pixels", 0)
+    phased = []
+    monkeypatch.setattr(
+        _nhwc_kernels,
+        "interleave_phases",
+        lambda *a, _real=_nhwc_kernels.interleave_phases: phased.append(1) or _real(*a),
+    )
+    with torch.no_grad():
+        got = vae.decode(nhwc(latents)).sample
+    assert phased and (got - expected).abs().max() < 1e-4
 
 
 def test_bank_attention_merges_to_attention_over_the_concatenated_keys() -> None:

@@ -32,6 +32,7 @@ from ._fast_layers import (
     frame_attention,
     frame_attention_usable,
     is_channels_last,
+    layer_norm,
 )
 
 
@@ -94,7 +95,7 @@ class SpatialTransformerBlock(nn.Module):
         bank_mask: torch.Tensor | None,
         bank_out: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        normed = self.norm1(x)
+        normed = layer_norm(x, self.norm1)
         if bank_out is not None:
             bank_out.append(normed)
         extra_kv, extra_mask = None, None
@@ -316,7 +317,7 @@ class FrameModule(nn.Module):
         for block in module.transformer_blocks:
             # each residual add runs together with the norm that follows it
             next_norms = [*block.norms[1:], block.ff_norm]
-            normed = block.norms[0](tokens)
+            normed = layer_norm(tokens, block.norms[0])
             for attn, next_norm in zip(block.attention_blocks, next_norms):
                 attended = self._attend(attn, normed, frames, motion_tokens)
                 tokens, normed = add_layer_norm(tokens, attended, next_norm)
