@@ -336,37 +336,53 @@ def parse_canvas(value: str) -> tuple[int, int] | str:
     return width, height
 
 
-def config_problems(cfg: RenderConfig) -> list[str]:
-    """Settings that cannot work, each as one line naming the option, its value and the choices."""
-    problems = list(_choice_problems(cfg))
+def _streams_problems(cfg: RenderConfig) -> list[str]:
+    """model.streams_per_worker: auto or a positive whole number."""
     streams = cfg.model.streams_per_worker
     if streams != "auto" and not (str(streams).isdigit() and int(streams) > 0):
+        return [f"model.streams_per_worker={streams!r} must be auto or a positive whole number"]
+    return []
+
+
+def _split_problems(cfg: RenderConfig) -> list[str]:
+    """How long rows are cut into parts: cluster.split_frames, split_overlap, split_start_cost."""
+    cluster = cfg.cluster
+    problems = []
+    if cluster.split_frames and cluster.split_frames < 64:
         problems.append(
-            f"model.streams_per_worker={streams!r} must be auto or a positive whole number"
+            f"cluster.split_frames={cluster.split_frames} must be 0 (never split) or at least 64"
         )
-    if cfg.cluster.split_frames and cfg.cluster.split_frames < 64:
+    if cluster.split_overlap < 0 or cluster.split_overlap % 4:
         problems.append(
-            f"cluster.split_frames={cfg.cluster.split_frames} must be 0 (never split) or at least 64"
+            f"cluster.split_overlap={cluster.split_overlap} must be a multiple of 4, 0 or more"
         )
-    if cfg.cluster.split_overlap < 0 or cfg.cluster.split_overlap % 4:
+    if not 0 <= cluster.split_start_cost <= 0.5:
         problems.append(
-            f"cluster.split_overlap={cfg.cluster.split_overlap} must be a multiple of 4, 0 or more"
-        )
-    if not 0 <= cfg.cluster.split_start_cost <= 0.5:
-        problems.append(
-            f"cluster.split_start_cost={cfg.cluster.split_start_cost} must be between 0 "
+            f"cluster.split_start_cost={cluster.split_start_cost} must be between 0 "
             "(parts of equal length) and 0.5"
         )
-    if cfg.cluster.rows_ahead is not None and cfg.cluster.rows_ahead < 0:
-        problems.append(f"cluster.rows_ahead={cfg.cluster.rows_ahead} must be 0 or more")
-    if cfg.cluster.num_workers is not None and cfg.cluster.num_workers < 1:
+    return problems
+
+
+def _pool_problems(cfg: RenderConfig) -> list[str]:
+    """The worker pool: cluster.rows_ahead, num_workers, rescan_seconds."""
+    cluster = cfg.cluster
+    problems = []
+    if cluster.rows_ahead is not None and cluster.rows_ahead < 0:
+        problems.append(f"cluster.rows_ahead={cluster.rows_ahead} must be 0 or more")
+    if cluster.num_workers is not None and cluster.num_workers < 1:
         problems.append(
-            f"cluster.num_workers={cfg.cluster.num_workers} must be at least 1 (or null for automatic)"
+            f"cluster.num_workers={cluster.num_workers} must be at least 1 (or null for automatic)"
         )
-    if cfg.cluster.rescan_seconds < 0:
+    if cluster.rescan_seconds < 0:
         problems.append(
-            f"cluster.rescan_seconds={cfg.cluster.rescan_seconds} must be 0 (a fixed pool) or more"
+            f"cluster.rescan_seconds={cluster.rescan_seconds} must be 0 (a fixed pool) or more"
         )
+    return problems
+
+
+def _positive_problems(cfg: RenderConfig) -> list[str]:
+    """Sizes and durations of several sections that must be above 0."""
     positive = {
         "model.resolution": cfg.model.resolution,
         "video.segment_seconds": cfg.video.segment_seconds,
@@ -376,9 +392,12 @@ def config_problems(cfg: RenderConfig) -> list[str]:
         "cluster.cpu_workers": cfg.cluster.cpu_workers,
         "cluster.cpus_per_worker": cfg.cluster.cpus_per_worker,
     }
-    for path, value in positive.items():
-        if value <= 0:
-            problems.append(f"{path}={value!r} must be positive")
+    return [f"{path}={value!r} must be positive" for path, value in positive.items() if value <= 0]
+
+
+def _encoder_problems(cfg: RenderConfig) -> list[str]:
+    """The encoder's numbers: video.encoder_threads and video.crf."""
+    problems = []
     if cfg.video.encoder_threads < 0:
         problems.append(
             f"video.encoder_threads={cfg.video.encoder_threads} must be 0 (the encoder picks) or more"
@@ -387,15 +406,30 @@ def config_problems(cfg: RenderConfig) -> list[str]:
         problems.append(
             f"video.crf={cfg.video.crf} must be between 0 and 51 (lower is better quality)"
         )
+    return problems
+
+
+def _device_problems(cfg: RenderConfig) -> list[str]:
+    """model.device: auto, cpu, cuda or cuda:N."""
     if cfg.model.device != "auto" and not cfg.model.device.startswith(("cpu", "cuda")):
-        problems.append(f"model.device={cfg.model.device!r} is not one of: auto, cpu, cuda, cuda:N")
-    if cfg.job.kind == "render" and (
-        cfg.model.animator.keep_warmup or cfg.model.animator.output_dtype != "uint8"
-    ):
-        problems.append(
+        return [f"model.device={cfg.model.device!r} is not one of: auto, cpu, cuda, cuda:N"]
+    return []
+
+
+def _animator_problems(cfg: RenderConfig) -> list[str]:
+    """Animator options that only make sense outside job=render."""
+    animator = cfg.model.animator
+    if cfg.job.kind == "render" and (animator.keep_warmup or animator.output_dtype != "uint8"):
+        return [
             "model.animator.keep_warmup=true / output_dtype=float are for using the animator directly; "
             "job=render writes exactly one uint8 frame per driving frame"
-        )
+        ]
+    return []
+
+
+def _picture_problems(cfg: RenderConfig) -> list[str]:
+    """The output picture: video.pix_fmt against video.codec, and video.canvas."""
+    problems = []
     if (cfg.video.pix_fmt == "rgb24") != (cfg.video.codec == "libx264rgb"):
         problems.append(
             f"video.pix_fmt={cfg.video.pix_fmt} with video.codec={cfg.video.codec}: RGB output "
@@ -405,7 +439,13 @@ def config_problems(cfg: RenderConfig) -> list[str]:
         parse_canvas(cfg.video.canvas)
     except ValueError as err:
         problems.append(str(err))
+    return problems
+
+
+def _framing_problems(cfg: RenderConfig) -> list[str]:
+    """The framing section's counts and proportions."""
     framing = cfg.framing
+    problems = []
     if framing.face_index < 0 or framing.detect_every < 1 or framing.smoothing < 0:
         problems.append(
             "framing.face_index must be 0 or more, framing.detect_every 1 or more and "
@@ -416,6 +456,12 @@ def config_problems(cfg: RenderConfig) -> list[str]:
             "framing.scale must be positive, framing.center_y between 0 and 1, "
             "framing.feather above 0 and at most 0.5"
         )
+    return problems
+
+
+def _job_problems(cfg: RenderConfig) -> list[str]:
+    """job.signals_every_seconds and job.max_frames."""
+    problems = []
     if cfg.job.signals_every_seconds < 0:
         problems.append(
             f"job.signals_every_seconds={cfg.job.signals_every_seconds} must be 0 (off) or more"
@@ -425,6 +471,23 @@ def config_problems(cfg: RenderConfig) -> list[str]:
             f"job.max_frames={cfg.job.max_frames} must be at least 1 (or null for whole videos)"
         )
     return problems
+
+
+def config_problems(cfg: RenderConfig) -> list[str]:
+    """Settings that cannot work, each as one line naming the option, its value and the choices."""
+    return [
+        *_choice_problems(cfg),
+        *_streams_problems(cfg),
+        *_split_problems(cfg),
+        *_pool_problems(cfg),
+        *_positive_problems(cfg),
+        *_encoder_problems(cfg),
+        *_device_problems(cfg),
+        *_animator_problems(cfg),
+        *_picture_problems(cfg),
+        *_framing_problems(cfg),
+        *_job_problems(cfg),
+    ]
 
 
 #: what to write for an option a preset leaves required (``???``), shown when it is not given

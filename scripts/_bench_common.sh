@@ -1,16 +1,10 @@
-# Sourced by the job=bench drivers (bench_gpu.sh, bench_fp8.sh) from the repository root: the
-# results folder $OUT, the packages the GPU image lacks, the machine's description in
-# $OUT/env.txt, and bench <label> <seconds> <overrides...> (one job=bench run, logged).
+# Sourced by the job=bench drivers (bench_gpu.sh, bench_fp8.sh, bench_ab.sh) from the repository
+# root: the results folder $OUT, the environment (scripts/_gpu_env.sh: the packages the GPU image
+# lacks, the common exports), the machine's description in $OUT/env.txt, and
+# bench <label> <seconds> <overrides...> (one job=bench run, logged).
 OUT=${OUT:-$PWD/bench-out}
 mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-elif [ -f .gpu/site.tar.xz ]; then  # the packed site of scripts/bench_scaling.sh (Ray included)
-  [ -d /tmp/site ] || { mkdir -p /tmp/site && tar -xJf .gpu/site.tar.xz -C /tmp/site; }
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+. scripts/_gpu_env.sh always  # the packages the image lacks, the common exports
 # compiled kernels are reused by later runs on this machine (compile once, not per run)
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/portrait-render-inductor}
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))" | tee "$OUT/env.txt"

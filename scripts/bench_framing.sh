@@ -24,12 +24,12 @@ ROWS=${1:-12}
 FRAMES=${2:-160}
 shift $(($# < 2 ? $# : 2))
 VARIANTS=${VARIANTS:-off face canvas off2}  # the first render of a fresh machine also compiles its kernels
-mkdir -p "$RAW" "$WORK" /tmp/site
-for pack in .gpu/site.tar.xz .gpu-cv/cv.tar.xz; do
-  [ -f "$pack" ] && tar -xJf "$pack" -C /tmp/site
-done
-[ -n "$(ls -A /tmp/site)" ] && export PYTHONPATH=/tmp/site:$PWD
-export PYTHONUNBUFFERED=1 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 HF_HUB_OFFLINE=1
+mkdir -p "$RAW" "$WORK"
+. scripts/_gpu_env.sh always  # the packages the image lacks, the common exports
+if [ -f .gpu-cv/cv.tar.xz ]; then  # OpenCV 4 over the image's (its face detector), on every run
+  mkdir -p /tmp/site && tar -xJf .gpu-cv/cv.tar.xz -C /tmp/site
+  export PYTHONPATH=/tmp/site:$PWD
+fi
 {
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   python3 -c "import torch, ray, cv2; print('torch', torch.__version__, 'ray', ray.__version__, 'opencv', cv2.__version__)"

@@ -18,12 +18,7 @@ FRAMES=${2:-160}
 shift $(($# < 2 ? $# : 2))
 WORK=${SCALING_WORK:-/tmp/scaling}
 mkdir -p "$OUT" "$WORK"
-if ! python3 -c "import av, diffusers, hydra, ray" 2>/dev/null && [ -f .gpu/site.tar.xz ]; then
-  [ -d /tmp/site ] || { mkdir -p /tmp/site && tar -xJf .gpu/site.tar.xz -C /tmp/site; }
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+. scripts/_gpu_env.sh if-missing  # the packages the image lacks, the common exports
 GPUS=$(python3 -c "import torch; print(torch.cuda.device_count())")
 nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$OUT/env.txt"
 python3 -c "import torch, ray; print('torch', torch.__version__, 'ray', ray.__version__)" | tee -a "$OUT/env.txt"

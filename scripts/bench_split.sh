@@ -18,11 +18,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/bench-out}
 WORK=${SPLIT_WORK:-/tmp/bench-split}
 mkdir -p "$OUT" "$WORK"
-if ! python3 -c "import av, diffusers, hydra, ray" 2>/dev/null && [ -f .gpu/site.tar.xz ]; then
-  [ -d /tmp/site ] || { mkdir -p /tmp/site && tar -xJf .gpu/site.tar.xz -C /tmp/site; }
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 HF_HUB_OFFLINE=1
+. scripts/_gpu_env.sh if-missing  # the packages the image lacks, the common exports
 if [ "${1:-}" = cpu ]; then
   shift
   CPUS=${CPUS:-4}

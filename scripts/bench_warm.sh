@@ -24,12 +24,7 @@ MODEL=${MODEL:-personalive}
 SPEC=${ROWS:-8}x${FRAMES:-48}
 read -r -a EXTRA_ARGS <<<"${EXTRA:-}"
 mkdir -p "$RAW" "$WORK"
-if ! python3 -c "import av, diffusers, hydra, ray" 2>/dev/null && [ -f .gpu/site.tar.xz ]; then
-  [ -d /tmp/site ] || { mkdir -p /tmp/site && tar -xJf .gpu/site.tar.xz -C /tmp/site; }
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 HF_HUB_OFFLINE=1
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+. scripts/_gpu_env.sh if-missing  # the packages the image lacks, the common exports
 RAY="python3 -m ray.scripts.scripts"
 {
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
