@@ -23,7 +23,6 @@ import argparse
 import copy
 import json
 import math
-import statistics
 import sys
 import time
 from collections import Counter
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.bench import median_cuda_ms  # noqa: E402
 from pipeline.models import _fp8  # noqa: E402
 
 
@@ -176,20 +176,6 @@ def record_shapes(unet, args, kwargs) -> Counter:
     return shapes
 
 
-def time_ms(fn, repeats: int = 30) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def time_shape(m: int, k: int, n: int) -> dict:
     generator = torch.Generator(device="cuda").manual_seed(m + k + n)
     xs = [torch.randn(m, k, device="cuda", generator=generator).half() for _ in range(2)]
@@ -241,7 +227,7 @@ def time_shape(m: int, k: int, n: int) -> dict:
         ("fp8_tensor_gemm_ms", tensor_gemm),
     ]:
         try:
-            entry[name] = time_ms(fn)
+            entry[name] = median_cuda_ms(fn, 30)
         except Exception as err:  # noqa: BLE001 - recorded, the other variants still run
             entry[name] = None
             entry[name.replace("_ms", "_error")] = f"{type(err).__name__}: {err}"[:200]

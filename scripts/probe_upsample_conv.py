@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from pipeline.bench import median_cuda_ms
 from pipeline.models import _fast_layers, _nhwc_kernels
 
 # (N, C_in, C_out, H) at S=8: the decoder's 32 frames, the UNet's 128 (16 frames × 8 streams)
@@ -29,20 +28,6 @@ SHAPES = [
     (128, 1280, 1280, 16),
     (128, 640, 640, 32),
 ]
-
-
-def timed(fn, repeats: int = 15) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def stock(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -63,12 +48,7 @@ def main() -> None:
         x = torch.randn(n, cin, h, h, device=device, dtype=torch.float16)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            exact = F.conv2d(
-                F.interpolate(x.float(), scale_factor=2.0),
-                conv.weight.float(),
-                conv.bias.float(),
-                padding=1,
-            )
+            exact = _fast_layers.upsample_conv_fp32(conv, x)
             scale = exact.abs().max()
             errors = {
                 name: ((fn(conv, x).float() - exact).abs().max() / scale).item()
@@ -77,8 +57,10 @@ def main() -> None:
             del exact
             row = {
                 "shape": [n, cin, cout, h],
-                "stock_ms": timed(partial(stock, conv, x)),
-                "phases_ms": timed(partial(_fast_layers.upsample_conv_phases, conv, x)),
+                "stock_ms": median_cuda_ms(partial(stock, conv, x), 15, warmup=1),
+                "phases_ms": median_cuda_ms(
+                    partial(_fast_layers.upsample_conv_phases, conv, x), 15, warmup=1
+                ),
                 "stock_error": errors["stock"],
                 "phases_error": errors["phases"],
             }

@@ -76,12 +76,7 @@ def test_upsampling_as_phases_and_layer_norm_in_fp16() -> None:
     x = torch.randn(2, 256, 32, 32, device="cuda", dtype=torch.half)
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        exact = F.conv2d(
-            F.interpolate(x.float(), scale_factor=2.0),
-            conv.weight.float(),
-            conv.bias.float(),
-            padding=1,
-        )
+        exact = _fast_layers.upsample_conv_fp32(conv, x)
         stock = conv(_nhwc_kernels.upsample_nearest_2x(x)).float()
         phases = _fast_layers.upsample_conv_phases(conv, x)
     assert phases.is_contiguous(memory_format=torch.channels_last)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from ._busy import BusySampler
 from ._inputs import BenchInputs, TooFewRows, bench_inputs, make_inputs, manifest_inputs
 from ._measure import measure
-from ._peak import count_flops, measure_matrix_peak
+from ._peak import count_flops, measure_matrix_peak, median_cuda_ms
 from ._result import BenchResult
 from ._run import run_benchmark
 from ._table import result_table
@@ -38,6 +38,7 @@ __all__ = [
     "manifest_inputs",
     "measure",
     "measure_matrix_peak",
+    "median_cuda_ms",
     "profile_calls",
     "result_table",
     "run_benchmark",

@@ -11,21 +11,28 @@ from pipeline.animate import StreamingAnimator
 from ._inputs import BenchInputs, steady_streams
 
 
-def measure_matrix_peak(device: torch.device, size: int = 8192, repeats: int = 20) -> float:
-    """Dense fp16 matrix-multiply throughput of this GPU (TFLOP/s), median of timed products."""
-    a = torch.randn(size, size, device=device, dtype=torch.float16)
-    b = torch.randn(size, size, device=device, dtype=torch.float16)
-    for _ in range(3):
-        a @ b
+def median_cuda_ms(fn, repeats: int = 20, warmup: int = 3) -> float:
+    """Median GPU time of ``fn()`` in milliseconds (CUDA events around each of ``repeats``
+    launches, after ``warmup`` untimed ones)."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        a @ b
+        fn()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end) / 1000)
-    return 2 * size**3 / statistics.median(times) / 1e12
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def measure_matrix_peak(device: torch.device, size: int = 8192, repeats: int = 20) -> float:
+    """Dense fp16 matrix-multiply throughput of this GPU (TFLOP/s), median of timed products."""
+    a = torch.randn(size, size, device=device, dtype=torch.float16)
+    b = torch.randn(size, size, device=device, dtype=torch.float16)
+    seconds = median_cuda_ms(lambda: a @ b, repeats) / 1000
+    return 2 * size**3 / seconds / 1e12
 
 
 def count_flops(animator: StreamingAnimator, inputs: BenchInputs, streams: int) -> float:

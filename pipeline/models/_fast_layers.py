@@ -224,12 +224,7 @@ def check_kernels(device: torch.device | str, dtype: torch.dtype = torch.float16
             ),
             (
                 upsample_conv_phases(conv, x),
-                F.conv2d(
-                    F.interpolate(x.float(), scale_factor=2.0),
-                    conv.weight.float(),
-                    conv.bias.float(),
-                    padding=1,
-                ),
+                upsample_conv_fp32(conv, x),
             ),
         ]
         # relative to the largest value: fp16/bf16 output rounding is 0.05 % / 0.4 %
@@ -534,6 +529,14 @@ def phase_weights(weight: torch.Tensor) -> torch.Tensor:
 
     phases = [fold(fold(w, 2, a), 3, b) for a in (0, 1) for b in (0, 1)]
     return torch.cat(phases).to(weight.dtype)
+
+
+def upsample_conv_fp32(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(F.interpolate(x, scale_factor=2))`` in fp32, the stock way: what the phases and
+    the stock fp16 path are checked against (load-time check, tests, probe)."""
+    bias = None if conv.bias is None else conv.bias.float()
+    upsampled = F.interpolate(x.float(), scale_factor=2.0, mode="nearest")
+    return F.conv2d(upsampled, conv.weight.float(), bias, padding=conv.padding)
 
 
 def upsample_conv_phases(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

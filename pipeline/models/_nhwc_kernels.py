@@ -686,18 +686,23 @@ def frame_attention(
     return out
 
 
+def _doubled(like: torch.Tensor, samples: int, channels: int, height: int, width: int):
+    """An empty channels-last ``(N, C, 2H, 2W)`` output like ``like``: allocated in that layout,
+    not allocated NCHW and converted (which copied the whole 4× output)."""
+    return torch.empty(
+        (samples, channels, 2 * height, 2 * width),
+        dtype=like.dtype,
+        device=like.device,
+        memory_format=torch.channels_last,
+    )
+
+
 def upsample_nearest_2x(x: torch.Tensor) -> torch.Tensor:
     """``F.interpolate(x, scale_factor=2, mode="nearest")`` for ``x`` ``(N, C, H, W)`` in
     channels-last memory; returns channels-last."""
     _check_nhwc("x", x)
     samples, channels, height, width = x.shape
-    # allocated channels-last (not allocated NCHW and converted: that was a copy of the output)
-    out = torch.empty(
-        (samples, channels, 2 * height, 2 * width),
-        dtype=x.dtype,
-        device=x.device,
-        memory_format=torch.channels_last,
-    )
+    out = _doubled(x, samples, channels, height, width)
     total_rows = samples * height * width
     block_c = _channel_block(channels)
     _upsample_2x_kernel[(triton.cdiv(total_rows, _ROWS), triton.cdiv(channels, block_c))](
@@ -718,12 +723,7 @@ def interleave_phases(phases: torch.Tensor, bias: torch.Tensor | None) -> torch.
     if stacked % 4:
         raise ValueError(f"phases must stack 4 phases of C channels, got {stacked} channels")
     channels, height, width = stacked // 4, rows - 1, columns - 1
-    out = torch.empty(
-        (samples, channels, 2 * height, 2 * width),
-        dtype=phases.dtype,
-        device=phases.device,
-        memory_format=torch.channels_last,
-    )
+    out = _doubled(phases, samples, channels, height, width)
     total_rows = samples * height * width
     block_c = _channel_block(channels)
     _interleave_phases_kernel[(triton.cdiv(total_rows, _ROWS), triton.cdiv(channels, block_c))](
