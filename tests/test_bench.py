@@ -209,3 +209,22 @@ def test_bench_says_when_a_manifest_has_too_few_rows(tmp_path: Path) -> None:
     manifest = make_bench_manifest(tmp_path / "m", 1, 8, portrait_size=64, clip_size=64)
     with pytest.raises(ConfigError, match=r"has 1 row\(s\); the benchmark needs 2"):
         run_bench(tmp_path, f"job.bench.manifest={manifest}", "job.bench.flops=false")
+
+
+def test_the_timed_window_starts_after_the_last_call_that_captured_a_cuda_graph() -> None:
+    """A call that captured a graph took seconds (the GPU waited for the capture): with
+    model.cuda_graphs the full-batch signature is captured on its second sighting, which can fall
+    after the warm-up calls, so the timed window starts after it."""
+    from pipeline.animate import BatchStats
+    from pipeline.bench._measure import _timed_window
+
+    # 2 streams join, 4 steady calls with both, then one leaves; captures at calls 3 and 6
+    stats = BatchStats(
+        streams=[1, 2, 2, 2, 2, 2, 2, 2, 1],
+        captures=[0, 0, 0, 1, 1, 1, 2, 2, 3],
+    )
+    assert _timed_window(stats, first_timed=2) == [7]  # call 6 captured; 7 is the last full call
+    stats.captures = [0, 0, 0, 1, 1, 1, 1, 1, 2]  # the capture at the end (1 stream) is after it
+    assert _timed_window(stats, first_timed=2) == [4, 5, 6]
+    stats.captures = [0] * 9  # no graphs: the warm-up alone decides
+    assert _timed_window(stats, first_timed=2) == [2, 3, 4, 5, 6]

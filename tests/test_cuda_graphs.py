@@ -102,6 +102,7 @@ def test_batched_banks_are_reused_until_a_bank_changes() -> None:
     assert rebatched is not batched
     expected = _batch_banks([first, grown])
     assert all(torch.equal(a, b) for a, b in zip(rebatched[0][0], expected[0][0]))
-    assert torch.equal(rebatched[1][0], expected[1][0])  # the shorter bank's padding mask
+    assert torch.equal(rebatched[1][0].mask, expected[1][0].mask)  # the shorter bank's padding
+    assert rebatched[1][0].lengths == (3, 7)  # and both banks' real lengths
     swapped = batch([grown, first])  # the order of the streams in the batch matters
     assert torch.equal(swapped[0][0][0][0], grown[0][0][0])

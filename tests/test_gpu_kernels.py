@@ -41,6 +41,23 @@ def test_bank_attention_equals_concatenated_keys_in_fp16() -> None:
         got = _fast_layers.bank_attention(query, key, value, bank_key, bank_value, head_dim**-0.5)
         expected = attention_over_concatenated_bank(query, key, value, bank_key, bank_value)
         assert (got.float() - expected.float()).abs().max() < 2e-3, keyframes
+    # a padded batch: the first stream holds 3 keyframes, the second none (its bank padded)
+    bank_key = torch.randn(streams, heads, 4 * tokens, head_dim, device="cuda", dtype=torch.half)
+    bank_value = torch.randn_like(bank_key)
+    lengths = (4 * tokens, tokens)
+    got = _fast_layers.bank_attention(
+        query, key, value, bank_key, bank_value, head_dim**-0.5, lengths
+    )
+    for s, length in enumerate(lengths):
+        rows = slice(s * frames, (s + 1) * frames)
+        expected = attention_over_concatenated_bank(
+            query[rows],
+            key[rows],
+            value[rows],
+            bank_key[s : s + 1, :, :length],
+            bank_value[s : s + 1, :, :length],
+        )
+        assert (got[rows].float() - expected.float()).abs().max() < 2e-3, length
 
 
 def test_frame_attention_and_upsampling_in_fp16() -> None:

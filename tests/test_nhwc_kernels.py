@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from attention_reference import attention_over_concatenated_bank
 
-from pipeline.models import _fast_layers, _nhwc_kernels
+from pipeline.models import BankPadding, _fast_layers, _nhwc_kernels
 
 pytestmark = pytest.mark.skipif(not _nhwc_kernels.available(), reason="needs triton")
 
@@ -282,6 +282,42 @@ def test_bank_attention_merges_to_attention_over_the_concatenated_keys() -> None
     assert (again - expected).abs().max() < 1e-5
 
 
+def test_bank_attention_over_padded_banks_reads_each_streams_real_length() -> None:
+    """Streams with fewer history keyframes than others share a batch padded to the longest bank:
+    with their real lengths given, each attends to its own slice (equal to attention over its
+    unpadded bank), whatever the padding holds; runs of equal lengths share a launch."""
+    torch.manual_seed(12)
+    streams, frames, heads, tokens, head_dim = 3, 2, 2, 10, 8
+    lengths = (26, 14, 14)
+    batch = streams * frames
+    query = torch.randn(batch, tokens, heads * head_dim).view(batch, tokens, heads, head_dim)
+    query = query.transpose(1, 2)
+    key, value = (
+        torch.randn(batch, heads, tokens, head_dim),
+        torch.randn(batch, heads, tokens, head_dim),
+    )
+    bank_key = torch.full((streams, heads, max(lengths), head_dim), 50.0)  # padding: loud garbage
+    bank_value = torch.full((streams, heads, max(lengths), head_dim), -50.0)
+    for s, length in enumerate(lengths):
+        bank_key[s, :, :length] = torch.randn(heads, length, head_dim)
+        bank_value[s, :, :length] = torch.randn(heads, length, head_dim)
+    got = _fast_layers.bank_attention(
+        query, key, value, bank_key, bank_value, head_dim**-0.5, lengths
+    )
+    for s, length in enumerate(lengths):
+        rows = slice(s * frames, (s + 1) * frames)
+        expected = attention_over_concatenated_bank(
+            query[rows],
+            key[rows],
+            value[rows],
+            bank_key[s : s + 1, :, :length],
+            bank_value[s : s + 1, :, :length],
+        )
+        assert (got[rows] - expected).abs().max() < 1e-5
+    assert _fast_layers._runs(lengths) == [(0, 1, 26), (1, 3, 14)]
+    assert _fast_layers._runs((5, 5, 5)) == [(0, 3, 5)]
+
+
 def test_a_log_sum_exp_op_that_disagrees_is_not_chosen(monkeypatch) -> None:
     """PyTorch's private attention ops are checked, not trusted: one whose log-sum-exp is in
     another base (here: cudnn's, made base 2) loses to the next; none left → concatenation."""
@@ -302,7 +338,9 @@ def test_a_log_sum_exp_op_that_disagrees_is_not_chosen(monkeypatch) -> None:
     assert _fast_layers._choose_lse_attention("cpu", torch.float32) is None
 
 
-@pytest.mark.parametrize("kind", ["spatial", "spatial+bank", "motion", "temporal"])
+@pytest.mark.parametrize(
+    "kind", ["spatial", "spatial+bank", "spatial+padded bank", "motion", "temporal"]
+)
 def test_transformers_through_the_kernels_equal_their_pytorch_path(monkeypatch, kind: str) -> None:
     """A spatial transformer (channels-last: GroupNorm kernel, 1×1 convolutions as linear layers,
     residual + CLIP value + norm3 in one pass) and the motion/temporal modules (residual adds
@@ -311,9 +349,11 @@ def test_transformers_through_the_kernels_equal_their_pytorch_path(monkeypatch, 
 
     torch.manual_seed(7)
     frames, channels = 4, 32
-    bank = (
-        (torch.randn(2, 2, 45, 16), torch.randn(2, 2, 45, 16)) if kind == "spatial+bank" else None
-    )
+    bank = (torch.randn(2, 2, 45, 16), torch.randn(2, 2, 45, 16)) if "bank" in kind else None
+    padding = None
+    if kind == "spatial+padded bank":  # the second stream's bank is 20 long, padded to 45
+        valid = torch.arange(45)[None, :] < torch.tensor([[45], [20]])
+        padding = BankPadding(valid, (45, 20))
     if kind.startswith("spatial"):
         module = SpatialTransformer(channels, heads=2, context_dim=24, groups=8, layer_index=0)
     else:
@@ -328,7 +368,7 @@ def test_transformers_through_the_kernels_equal_their_pytorch_path(monkeypatch, 
     def run(inputs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             if kind.startswith("spatial"):
-                return module(inputs, clip, bank)
+                return module(inputs, clip, bank, padding)
             return module(inputs, frames, motion if kind == "motion" else None)
 
     expected = run(x)

@@ -29,6 +29,7 @@ from torch.profiler import record_function
 
 from ..config import AnimatorConfig
 from ..models import (
+    BankPadding,
     HeadPose,
     PersonaLiveModels,
     crop_faces,
@@ -592,7 +593,7 @@ class _LastBatchedBanks:
 
     def __call__(
         self, banks: list[list[tuple[torch.Tensor, torch.Tensor]]]
-    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor | None] | None]:
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[BankPadding | None] | None]:
         same = len(banks) == len(self._sources) and all(
             a is b for a, b in zip(banks, self._sources)
         )
@@ -603,8 +604,9 @@ class _LastBatchedBanks:
 
 def _batch_banks(
     banks: list[list[tuple[torch.Tensor, torch.Tensor]]],
-) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor | None] | None]:
-    """Stack per-stream banks; streams with fewer keyframes are padded and masked."""
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[BankPadding | None] | None]:
+    """Stack per-stream banks; streams with fewer keyframes are padded, with their real lengths
+    (:class:`~pipeline.models._attention.BankPadding`)."""
     if len(banks) == 1:
         return banks[0], None
     batched, masks = [], []
@@ -626,5 +628,5 @@ def _batch_banks(
             valid[:, :length] = True
             mask.append(valid)
         batched.append((torch.cat(keys), torch.cat(values)))
-        masks.append(torch.cat(mask))
+        masks.append(BankPadding(torch.cat(mask), tuple(lengths)))
     return batched, masks if any_padding else None

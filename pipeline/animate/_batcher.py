@@ -54,6 +54,8 @@ class BatchStats:
     # history keyframes in the banks the call attended to, summed over its streams (a longer bank
     # makes every reference attention of that stream longer)
     keyframes: list[int] = field(default_factory=list)
+    # CUDA graphs captured so far, after each call (a capture takes the GPU's place for seconds)
+    captures: list[int] = field(default_factory=list)
 
     @property
     def calls(self) -> int:
@@ -209,6 +211,7 @@ class StepBatcher:
 
     def _step(self, batch: list[_Request]) -> None:
         stats, clock = self.stats, self.gpu_clock
+        logger.debug("call: %d of %d streams", len(batch), len(self._active))
         if clock is not None:
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             begin.record()
@@ -231,6 +234,7 @@ class StepBatcher:
             stats.finished_at.append(time.monotonic())
             stats.emitted.append(sum(int(o.shape[0]) for o in outputs))
             stats.keyframes.append(sum(r.stream.num_keyframes for r in batch))
+            stats.captures.append(self.animator.models.graph_captures())
         for request, output in zip(batch, outputs):
             request.output = output
             request.done.set()

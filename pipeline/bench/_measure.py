@@ -132,9 +132,13 @@ def _record_outcomes(result: BenchResult, outcomes: list[RowResult]) -> None:
 
 def _timed_window(stats: BatchStats, first_timed: int) -> list[int]:
     """The calls timed: from ``first_timed`` on, while every stream is still in its main loop
-    (the steady state), the last such call left out."""
+    (the steady state), the last such call left out; none up to a call that captured a CUDA graph
+    (with ``model.cuda_graphs`` the call with every stream, or its decoder's frame count, may be
+    seen for the second time, and captured, only after the warm-up calls)."""
     full = [i for i, n in enumerate(stats.streams) if n == max(stats.streams)]
-    return [i for i in full if i >= first_timed][:-1] or full[-1:]
+    captured = [i for i in full if stats.captures[i] > (stats.captures[i - 1] if i else 0)]
+    start = max(first_timed, captured[-1] + 1 if captured else 0)
+    return [i for i in full if i >= start][:-1] or full[-1:]
 
 
 def _record_rates(result: BenchResult, stats: BatchStats, window: list[int]) -> None:

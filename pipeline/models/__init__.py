@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "ATTENTION_BACKENDS": "._attention",
     "AttentionProcessor": "._attention",
+    "BankPadding": "._attention",
     "resolve_attention_backend": "._attention",
     "PersonaLiveModels": "._bundle",
     "build_models": "._bundle",
@@ -46,6 +47,7 @@ __all__ = [
     "ARCHITECTURES",
     "ATTENTION_BACKENDS",
     "AttentionProcessor",
+    "BankPadding",
     "DenoisingUNet",
     "HeadPose",
     "KeypointExtractor",
@@ -85,7 +87,12 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # what type checkers and editors see
-    from ._attention import ATTENTION_BACKENDS, AttentionProcessor, resolve_attention_backend
+    from ._attention import (
+        ATTENTION_BACKENDS,
+        AttentionProcessor,
+        BankPadding,
+        resolve_attention_backend,
+    )
     from ._bundle import PersonaLiveModels, build_models
     from ._keypoints import (
         HeadPose,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,16 @@ logger = logging.getLogger(__name__)
 
 AttentionBackend = Literal["sdpa", "xformers", "eager"]
 ATTENTION_BACKENDS: tuple[str, ...] = ("sdpa", "xformers", "eager")
+
+
+class BankPadding(NamedTuple):
+    """Which keys of a batch's per-stream banks are real, where streams with fewer history
+    keyframes than others are padded to the longest bank: ``mask`` ``(S, L)`` boolean (``False``
+    at padding; for kernels that take a mask) and ``lengths``, each stream's real length (for the
+    bank attention, which slices instead: a masked kernel is several times slower)."""
+
+    mask: torch.Tensor
+    lengths: tuple[int, ...]
 
 
 def resolve_attention_backend(requested: str, device: torch.device) -> AttentionBackend:
@@ -56,7 +66,8 @@ def resolve_attention_backend(requested: str, device: torch.device) -> Attention
 class AttentionProcessor:
     """Multi-head attention with optional pre-projected extra keys/values.
 
-    Call as ``processor(attn, hidden_states, context=None, extra_kv=None, extra_mask=None)``.
+    Call as ``processor(attn, hidden_states, context=None, extra_kv=None, extra_mask=None,
+    extra_lengths=None)``.
 
     Args:
         attn: the diffusers ``Attention`` holding the projection weights.
@@ -67,6 +78,8 @@ class AttentionProcessor:
             keys/values (the reference bank).
         extra_mask: boolean ``(B, 1, 1, L)``; ``False`` marks padding inside ``extra_kv`` (used
             when streams with different numbers of history keyframes share one batch).
+        extra_lengths: each stream's real length inside ``extra_kv`` where ``extra_mask`` pads it
+            (the mask's host-side twin: the bank attention slices by it instead of masking).
 
     Returns:
         ``(B, N, C)`` after the output projection.
@@ -89,6 +102,7 @@ class AttentionProcessor:
         context: torch.Tensor | None = None,
         extra_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
         extra_mask: torch.Tensor | None = None,
+        extra_lengths: tuple[int, ...] | None = None,
         **_: object,
     ) -> torch.Tensor:
         batch, length, _ = hidden_states.shape
@@ -100,12 +114,13 @@ class AttentionProcessor:
         mask = None
         if (
             extra_kv is not None
-            and extra_mask is None
+            and (extra_mask is None or extra_lengths is not None)
             and context is None
             and self.backend == "sdpa"
             and _fast_layers.bank_attention_usable(query)
         ):  # the bank is not copied into every frame's keys (merged by log-sum-exp)
-            out = _fast_layers.bank_attention(query, key, value, *extra_kv, attn.scale)
+            lengths = None if extra_mask is None else extra_lengths
+            out = _fast_layers.bank_attention(query, key, value, *extra_kv, attn.scale, lengths)
             return attn.to_out[1](attn.to_out[0](out))
         if extra_kv is not None:
             key, value = _append_bank(key, extra_kv[0]), _append_bank(value, extra_kv[1])

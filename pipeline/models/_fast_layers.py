@@ -33,6 +33,7 @@ loading (:func:`use_fast_layers`) and compute the same function:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -109,11 +110,14 @@ def bank_attention(
     bank_key: torch.Tensor,
     bank_value: torch.Tensor,
     scale: float,
+    bank_lengths: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Attention of every frame's queries ``(S·F, h, N, d)`` to its own keys/values and its
     stream's bank ``(S, h, L, d)``, without concatenating the bank into every frame's keys: the
     own part per frame, the bank part with a stream's F frames of queries as one sequence (a
     view of the same memory), merged by their log-sum-exps (:func:`._nhwc_kernels.merge_attention`).
+    ``bank_lengths``: each stream's real bank length where the banks are padded to ``L`` (streams
+    with fewer history keyframes): those streams attend to their own slice, never to padding.
     Returns ``(S·F, N, h·d)``, heads concatenated."""
     batch, heads, tokens, head_dim = query.shape
     streams = bank_key.shape[0]
@@ -124,14 +128,37 @@ def bank_attention(
         (streams, heads, (batch // streams) * tokens, head_dim),
         ((batch // streams) * tokens * heads * head_dim, head_dim, heads * head_dim, 1),
     )
-    bank, bank_lse = attention_with_lse(
-        frames_as_one,
-        bank_key.to(query.dtype),
-        bank_value.to(query.dtype),
-        scale,
-        _lse_attention_op,
-    )
+    bank_key, bank_value = bank_key.to(query.dtype), bank_value.to(query.dtype)
+    full = bank_key.shape[2]
+    if bank_lengths is None or all(length == full for length in bank_lengths):
+        bank, bank_lse = attention_with_lse(
+            frames_as_one, bank_key, bank_value, scale, _lse_attention_op
+        )
+    else:  # one launch per run of streams with the same bank length (a masked kernel is slower)
+        parts = [
+            attention_with_lse(
+                frames_as_one[start:stop],
+                bank_key[start:stop, :, :length],
+                bank_value[start:stop, :, :length],
+                scale,
+                _lse_attention_op,
+            )
+            for start, stop, length in _runs(bank_lengths)
+        ]
+        bank = torch.cat([out for out, _ in parts])
+        bank_lse = torch.cat([lse for _, lse in parts])
     return _nhwc_kernels.merge_attention(own, own_lse, bank, bank_lse)
+
+
+def _runs(lengths: Sequence[int]) -> list[tuple[int, int, int]]:
+    """``(start, stop, length)`` of each run of equal consecutive ``lengths``."""
+    runs: list[tuple[int, int, int]] = []
+    for index, length in enumerate(lengths):
+        if runs and runs[-1][2] == length:
+            runs[-1] = (runs[-1][0], index + 1, length)
+        else:
+            runs.append((index, index + 1, length))
+    return runs
 
 
 def _choose_lse_attention(device: torch.device | str, dtype: torch.dtype) -> str | None:

@@ -22,7 +22,7 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ._attention import split_heads
+from ._attention import BankPadding, split_heads
 from ._unet_blocks import DownLevel, FrameModuleSpec, LevelSpec, MidLevel, UNetContext, UpLevel
 
 _DOWN_TYPES = {"CrossAttnDownBlock2D": True, "DownBlock2D": False}
@@ -300,7 +300,7 @@ class DenoisingUNet(_UNetSkeleton, ConfigMixin):
         motion_tokens: torch.Tensor,
         pose_features: torch.Tensor | None = None,
         bank_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-        bank_mask: list[torch.Tensor | None] | None = None,
+        bank_mask: list[BankPadding | None] | None = None,
     ) -> DenoisingOutput:
         """Predict noise for every frame of every stream.
 
@@ -311,7 +311,8 @@ class DenoisingUNet(_UNetSkeleton, ConfigMixin):
             motion_tokens: ``(S, F, T, C_m)`` motion tokens per frame.
             pose_features: ``(S, F, C0, h, w)`` pose guider output, added after ``conv_in``.
             bank_kv: per transformer layer ``(k, v)`` each ``(S, heads, L, head_dim)``.
-            bank_mask: per layer ``(S, L)`` boolean, ``False`` at padding inside ``bank_kv``.
+            bank_mask: per layer, a :class:`._attention.BankPadding` where ``bank_kv`` pads streams
+                with fewer history keyframes, else ``None``.
 
         Returns:
             :class:`DenoisingOutput` with ``sample`` of shape ``(S, F, 4, h, w)``.

@@ -26,7 +26,7 @@ from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from torch import nn
 
 from . import _fp8
-from ._attention import AttentionProcessor
+from ._attention import AttentionProcessor, BankPadding
 from ._fast_layers import (
     add_layer_norm,
     frame_attention,
@@ -46,8 +46,9 @@ class UNetContext:
         motion_tokens: motion tokens per flattened frame, ``(S*F, T, C_m)``, or ``None``.
         bank_kv: per spatial-transformer layer, the pre-projected reference keys/values
             ``(k, v)`` each ``(S, heads, L, head_dim)``; ``None`` for no bank.
-        bank_mask: per layer ``(S, L)`` boolean, ``False`` at padding inside the bank (streams
-            with fewer history keyframes than others in the batch), or ``None``.
+        bank_mask: per layer, where streams with fewer history keyframes than others in the
+            batch are padded: a :class:`._attention.BankPadding` (mask and real lengths), or
+            ``None``.
         bank_out: when a list, each spatial transformer appends its self-attention input
             (the reference UNet's "write" mode).
     """
@@ -56,7 +57,7 @@ class UNetContext:
     clip_context: torch.Tensor
     motion_tokens: torch.Tensor | None = None
     bank_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-    bank_mask: list[torch.Tensor | None] | None = None
+    bank_mask: list[BankPadding | None] | None = None
     bank_out: list[torch.Tensor] | None = field(default=None)
 
 
@@ -92,17 +93,21 @@ class SpatialTransformerBlock(nn.Module):
         x: torch.Tensor,
         clip_context: torch.Tensor,
         bank_kv: tuple[torch.Tensor, torch.Tensor] | None,
-        bank_mask: torch.Tensor | None,
+        bank_mask: BankPadding | None,
         bank_out: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         normed = layer_norm(x, self.norm1)
         if bank_out is not None:
             bank_out.append(normed)
-        extra_kv, extra_mask = None, None
-        if bank_kv is not None:
-            extra_kv, extra_mask = _broadcast_bank(bank_kv, bank_mask, x.shape[0])
+        extra_mask = None
+        if bank_kv is not None and bank_mask is not None:
+            extra_mask = _frames_mask(bank_mask.mask, x.shape[0])
         attended = self.attn1.processor(
-            self.attn1, normed, extra_kv=extra_kv, extra_mask=extra_mask
+            self.attn1,
+            normed,
+            extra_kv=bank_kv,
+            extra_mask=extra_mask,
+            extra_lengths=bank_mask.lengths if bank_mask is not None else None,
         )
         if clip_context.shape[1] == 1:  # residual, CLIP value and norm3 in one pass (see below)
             x, normed = add_layer_norm(x, attended, self.norm3, self._clip_value(clip_context))
@@ -123,17 +128,11 @@ class SpatialTransformerBlock(nn.Module):
         return self.attn2.processor(self.attn2, self.norm2(x), context=context)
 
 
-def _broadcast_bank(
-    bank_kv: tuple[torch.Tensor, torch.Tensor], bank_mask: torch.Tensor | None, batch: int
-) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
-    """Each stream's bank ``(S, h, L, d)`` stays per stream (the processor broadcasts it over the
-    stream's frames while concatenating, without a separate copy); the mask gets its frames."""
-    key, value = bank_kv
-    frames = batch // key.shape[0]
-    mask = None
-    if bank_mask is not None:
-        mask = bank_mask.repeat_interleave(frames, dim=0)[:, None, None, :]
-    return (key, value), mask
+def _frames_mask(mask: torch.Tensor, batch: int) -> torch.Tensor:
+    """A stream's bank mask ``(S, L)`` for each of its frames, ``(S·F, 1, 1, L)`` (the bank
+    ``(S, h, L, d)`` itself stays per stream: the processor broadcasts it over the stream's frames
+    while concatenating, without a separate copy)."""
+    return mask.repeat_interleave(batch // mask.shape[0], dim=0)[:, None, None, :]
 
 
 class SpatialTransformer(nn.Module):
@@ -158,7 +157,7 @@ class SpatialTransformer(nn.Module):
         x: torch.Tensor,
         clip_context: torch.Tensor,
         bank_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-        bank_mask: torch.Tensor | None = None,
+        bank_mask: BankPadding | None = None,
         bank_out: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Tensors in, tensors out: the caller picks this layer's bank entries (a module that

@@ -1,0 +1,143 @@
+"""Probe (GPU): the denoising UNet's attention at its real shapes and head sizes (40 / 80 / 160),
+each of PyTorch's fused kernels timed on the layouts the model hands them (queries a transposed
+view of the token-major projection), and the bank attention with per-stream bank lengths through
+the variable-length flash kernel (``seqused_k``), checked against attention over the unpadded bank.
+Medians of CUDA-event timed launches.
+
+    python -m scripts.probe_attention [--streams 4] [--out probe.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from pipeline.bench import median_cuda_ms
+
+HEADS, FRAMES = 8, 16
+LEVELS = [(4096, 40), (1024, 80), (256, 160), (64, 160)]  # (tokens per frame, head dim)
+BACKENDS = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+}
+
+
+def token_major(batch: int, tokens: int, head_dim: int) -> torch.Tensor:
+    """``(batch, heads, tokens, d)`` as the model's projections give it: a view of ``(batch,
+    tokens, heads·d)``."""
+    x = torch.randn(batch, tokens, HEADS * head_dim, device="cuda", dtype=torch.float16)
+    return x.view(batch, tokens, HEADS, head_dim).transpose(1, 2)
+
+
+def time_backends(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> dict[str, float | None]:
+    times: dict[str, float | None] = {}
+    for name, backend in BACKENDS.items():
+
+        def run(backend: SDPBackend = backend) -> torch.Tensor:
+            with sdpa_kernel([backend]):
+                return F.scaled_dot_product_attention(q, k, v)
+
+        try:
+            times[name] = round(median_cuda_ms(run, 15, warmup=2), 4)
+        except RuntimeError as err:  # a backend that cannot take this shape
+            times[name] = None
+            print(f"  {name}: {str(err).splitlines()[0][:100]}")
+    return times
+
+
+def varlen_bank(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """``q`` ``(S, T, h, d)``, ``k``/``v`` ``(S, cap, h, d)`` padded, ``lengths`` ``(S,)`` int32:
+    stream ``s`` attends to its first ``lengths[s]`` keys."""
+    streams, tokens, heads, dim = q.shape
+    cap = k.shape[1]
+    cu_q = torch.arange(0, (streams + 1) * tokens, tokens, device=q.device, dtype=torch.int32)
+    cu_k = torch.arange(0, (streams + 1) * cap, cap, device=q.device, dtype=torch.int32)
+    out = torch.ops.aten._flash_attention_forward(
+        q.reshape(-1, heads, dim),
+        k.reshape(-1, heads, dim),
+        v.reshape(-1, heads, dim),
+        cu_q,
+        cu_k,
+        tokens,
+        cap,
+        0.0,
+        False,
+        False,
+        scale=scale,
+        seqused_k=lengths,
+    )
+    return out[0].view(streams, tokens, heads, dim), out[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    streams, rows = args.streams, []
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for tokens, dim in LEVELS:
+            batch = streams * FRAMES
+            q, k, v = (token_major(batch, tokens, dim) for _ in range(3))
+            row = {"tokens": tokens, "head_dim": dim, "streams": streams}
+            row["own"] = time_backends(q, k, v)
+            # the bank: a stream's 16 frames of queries as one sequence, a bank of 1 + 3 images
+            qb = token_major(streams, FRAMES * tokens, dim)
+            kb, vb = (token_major(streams, 4 * tokens, dim) for _ in range(2))
+            row["bank_full"] = time_backends(qb, kb, vb)
+            # temporal: every spatial position over its stream's 16 frames
+            qt, kt, vt = (token_major(streams * tokens, FRAMES, dim) for _ in range(3))
+            row["temporal"] = time_backends(qt, kt, vt)
+            # variable bank lengths: 1, 2, 3 and 4 images, padded to 4
+            lengths = torch.tensor(
+                [tokens * (1 + s % 4) for s in range(streams)], dtype=torch.int32, device="cuda"
+            )
+            q4, k4, v4 = (x.transpose(1, 2) for x in (qb, kb, vb))  # (S, T, h, d) views
+            scale = dim**-0.5
+            try:
+                got, _ = varlen_bank(q4, k4, v4, lengths, scale)
+                worst = 0.0
+                for s in range(streams):
+                    n = int(lengths[s])
+                    ref = F.scaled_dot_product_attention(
+                        qb[s : s + 1].float(),
+                        kb[s : s + 1, :, :n].float(),
+                        vb[s : s + 1, :, :n].float(),
+                        scale=scale,
+                    ).transpose(1, 2)[0]
+                    worst = max(
+                        worst, ((got[s].float() - ref).abs().max() / ref.abs().max()).item()
+                    )
+                row["varlen_error"] = worst
+                row["varlen_ms"] = round(
+                    median_cuda_ms(partial(varlen_bank, q4, k4, v4, lengths, scale), 15, warmup=2),
+                    4,
+                )
+                full = torch.full_like(lengths, 4 * tokens)
+                row["varlen_full_ms"] = round(
+                    median_cuda_ms(partial(varlen_bank, q4, k4, v4, full, scale), 15, warmup=2), 4
+                )
+            except RuntimeError as err:
+                row["varlen_error"] = str(err).splitlines()[0][:200]
+            print(json.dumps(row))
+            rows.append(row)
+            del q, k, v, qb, kb, vb, qt, kt, vt
+            torch.cuda.empty_cache()
+    if args.out:
+        args.out.write_text(
+            json.dumps({"gpu": torch.cuda.get_device_name(), "rows": rows}, indent=1)
+        )
+
+
+if __name__ == "__main__":
+    main()
