@@ -4,7 +4,8 @@ In a real render, rows join the batch at different times, so their keyframe bank
 length and the batch pads them. The denoising UNet's call is timed (CUDA events, median) on one
 batch of S streams holding 0, 1, 2, 3, ... keyframes, through the bank attention that slices each
 stream's real bank (this code) and through masked attention over the concatenated keys (what a
-padded batch ran before: ``--masked`` forces it), against the same streams with equal banks;
+padded batch ran before, forced by turning the bank attention off), against the same streams with
+equal banks;
 the two paths' outputs are compared. Then the whole call (``StreamingAnimator.advance``) is
 timed with mixed and with equal banks.
 
@@ -15,39 +16,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import torch
 
-from pipeline.animate import StreamingAnimator
 from pipeline.animate._animator import _batch_banks
 from pipeline.bench import median_cuda_ms
-from pipeline.bench._inputs import make_inputs, steady_streams
 from pipeline.config import AnimatorConfig
 from pipeline.models import _fast_layers
-from pipeline.models.weights import random_models
+from scripts._steady import add_model_arguments, steady_animator
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--device", default="cuda", help="cpu: a smoke test (no timings)")
-    parser.add_argument("--architecture", default="full")
-    parser.add_argument("--resolution", type=int, default=512)
+    add_model_arguments(parser, "cpu: a smoke test (no timings)")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    size = args.resolution
-    models = random_models(args.architecture, device, dtype, vae_decoder="full")
-    models.set_attention_backend("sdpa")
-    models.optimize(channels_last=True)
     # no keyframe joins while timing: the banks are set below
-    animator = StreamingAnimator(models, AnimatorConfig(keyframe_threshold=1e9), resolution=size)
-    with tempfile.TemporaryDirectory() as scratch:
-        inputs = make_inputs(Path(scratch), args.streams, 16, size, 25)
-        states, chunks = steady_streams(animator, inputs, args.streams)
+    config = AnimatorConfig(keyframe_threshold=1e9)
+    animator, states, chunks = steady_animator(args, args.streams, config)
+    models, size = animator.models, args.resolution
+    device, dtype = models.device, models.dtype
     counts = [s % 4 for s in range(args.streams)]  # 0, 1, 2, 3, 0, ...
     for stream, count in zip(states, counts):
         for _ in range(count):

@@ -11,16 +11,12 @@ and the innermost project source line that called them: what a trace file alone 
 from __future__ import annotations
 
 import argparse
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
-from pipeline.animate import StreamingAnimator
-from pipeline.bench._inputs import make_inputs, steady_streams
-from pipeline.config import AnimatorConfig
-from pipeline.models.weights import random_models
+from scripts._steady import add_model_arguments, steady_animator
 
 
 def _project_line(event) -> str:
@@ -44,21 +40,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1)
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--device", default="cuda", help="cpu: a smoke test (CPU times)")
-    parser.add_argument("--architecture", default="full")
-    parser.add_argument("--resolution", type=int, default=512)
+    add_model_arguments(parser, "cpu: a smoke test (CPU times)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    dtype = torch.float16 if cuda else torch.float32
-    models = random_models(args.architecture, device, dtype, vae_decoder="full")
-    models.set_attention_backend("sdpa")
-    models.optimize(channels_last=True)
-    animator = StreamingAnimator(models, AnimatorConfig(), resolution=args.resolution)
-    with tempfile.TemporaryDirectory() as scratch:
-        inputs = make_inputs(Path(scratch), args.streams, 16, args.resolution, 25)
-        states, chunks = steady_streams(animator, inputs, args.streams)
+    animator, states, chunks = steady_animator(args, args.streams)
 
     def own_time(event) -> float:  # ms, what the operator itself ran (not its children)
         return (event.self_device_time_total if cuda else event.self_cpu_time_total) / 1e3

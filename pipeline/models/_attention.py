@@ -66,8 +66,7 @@ def resolve_attention_backend(requested: str, device: torch.device) -> Attention
 class AttentionProcessor:
     """Multi-head attention with optional pre-projected extra keys/values.
 
-    Call as ``processor(attn, hidden_states, context=None, extra_kv=None, extra_mask=None,
-    extra_lengths=None)``.
+    Call as ``processor(attn, hidden_states, context=None, extra_kv=None, extra_padding=None)``.
 
     Args:
         attn: the diffusers ``Attention`` holding the projection weights.
@@ -76,10 +75,9 @@ class AttentionProcessor:
         extra_kv: ``(k, v)`` each ``(S, heads, L, head_dim)`` with ``S`` dividing ``B`` (one bank
             per stream of ``B / S`` frames), appended after the projected ``context``
             keys/values (the reference bank).
-        extra_mask: boolean ``(B, 1, 1, L)``; ``False`` marks padding inside ``extra_kv`` (used
-            when streams with different numbers of history keyframes share one batch).
-        extra_lengths: each stream's real length inside ``extra_kv`` where ``extra_mask`` pads it
-            (the mask's host-side twin: the bank attention slices by it instead of masking).
+        extra_padding: where streams with different numbers of history keyframes share one batch,
+            which keys of ``extra_kv`` are padding (:class:`BankPadding`): the bank attention
+            slices each stream's bank to its real length; the other paths mask the padding.
 
     Returns:
         ``(B, N, C)`` after the output projection.
@@ -101,8 +99,7 @@ class AttentionProcessor:
         hidden_states: torch.Tensor,
         context: torch.Tensor | None = None,
         extra_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-        extra_mask: torch.Tensor | None = None,
-        extra_lengths: tuple[int, ...] | None = None,
+        extra_padding: BankPadding | None = None,
         **_: object,
     ) -> torch.Tensor:
         batch, length, _ = hidden_states.shape
@@ -114,27 +111,31 @@ class AttentionProcessor:
         mask = None
         if (
             extra_kv is not None
-            and (extra_mask is None or extra_lengths is not None)
             and context is None
             and self.backend == "sdpa"
             and _fast_layers.bank_attention_usable(query)
         ):  # the bank is not copied into every frame's keys (merged by log-sum-exp)
-            lengths = None if extra_mask is None else extra_lengths
+            lengths = None if extra_padding is None else extra_padding.lengths
             out = _fast_layers.bank_attention(query, key, value, *extra_kv, attn.scale, lengths)
             return attn.to_out[1](attn.to_out[0](out))
         if extra_kv is not None:
             key, value = _append_bank(key, extra_kv[0]), _append_bank(value, extra_kv[1])
-            if extra_mask is not None:
-                own = torch.ones(
-                    (*extra_mask.shape[:-1], source.shape[1]),
-                    dtype=torch.bool,
-                    device=extra_mask.device,
-                )
-                mask = torch.cat([own, extra_mask], dim=-1)
+            if extra_padding is not None:
+                mask = _frames_mask(extra_padding.mask, batch, source.shape[1])
         out = attend(query, key, value, attn.scale, self.backend, mask)
         out = out.transpose(1, 2).reshape(batch, length, heads * out.shape[-1])
         out = attn.to_out[0](out)
         return attn.to_out[1](out)
+
+
+def _frames_mask(bank_mask: torch.Tensor, batch: int, own_keys: int) -> torch.Tensor:
+    """Each stream's bank mask ``(S, L)`` for each of its frames, after the frame's own keys (all
+    real): ``(S·F, 1, 1, own_keys + L)``, matching :func:`_append_bank`'s keys."""
+    frames_mask = bank_mask.repeat_interleave(batch // bank_mask.shape[0], dim=0)[:, None, None, :]
+    own = torch.ones(
+        (*frames_mask.shape[:-1], own_keys), dtype=torch.bool, device=frames_mask.device
+    )
+    return torch.cat([own, frames_mask], dim=-1)
 
 
 def _append_bank(own: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:

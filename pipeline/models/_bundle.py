@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -55,6 +55,8 @@ class PersonaLiveModels:
     canvas_radius: int = 4
     attention: AttentionBackend = "sdpa"
     tiny_decoder: AutoencoderTiny | None = None  # TAESD: when set, decodes instead of the VAE
+    # the calls replayed as CUDA graphs (``optimize(cuda_graphs=True)``), for their capture counts
+    _graphed: list[GraphedCall] = field(default_factory=list, init=False, repr=False)
 
     def networks(self) -> dict[str, nn.Module]:
         return {
@@ -189,7 +191,7 @@ class PersonaLiveModels:
     def graph_captures(self) -> int:
         """CUDA graphs captured so far (0 without ``cuda_graphs``): a call that captured one
         took seconds, so the benchmark leaves it out of its timed window."""
-        return sum(graphed.captures for graphed in getattr(self, "_graphed", ()))
+        return sum(graphed.captures for graphed in self._graphed)
 
     def _compile_regions(self, backend: str) -> None:
         """Compile repeated blocks with dynamic shapes instead of whole networks: the ResNet

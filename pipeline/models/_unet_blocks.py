@@ -99,15 +99,10 @@ class SpatialTransformerBlock(nn.Module):
         normed = layer_norm(x, self.norm1)
         if bank_out is not None:
             bank_out.append(normed)
-        extra_mask = None
-        if bank_kv is not None and bank_mask is not None:
-            extra_mask = _frames_mask(bank_mask.mask, x.shape[0])
+        # each stream's bank (S, h, L, d) stays per stream: the processor broadcasts it over the
+        # stream's frames (while concatenating, without a separate copy, or by slicing)
         attended = self.attn1.processor(
-            self.attn1,
-            normed,
-            extra_kv=bank_kv,
-            extra_mask=extra_mask,
-            extra_lengths=bank_mask.lengths if bank_mask is not None else None,
+            self.attn1, normed, extra_kv=bank_kv, extra_padding=bank_mask
         )
         if clip_context.shape[1] == 1:  # residual, CLIP value and norm3 in one pass (see below)
             x, normed = add_layer_norm(x, attended, self.norm3, self._clip_value(clip_context))
@@ -126,13 +121,6 @@ class SpatialTransformerBlock(nn.Module):
     def _cross_attention(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Attention to a CLIP context of several tokens (PersonaLive's has one: ``_clip_value``)."""
         return self.attn2.processor(self.attn2, self.norm2(x), context=context)
-
-
-def _frames_mask(mask: torch.Tensor, batch: int) -> torch.Tensor:
-    """A stream's bank mask ``(S, L)`` for each of its frames, ``(S·F, 1, 1, L)`` (the bank
-    ``(S, h, L, d)`` itself stays per stream: the processor broadcasts it over the stream's frames
-    while concatenating, without a separate copy)."""
-    return mask.repeat_interleave(batch // mask.shape[0], dim=0)[:, None, None, :]
 
 
 class SpatialTransformer(nn.Module):
