@@ -231,6 +231,12 @@ class ClusterConfig:
     split_overlap: int = 16  # driving frames each part after the first renders before its first frame and discards, so its window and keyframes are as the whole row's (a multiple of 4; docs/cluster.md has the seam figures per overlap)
     split_start_cost: float = 0.0  # how long a part's start takes per driving frame before it, as a share of one rendered frame's time (it reads the video from the beginning to re-decide the keyframes; docs/cluster.md): parts are cut so they all end together, the earlier ones longer; 0: parts of equal length; at most 0.5
     rescan_seconds: float = 5.0  # while a job runs, look at the cluster's nodes this often: start workers on nodes that joined (while rows wait for one), notice nodes that left; 0: keep the workers the job started with
+    trace_dir: str | None = (
+        None  # a folder on each worker's node: every worker this job starts writes a Chrome trace of trace_calls of its batched calls there (<worker name>.json.gz; every thread's operators and the GPU's kernels, torch.profiler; read it with scripts/trace_summary.py) to see where a real render's GPU waits; the traced calls run slower; workers taken over warm are not traced; None: no trace
+    )
+    trace_calls: list[int] = field(
+        default_factory=lambda: [60, 4]
+    )  # [first call, number of calls] that cluster.trace_dir traces (calls counted from 0 in each worker)
     keep_workers: bool = False  # on a Ray cluster the job joined (cluster.address): leave the workers running after the job, model loaded, so the next job with the same model and worker settings takes them over and starts rendering in seconds (docs/cluster.md, "Warm workers"); a job with false takes warm workers it finds too and stops them at its end; with embedded Ray the workers always stop with the job
 
 
@@ -365,9 +371,14 @@ def _split_problems(cfg: RenderConfig) -> list[str]:
 
 
 def _pool_problems(cfg: RenderConfig) -> list[str]:
-    """The worker pool: cluster.rows_ahead, num_workers, rescan_seconds."""
+    """The worker pool: cluster.rows_ahead, num_workers, rescan_seconds, trace_calls."""
     cluster = cfg.cluster
     problems = []
+    trace = list(cluster.trace_calls)
+    if len(trace) != 2 or trace[0] < 0 or trace[1] < 1:
+        problems.append(
+            f"cluster.trace_calls={trace} must be [first call (0 or more), calls (1 or more)]"
+        )
     if cluster.rows_ahead is not None and cluster.rows_ahead < 0:
         problems.append(f"cluster.rows_ahead={cluster.rows_ahead} must be 0 or more")
     if cluster.num_workers is not None and cluster.num_workers < 1:

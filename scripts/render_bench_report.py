@@ -133,6 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.header:
         print(HEADER)
     print(markdown_row(figures))
+    for worker in figures["workers"] or []:  # how each worker's calls went (not a table column)
+        gpu = worker.get("gpu") or {}
+        print(
+            f"{worker.get('name')}: {gpu.get('calls')} calls, sent to an idle GPU "
+            f"{gpu.get('calls_sent_to_idle_gpu')}, without a stream "
+            f"{gpu.get('calls_sent_without_a_stream')}, captured a graph "
+            f"{gpu.get('calls_that_captured_a_graph')} "
+            f"({gpu.get('seconds_in_calls_that_captured')} s)",
+            file=sys.stderr,
+        )
     if not figures["exactly_once"]:
         print(f"exactly-once problems: {figures['problems'][:5]}", file=sys.stderr)
     if args.json:

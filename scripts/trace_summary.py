@@ -2,8 +2,8 @@
 
     python scripts/trace_summary.py bench-out/trace-S8.json.gz [--top 15]
 
-Reads a Chrome trace written by torch.profiler (what `job=bench ... job.bench.trace=FILE` writes)
-and prints:
+Reads a Chrome trace written by torch.profiler (what `job=bench ... job.bench.trace=FILE` writes,
+or each worker of a real render with `cluster.trace_dir=DIR`) and prints:
 
 * the GPU timeline: busy share of the traced span and idle time by gap size (many gaps under
   100 µs: the host launches kernels more slowly than the GPU runs them; a few long gaps: the

@@ -113,16 +113,32 @@ def test_history_keyframes_are_capped(tiny_models) -> None:
 
 @pytest.mark.slow
 def test_batched_streams_equal_single_streams(tiny_models) -> None:
-    """Two portraits, different seeds and lengths, one with keyframes: one batched call per step."""
+    """Three portraits, different seeds and lengths and keyframe counts, handed in in a different
+    order at every call: one batched call per step, each stream's frames as if alone, and inside
+    the call the streams run longest bank first whatever order they came in (so a CUDA graph
+    serves a mix of keyframe counts, not one ordering of it)."""
     config = AnimatorConfig(keyframe_threshold=0.0, output_dtype="float")  # 3, 2 and 0 keyframes
     animator = StreamingAnimator(tiny_models, config, resolution=SIZE)
     inputs = [(driving(42, seed=1), 5, 0), (driving(31, seed=2), 6, 1), (driving(9, seed=3), 7, 2)]
     singles = [animate(animator, frames, seed=seed, image=image) for frames, seed, image in inputs]
+    banks_seen: list[list[int]] = []
+    real_batch_banks = animator._batch_banks
+
+    def spy(banks):
+        banks_seen.append([bank[0][0].shape[2] for bank in banks])
+        return real_batch_banks(banks)
+
+    animator._batch_banks = spy
     streams = [animator.fuse_reference(portrait(image), seed=seed) for _, seed, image in inputs]
     outputs: list[list[torch.Tensor]] = [[] for _ in inputs]
     positions = [0] * len(inputs)
+    calls = 0
+    joins = [0, 3, 5]  # the later rows join a running batch: banks of different lengths meet
     while not all(s.done for s in streams):
-        active = [i for i, s in enumerate(streams) if not s.done]
+        active = [i for i, s in enumerate(streams) if not s.done and joins[i] <= calls]
+        if calls % 2:
+            active.reverse()  # the fewest keyframes first: the call reorders them
+        calls += 1
         chunks = []
         for i in active:
             frames = inputs[i][0]
@@ -133,6 +149,8 @@ def test_batched_streams_equal_single_streams(tiny_models) -> None:
             outputs[i].append(out)
     keyframes = [s.num_keyframes for s in streams]
     assert len(set(keyframes)) > 1, f"want streams with different keyframe counts, got {keyframes}"
+    assert any(len(set(lengths)) > 1 for lengths in banks_seen), banks_seen
+    assert all(lengths == sorted(lengths, reverse=True) for lengths in banks_seen), banks_seen
     for single, pieces in zip(singles, outputs):
         batched = torch.cat(pieces)
         assert batched.shape == single.shape

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -97,6 +98,29 @@ def test_read_ahead_runs_ahead_by_its_depth_and_stops_when_closed() -> None:
 
     with pytest.raises(OSError, match="went away"):
         list(ReadAhead(broken()))
+
+
+def test_a_call_trace_holds_the_chosen_calls_only(tmp_path: Path) -> None:
+    """``cluster.trace_dir``'s tracer: the profiler runs from the first chosen call to the last,
+    the trace is written once, and a bad choice of calls is refused (in the config, by name)."""
+    from pipeline.animate._call_trace import CallTrace, CallTracer
+    from pipeline.config import RenderConfig, config_problems
+
+    tracer = CallTracer(CallTrace(str(tmp_path / "t/worker.json.gz"), 2, 2), cuda=False)
+    for call in range(6):
+        tracer.before_call()
+        with torch.profiler.record_function(f"call-{call}"):
+            torch.ones(8).add_(1)
+        tracer.after_call()
+    assert tracer.written == tmp_path / "t/worker.json.gz"
+    with gzip.open(tracer.written, "rt") as handle:
+        names = {e.get("name") for e in json.load(handle)["traceEvents"]}
+    assert {n for n in names if str(n).startswith("call-")} == {"call-2", "call-3"}
+    with pytest.raises(ValueError, match="calls >= 1"):
+        CallTracer(CallTrace("x.json.gz", 0, 0), cuda=False)
+    cfg = RenderConfig()
+    cfg.cluster.trace_calls = [5]
+    assert any("cluster.trace_calls=[5]" in p for p in config_problems(cfg))
 
 
 @pytest.mark.slow
@@ -210,7 +234,9 @@ def test_rows_of_mixed_lengths_stream_together_on_one_worker(
 ) -> None:
     """Six rows of 5 to 61 frames on one CPU worker with two stream slots and one row prepared
     ahead: every output has exactly its driving video's frames; rows started while others were
-    mid-stream; the worker never streamed more than 2 rows or held more than 3."""
+    mid-stream; the worker never streamed more than 2 rows or held more than 3. The worker also
+    traces three of its calls (``cluster.trace_dir``): the batch thread's stages and the row
+    threads' work in one Chrome trace."""
     manifest = write_manifest(
         tmp_path / "mixed.csv",
         [
@@ -221,7 +247,8 @@ def test_rows_of_mixed_lengths_stream_together_on_one_worker(
     args = tiny_render_overrides(
         manifest, tmp_path / "out", tiny_weights, "cluster.cpu_workers=1",
         "model.streams_per_worker=2", "cluster.rows_ahead=1", "video.audio=none",
-        "video.segment_seconds=0.64",
+        "video.segment_seconds=0.64", f"cluster.trace_dir={tmp_path / 'trace'}",
+        "cluster.trace_calls=[4,3]",
     )  # fmt: skip
     assert run_in_process(args) == 0
     summary = json.loads((tmp_path / "out/mixed/summary.json").read_text())
@@ -247,6 +274,11 @@ def test_rows_of_mixed_lengths_stream_together_on_one_worker(
     assert {r["timeline"]["slot"] for r in rows} == {0, 1}
     (worker,) = summary["startup"]["workers"]
     assert worker["streams"] == 2 and worker["gpu"] is None  # a CPU worker has no GPU clock
+    with gzip.open(tmp_path / "trace" / f"{worker['name']}.json.gz", "rt") as handle:
+        events = json.load(handle)["traceEvents"]
+    stages = [e for e in events if e.get("name") == "stage:denoise"]
+    assert len(stages) == 3  # calls 4, 5 and 6, nothing before or after
+    assert len({e.get("tid") for e in events if e.get("ph") == "X"}) >= 2  # not only one thread
     startup = summary["startup"]
     assert 0 < startup["workers_ready_seconds"] < startup["first_frame_seconds"]
     assert startup["first_frame_seconds"] <= startup["first_commit_seconds"]
@@ -371,15 +403,21 @@ def test_the_gpu_clock_counts_the_gaps_the_host_left_between_calls() -> None:
 
     clock = GpuClock()
     matrix = torch.randn(4096, 4096, device="cuda")
-    for pause in (0.0, 0.0, 0.1):  # the host comes back late once, after the GPU ran dry
+    for call, pause in enumerate(
+        (0.0, 0.0, 0.1)
+    ):  # the host comes back late once, after the GPU ran dry
         torch.cuda.synchronize()
         time.sleep(pause)
+        clock.sent(gpu_idle=True, missing_streams=int(pause > 0))
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         begin.record()
         for _ in range(8):
             matrix = matrix @ matrix / 64
         end.record()
-        clock.record(begin, end)
+        clock.record(begin, end, captured=call == 0)  # as if the first call captured a graph
     totals = clock.totals()
     assert totals["calls"] == 3 and totals["busy_seconds"] > 0
     assert 0.09 <= totals["idle_between_calls_seconds"] < 0.3
+    assert totals["calls_sent_to_idle_gpu"] == 3 and totals["calls_sent_without_a_stream"] == 1
+    assert totals["calls_that_captured_a_graph"] == 1
+    assert 0 < totals["seconds_in_calls_that_captured"] < totals["busy_seconds"]

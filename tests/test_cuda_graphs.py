@@ -106,3 +106,34 @@ def test_batched_banks_are_reused_until_a_bank_changes() -> None:
     assert rebatched[1][0].lengths == (3, 7)  # and both banks' real lengths
     swapped = batch([grown, first])  # the order of the streams in the batch matters
     assert torch.equal(swapped[0][0][0][0], grown[0][0][0])
+
+
+@pytest.mark.gpu
+@cuda
+def test_the_graphed_decoder_serves_every_frame_count_with_a_graph_per_chunk(
+    tiny_weights, monkeypatch
+) -> None:
+    """Rows starting, warming up and ending emit any number of frames per call; the decoder's
+    frame count is rounded up to whole chunks, so two graphs serve 1–8 frames, each image as the
+    eager decoder makes it (to a tenth of one 8-bit step: another batch size may pick another
+    convolution algorithm)."""
+    from pipeline.models import load_personalive
+    from pipeline.models._bundle import DECODE_FRAMES_MULTIPLE
+
+    # fp32 as fp32: TF32 products would differ between algorithms by far more than fp32 rounding
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    models = load_personalive(tiny_weights, "fp32", "cuda", architecture="tiny")
+    eager = models.decode
+    models.optimize(cuda_graphs=True)
+    decoder = models._graphed[1]
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for _ in range(2):  # seen once (eager), captured on the second sight
+            for frames in range(1, 2 * DECODE_FRAMES_MULTIPLE + 1):
+                latents = torch.randn(frames, 4, 8, 8, device="cuda")
+                got = models.decode(latents)
+                assert got.shape[0] == frames
+                assert (got - eager(latents)).abs().max() < 1e-3, frames
+    # 16 calls: two first sights run eagerly, two captures, twelve replays
+    assert decoder.captures == 2 and decoder.replays == 12

@@ -441,7 +441,24 @@ class StreamingAnimator:
         new_chunks: list[Chunk],
         keyframe_distances: list[HostScalar | None],
     ) -> list[tuple[StreamState, Chunk, torch.Tensor]]:
-        """The batched denoising call and DDIM step; returns what each stream emits (latents)."""
+        """The batched denoising call and DDIM step; returns what each stream emits (latents),
+        in the order of ``streams``.
+
+        Inside the call the streams run longest bank first (stable): streams with equal banks
+        form one run for the bank attention, and the call's shapes depend on how many streams
+        hold how many keyframes, not on the order rows handed in their chunks — a CUDA graph
+        (``model.cuda_graphs``) is captured once per such mix instead of once per ordering."""
+        order = sorted(range(len(streams)), key=lambda i: -streams[i].num_keyframes)
+        if order != list(range(len(streams))):
+            emitted = self._denoise(
+                [streams[i] for i in order],
+                [new_chunks[i] for i in order],
+                [keyframe_distances[i] for i in order],
+            )
+            restored: list[tuple[StreamState, Chunk, torch.Tensor]] = [emitted[0]] * len(order)
+            for position, i in enumerate(order):
+                restored[i] = emitted[position]
+            return restored
         models, schedule = self.models, self.schedule
         device, dtype = models.device, models.dtype
         chunk_frames = schedule.chunk_frames

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ._animator import StreamingAnimator
+from ._call_trace import CallTrace, CallTracer
 from ._state import StreamState
 
 logger = logging.getLogger(__name__)
@@ -80,20 +81,41 @@ class GpuClock:
         self.calls = 0
         self.busy_seconds = 0.0
         self.idle_seconds = 0.0
-        self._pending: deque[tuple[torch.cuda.Event, torch.cuda.Event]] = deque()
+        # calls sent after the previous one had finished on the GPU (their eager steps before
+        # the graphed UNet ran on an idle GPU), and calls sent while a registered stream had not
+        # handed in its chunk yet
+        self.sent_to_idle_gpu = 0
+        self.sent_without_a_stream = 0
+        # calls that captured a CUDA graph: the GPU waits while the host records the graph
+        self.capture_calls = 0
+        self.capture_seconds = 0.0
+        self._pending: deque[tuple[torch.cuda.Event, torch.cuda.Event, bool]] = deque()
         self._last_end: torch.cuda.Event | None = None
         self._lock = threading.Lock()  # the batch thread records, any thread reads the totals
 
-    def record(self, begin: torch.cuda.Event, end: torch.cuda.Event) -> None:
+    def sent(self, *, gpu_idle: bool, missing_streams: int) -> None:
+        """How a call was sent (:meth:`StepBatcher._run`): to an idle GPU, without some stream."""
         with self._lock:
-            self._pending.append((begin, end))
+            self.sent_to_idle_gpu += gpu_idle
+            self.sent_without_a_stream += missing_streams > 0
+
+    def record(
+        self, begin: torch.cuda.Event, end: torch.cuda.Event, *, captured: bool = False
+    ) -> None:
+        """One call's CUDA events; ``captured``: the call captured a CUDA graph."""
+        with self._lock:
+            self._pending.append((begin, end, captured))
             self._settle(wait=False)
 
     def _settle(self, *, wait: bool) -> None:
         while self._pending and (wait or self._pending[0][1].query()):
-            begin, end = self._pending.popleft()
+            begin, end, captured = self._pending.popleft()
             end.synchronize()
-            self.busy_seconds += begin.elapsed_time(end) / 1000
+            seconds = begin.elapsed_time(end) / 1000
+            self.busy_seconds += seconds
+            if captured:
+                self.capture_calls += 1
+                self.capture_seconds += seconds
             if self._last_end is not None:
                 self.idle_seconds += max(0.0, self._last_end.elapsed_time(begin) / 1000)
             self._last_end = end
@@ -110,6 +132,10 @@ class GpuClock:
             "busy_seconds": round(self.busy_seconds, 3),
             "idle_between_calls_seconds": round(self.idle_seconds, 3),
             "idle_between_calls_percent": round(100 * self.idle_seconds / span, 3) if span else 0.0,
+            "calls_sent_to_idle_gpu": self.sent_to_idle_gpu,
+            "calls_sent_without_a_stream": self.sent_without_a_stream,
+            "calls_that_captured_a_graph": self.capture_calls,
+            "seconds_in_calls_that_captured": round(self.capture_seconds, 3),
         }
 
 
@@ -122,12 +148,20 @@ class StepBatcher:
             (on a GPU a call waits for late streams only while the previous call still runs).
         record_stats: keep `stats` of every call (the benchmark): they grow with every call, so
             a worker rendering for hours does without them.
+        trace: write a Chrome trace of these calls, every thread included (``cluster.trace_dir``).
     """
 
     def __init__(
-        self, animator: StreamingAnimator, *, max_wait_s: float = 0.05, record_stats: bool = False
+        self,
+        animator: StreamingAnimator,
+        *,
+        max_wait_s: float = 0.05,
+        record_stats: bool = False,
+        trace: CallTrace | None = None,
     ) -> None:
         self.animator = animator
+        cuda = animator.models.device.type == "cuda"
+        self.tracer = None if trace is None else CallTracer(trace, cuda=cuda)
         self.max_wait_s = max_wait_s
         self.stats = BatchStats() if record_stats else None
         self._cond = threading.Condition()
@@ -135,7 +169,7 @@ class StepBatcher:
         self._requests: dict[int, _Request] = {}
         self._closed = False
         self._last_call: torch.cuda.Event | None = None  # end of the previous call's GPU work
-        self.gpu_clock = GpuClock() if animator.models.device.type == "cuda" else None
+        self.gpu_clock = GpuClock() if cuda else None
         self._thread = threading.Thread(target=self._run, name="step-batcher", daemon=True)
         self._thread.start()
 
@@ -199,6 +233,11 @@ class StepBatcher:
                     self._cond.wait(max(timeout, 0.0))
                 batch = list(self._requests.values())
                 self._requests.clear()
+                if self.gpu_clock is not None:
+                    self.gpu_clock.sent(
+                        gpu_idle=self._last_call is None or self._last_call.query(),
+                        missing_streams=len(self._active) - len(batch),
+                    )
             self._step(batch)
 
     def _should_send(self, deadline: float) -> bool:
@@ -212,6 +251,9 @@ class StepBatcher:
     def _step(self, batch: list[_Request]) -> None:
         stats, clock = self.stats, self.gpu_clock
         logger.debug("call: %d of %d streams", len(batch), len(self._active))
+        captures = self.animator.models.graph_captures()
+        if self.tracer is not None:
+            self.tracer.before_call()
         if clock is not None:
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             begin.record()
@@ -225,8 +267,10 @@ class StepBatcher:
             return
         if clock is not None:
             end.record()
-            clock.record(begin, end)
+            clock.record(begin, end, captured=self.animator.models.graph_captures() > captures)
             self._last_call = end
+        if self.tracer is not None:
+            self.tracer.after_call()
         if stats is not None:
             if clock is not None:
                 stats.events.append((begin, end))

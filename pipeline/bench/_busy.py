@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import statistics
 import threading
+import time
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ class BusySampler:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.samples: list[int] = []
+        self.times: list[float] = []  # monotonic time of each sample
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -39,6 +41,7 @@ class BusySampler:
             while not self._stop.is_set():
                 if stats.calls > after_calls:
                     self.samples.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+                    self.times.append(time.monotonic())
                 self._stop.wait(0.2)
 
         self._thread = threading.Thread(target=sample, daemon=True)
@@ -48,6 +51,13 @@ class BusySampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+    def percent_between(self, start: float, end: float) -> float | None:
+        """Mean of the samples taken between two monotonic times (the timed window: the calls
+        before it may capture CUDA graphs, seconds in which the GPU waits for the host), else
+        :attr:`percent`."""
+        inside = [s for s, t in zip(self.samples, self.times) if start <= t <= end]
+        return statistics.mean(inside) if inside else self.percent
 
     @property
     def percent(self) -> float | None:

@@ -65,7 +65,9 @@ def measure(
     if not window:
         return
     _record_rates(result, stats, window)
-    result.gpu_busy_percent = busy.percent
+    result.gpu_busy_percent = busy.percent_between(
+        stats.finished_at[window[0]], stats.finished_at[window[-1]]
+    )
     logger.info("bench: %d calls, %.1f s wall in all", stats.calls, time.monotonic() - started)
 
 

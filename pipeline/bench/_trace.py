@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from pipeline.animate import StepBatcher, StreamingAnimator
+from pipeline.animate._call_trace import all_threads_profiler, profiled_activities
 
 from ._inputs import BenchInputs, steady_streams
 
@@ -31,7 +32,7 @@ def profile_calls(
 
     states, chunks = steady_streams(animator, inputs, streams)
     with torch.profiler.profile(
-        activities=_profiled_activities(animator.models.device.type == "cuda")
+        activities=profiled_activities(animator.models.device.type == "cuda")
     ) as profiler:
         for _ in range(calls):
             animator.advance(states, chunks)
@@ -75,26 +76,12 @@ def wait_for_calls(batcher: StepBatcher, calls: int, threads: list[threading.Thr
         time.sleep(0.005)
 
 
-def _profiled_activities(cuda: bool) -> list[torch.profiler.ProfilerActivity]:
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if cuda:
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    return activities
-
-
 def trace_calls(
     batcher: StepBatcher, until_calls: int, threads: list[threading.Thread], path: Path, cuda: bool
 ) -> None:
     """A Chrome trace of every thread (and the GPU's kernels) until call ``until_calls``."""
-    try:  # the row, encoder and batch threads' operators too, not just this (idle) thread's
-        experimental = torch._C._profiler._ExperimentalConfig(profile_all_threads=True)
-    except (AttributeError, TypeError):
-        experimental = None
-    with torch.profiler.profile(
-        activities=_profiled_activities(cuda),
-        experimental_config=experimental,
-        record_shapes=True,  # trace_summary's kernel table names the shapes behind each kernel
-    ) as profiler:
+    # the row, encoder and batch threads' operators too, not just this (idle) thread's
+    with all_threads_profiler(cuda) as profiler:
         wait_for_calls(batcher, until_calls, threads)
         if cuda:
             torch.cuda.synchronize()

@@ -8,6 +8,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from ..config import ClusterConfig, ModelConfig, StorageConfig, VideoConfig
@@ -80,6 +81,15 @@ class RenderPool:
         self._remote: Any = None  # RenderWorker as a Ray actor class
         self._signature: str | None = None  # of this job's workers, when they may be kept warm
         self._clean_end = False  # run() ended with every row settled: warm workers may stay
+
+    def _trace_for(self, name: str) -> tuple[str, int, int] | None:
+        """``cluster.trace_dir``'s trace for the worker called ``name``: (path, first call, calls)."""
+        if not self.cfg.trace_dir:
+            return None
+        first, calls = self.cfg.trace_calls
+        # absolute here: a worker's working folder is Ray's choice
+        folder = Path(self.cfg.trace_dir).expanduser().resolve()
+        return str(folder / f"{name}.json.gz"), int(first), int(calls)
 
     def __enter__(self) -> RenderPool:
         try:
@@ -213,7 +223,14 @@ class RenderPool:
                 }  # fmt: skip
                 actor = self._remote.options(
                     **options, **kept, scheduling_strategy=strategy
-                ).remote(self.model, self.video, self.storage, name=name, cpu_threads=threads)
+                ).remote(
+                    self.model,
+                    self.video,
+                    self.storage,
+                    name=name,
+                    cpu_threads=threads,
+                    trace=self._trace_for(name),
+                )
                 slot = _Slot(name, actor, node, capacity=capacity, warm=warm)
                 if not at_start:  # at the start, describe_workers waits for them all
                     slot.loading = actor.describe.remote()

@@ -28,6 +28,10 @@ from .architecture import NetworkSizes
 
 logger = logging.getLogger(__name__)
 
+# with CUDA graphs, the decoder's frame count is rounded up to a multiple of this (one chunk):
+# four graphs then serve every call of four streams
+DECODE_FRAMES_MULTIPLE = 4
+
 
 @dataclass
 class PersonaLiveModels:
@@ -185,8 +189,24 @@ class PersonaLiveModels:
         forward = self.denoising_unet.forward
         unet = GraphedCall(lambda *a, **k: forward(*a, **k).sample, name="denoising UNet")
         self.denoising_unet.forward = lambda *a, **k: DenoisingOutput(unet(*a, **k))
-        self.decode = GraphedCall(self.decode, name="decoder")  # type: ignore[method-assign]
-        self._graphed = [unet, self.decode]
+        decoder = GraphedCall(self.decode, name="decoder")
+
+        def decode(latents: torch.Tensor) -> torch.Tensor:
+            # the frame count rounded up (the last latent repeated, its images dropped): rows
+            # starting, ending or warming up emit every count from 1 to 4·S, which would each
+            # cost a capture; the VAE decodes each image on its own, so the padding changes none
+            frames = latents.shape[0]
+            padding = -frames % DECODE_FRAMES_MULTIPLE
+            if padding:
+                latents = torch.cat([latents, latents[-1:].expand(padding, -1, -1, -1)])
+            return decoder(latents)[:frames]
+
+        self.decode = decode  # type: ignore[method-assign]
+        self._graphed = [unet, decoder]
+
+    def graphed(self) -> bool:
+        """Whether the hot calls replay CUDA graphs (``optimize(cuda_graphs=True)`` on CUDA)."""
+        return bool(self._graphed)
 
     def graph_captures(self) -> int:
         """CUDA graphs captured so far (0 without ``cuda_graphs``): a call that captured one

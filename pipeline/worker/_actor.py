@@ -69,6 +69,8 @@ class RenderWorker:
         model / video / storage: the job's config sections (plain dataclasses).
         name: shown in progress displays.
         cpu_threads: torch threads on CPU (Ray gives actors one thread by default).
+        trace: ``(path, first call, calls)``: a Chrome trace of those batched calls
+            (``cluster.trace_dir``, :class:`~pipeline.animate._call_trace.CallTracer`).
     """
 
     def __init__(
@@ -78,12 +80,14 @@ class RenderWorker:
         storage: StorageConfig,
         name: str = "",
         cpu_threads: int | None = None,
+        trace: tuple[str, int, int] | None = None,
     ) -> None:
         started = time.monotonic()
         self.timings: dict[str, float] = {"init_started_at": round(time.time(), 3)}
         import torch  # noqa: PLC0415 - see the module's docstring
 
         from ..animate import StepBatcher  # noqa: PLC0415
+        from ..animate._call_trace import CallTrace  # noqa: PLC0415
 
         self.timings["import_seconds"] = round(time.monotonic() - started, 2)
         if cpu_threads:
@@ -95,7 +99,10 @@ class RenderWorker:
         self.animator = build_animator(model, self.timings)
         self.streams = streams_for(model.streams_per_worker, self.animator)
         self.slots = StreamSlots(self.streams)
-        self.batcher = StepBatcher(self.animator)  # the rows this actor renders at once share it
+        # the rows this actor renders at once share it
+        self.batcher = StepBatcher(
+            self.animator, trace=None if trace is None else CallTrace(*trace)
+        )
         self.gpu_prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu-prep")
         self._renderers: dict[str, RowRenderer] = {}  # per job setup (video, storage)
         self._renderers_lock = threading.Lock()

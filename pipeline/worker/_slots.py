@@ -66,7 +66,11 @@ AUTO_MAX_STREAMS = 4
 #: GPU memory one more stream takes at 512x512 in fp16 with full keyframe banks (measured:
 #: 13.4 GiB at 4 streams, 20.8 at 8; docs/benchmarks.md); scaled by pixels and element size.
 STREAM_BYTES_512_FP16 = int(1.9 * 2**30)
-#: memory auto leaves free (allocator fragmentation, library workspaces, CUDA graphs)
+#: with ``model.cuda_graphs``, what one more stream may add: each graph of the denoising UNet keeps
+#: its own copy of the batched banks (up to 8 graphs, each stream's bank up to 4 images of 46 MB
+#: at 512x512 in fp16: 1.4 GiB); scaled as above
+GRAPH_BYTES_512_FP16 = int(1.5 * 2**30)
+#: memory auto leaves free (allocator fragmentation, library workspaces, CUDA graphs' scratch)
 HEADROOM_BYTES = 2 * 2**30
 
 
@@ -89,7 +93,8 @@ def streams_for(setting: str, animator: Any) -> int:
         return 1
     free, _total = torch.cuda.mem_get_info(models.device)
     scale = (animator.resolution / 512) ** 2 * torch.finfo(models.dtype).bits / 16
-    fits = int((free - HEADROOM_BYTES) // (STREAM_BYTES_512_FP16 * scale))
+    per_stream = STREAM_BYTES_512_FP16 + (GRAPH_BYTES_512_FP16 if models.graphed() else 0)
+    fits = int((free - HEADROOM_BYTES) // (per_stream * scale))
     streams = max(1, min(AUTO_MAX_STREAMS, fits))
     logger.info(
         "model.streams_per_worker=auto: %d stream(s) (%.1f GiB free on %s)",
