@@ -251,7 +251,8 @@ class StepBatcher:
     def _step(self, batch: list[_Request]) -> None:
         stats, clock = self.stats, self.gpu_clock
         logger.debug("call: %d of %d streams", len(batch), len(self._active))
-        captures = self.animator.models.graph_captures()
+        models = self.animator.models
+        captures_before = models.graph_captures()
         if self.tracer is not None:
             self.tracer.before_call()
         if clock is not None:
@@ -265,9 +266,10 @@ class StepBatcher:
                 request.error = err
                 request.done.set()
             return
+        captures_after = models.graph_captures()  # this call's capture, if any, included
         if clock is not None:
             end.record()
-            clock.record(begin, end, captured=self.animator.models.graph_captures() > captures)
+            clock.record(begin, end, captured=captures_after > captures_before)
             self._last_call = end
         if self.tracer is not None:
             self.tracer.after_call()
@@ -278,7 +280,7 @@ class StepBatcher:
             stats.finished_at.append(time.monotonic())
             stats.emitted.append(sum(int(o.shape[0]) for o in outputs))
             stats.keyframes.append(sum(r.stream.num_keyframes for r in batch))
-            stats.captures.append(self.animator.models.graph_captures())
+            stats.captures.append(captures_after)
         for request, output in zip(batch, outputs):
             request.output = output
             request.done.set()

@@ -61,7 +61,7 @@ class CallTracer:
         self._profiler: torch.profiler.profile | None = None
 
     def before_call(self) -> None:
-        if self.calls == self.trace.first_call and self._profiler is None and not self.written:
+        if self.calls == self.trace.first_call and self._profiler is None:
             self._profiler = all_threads_profiler(self.cuda)
             self._profiler.__enter__()
 
