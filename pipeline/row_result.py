@@ -39,12 +39,15 @@ class RowTimeline:
     """
 
     accepted_at: float | None = None  # the worker took the row and began preparing it
+    fused_at: float | None = None  # its portrait fused on the GPU preparation thread (or restored)
     prepared_at: float | None = None  # ready for its first call (it then waits for a slot)
     streaming_at: float | None = None  # it took stream slot `slot` (its first denoising call next)
     first_frame_at: float | None = None  # its first output frame left the animator
     first_commit_at: float | None = None  # its first segment was committed (a resume point)
     released_at: float | None = None  # its last frame was out: the slot was free again
-    finished_at: float | None = None  # the row was committed (or failed)
+    encoded_at: float | None = None  # its last segment encoded and committed
+    committed_at: float | None = None  # segments joined, audio muxed, the row committed
+    finished_at: float | None = None  # the row's verdict (after its signals; or it failed)
     slot: int | None = None  # which of the worker's stream slots it held
 
     def as_dict(self) -> dict[str, Any]:

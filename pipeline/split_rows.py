@@ -233,9 +233,9 @@ def _span(timelines: list[RowTimeline]) -> RowTimeline | None:
     """The row's timeline over its parts: the first of each start, the last of each end."""
     if not timelines:
         return None
-    ends = ("released_at", "finished_at")
+    ends = ("released_at", "encoded_at", "committed_at", "finished_at")
     points = {}
-    for name in ("accepted_at", "prepared_at", "streaming_at", "first_frame_at",
+    for name in ("accepted_at", "fused_at", "prepared_at", "streaming_at", "first_frame_at",
                  "first_commit_at", *ends):  # fmt: skip
         values = [getattr(t, name) for t in timelines if getattr(t, name) is not None]
         points[name] = (max if name in ends else min)(values) if values else None

@@ -90,9 +90,37 @@ def report(
         "first_frame_seconds": startup.get("first_frame_seconds"),
         "first_commit_seconds": startup.get("first_commit_seconds"),
         "workers": startup.get("workers"),
+        "row_phases_median_seconds": row_phases(done),
         "exactly_once": audit["exactly_once"],
         "problems": audit["problems"],
     }
+
+
+# a row's life on its worker, point to point (pipeline.row_result.RowTimeline)
+PHASES = (
+    ("accepted_at", "fused_at", "prepare: portrait fused"),
+    ("fused_at", "prepared_at", "prepare: the rest"),
+    ("prepared_at", "streaming_at", "wait for a slot"),
+    ("streaming_at", "released_at", "stream"),
+    ("released_at", "encoded_at", "last segment"),
+    ("encoded_at", "committed_at", "join, mux, commit"),
+    ("committed_at", "finished_at", "signals"),
+)
+
+
+def row_phases(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Median seconds of each phase of the rows' timelines (phases a row's timeline lacks, e.g. a
+    job from before the point existed, are left out): where a row's time on its worker goes."""
+    medians = {}
+    for begin, end, name in PHASES:
+        spans = sorted(
+            r["timeline"][end] - r["timeline"][begin]
+            for r in rows
+            if begin in r["timeline"] and end in r["timeline"]
+        )
+        if spans:
+            medians[name] = round(spans[len(spans) // 2], 2)
+    return medians
 
 
 def markdown_row(figures: dict[str, Any]) -> str:
@@ -143,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({gpu.get('seconds_in_calls_that_captured')} s)",
             file=sys.stderr,
         )
+    phases = ", ".join(f"{k} {v} s" for k, v in figures["row_phases_median_seconds"].items())
+    print(f"a row's phases (median): {phases}", file=sys.stderr)
     if not figures["exactly_once"]:
         print(f"exactly-once problems: {figures['problems'][:5]}", file=sys.stderr)
     if args.json:

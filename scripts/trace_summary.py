@@ -13,13 +13,17 @@ or each worker of a real render with `cluster.trace_dir=DIR`) and prints:
   ``decode`` ranges) and by the host operators that launched them (the chain of the innermost
   four), which is how the NCHW copies around GroupNorm were found, and by kernel, operator and
   input shapes (traces recorded with ``record_shapes``, as ``job.bench.trace`` does);
-* per host thread: operator time and the longest single operator (a thread stuck in one
-  `aten::to` for hundreds of ms was waiting for the GPU).
+* the GPU's idle time by what the batch thread was in when it began (an animator stage and
+  operator, or "between operators": Python, or waiting for the GIL) and by the other threads
+  busy in an operator then (the preparation thread's ``prep:*`` ranges name it);
+* per host thread (named by its ranges): operator time and the longest single operator (a thread
+  stuck in one `aten::to` for hundreds of ms was waiting for the GPU).
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import gzip
 import json
 from collections import Counter, defaultdict
@@ -77,14 +81,19 @@ def _bucket(gap_us: float) -> str:
     return next(name for limit, name in BUCKETS if gap_us < limit)
 
 
-def host_ops(events: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    by_thread: dict[int, list[dict[str, Any]]] = defaultdict(list)
+def by_thread(events: list[dict[str, Any]], category: str) -> dict[int, list[dict[str, Any]]]:
+    """Each host thread's complete events of ``category``, by start."""
+    found: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for e in events:
-        if e.get("ph") == "X" and e.get("cat") == "cpu_op":
-            by_thread[e["tid"]].append(e)
-    for ops in by_thread.values():
-        ops.sort(key=lambda e: e["ts"])
-    return by_thread
+        if e.get("ph") == "X" and e.get("cat") == category:
+            found[e["tid"]].append(e)
+    for spans in found.values():
+        spans.sort(key=lambda e: e["ts"])
+    return found
+
+
+def host_ops(events: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    return by_thread(events, "cpu_op")
 
 
 def thread_summary(ops: list[dict[str, Any]]) -> dict[str, Any]:
@@ -155,6 +164,71 @@ def kernel_owners(
     return owners, stages, shapes
 
 
+def annotations(events: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Each host thread's ``record_function`` ranges, by start."""
+    return by_thread(events, "user_annotation")
+
+
+def thread_roles(ranges: dict[int, list[dict[str, Any]]]) -> dict[int, str]:
+    """A name for each thread from the ranges it ran: the animator's ``stage:*`` ranges mark the
+    batch thread, ``prep:*`` the GPU preparation thread (``pipeline.worker``)."""
+    roles = {}
+    for tid, spans in ranges.items():
+        kinds = Counter(e["name"].split(":", 1)[0] for e in spans if ":" in e["name"])
+        if kinds:
+            kind = kinds.most_common(1)[0][0]
+            roles[tid] = {
+                "stage": "batch thread",
+                "batcher": "batch thread",
+                "prep": "GPU preparation thread",
+            }.get(kind, kind)
+    return roles
+
+
+def _innermost(
+    spans: list[dict[str, Any]], at: float, starts: list[float] | None = None
+) -> dict[str, Any] | None:
+    """The latest-starting span (sorted by start; ``starts``: their start times) around ``at``: the
+    innermost one, nested spans starting after their parents. Looks back a bounded way (a
+    thousand spans), enough for an operator's children."""
+    starts = [e["ts"] for e in spans] if starts is None else starts
+    index = bisect.bisect_right(starts, at) - 1
+    for e in spans[max(0, index - 1000) : index + 1][::-1]:
+        if e["ts"] + e["dur"] >= at:
+            return e
+    return None
+
+
+def idle_by_batch_state(
+    gaps: list[tuple[float, float, float]],
+    batch_ranges: list[dict[str, Any]],
+    batch_ops: list[dict[str, Any]],
+    threads: dict[int, list[dict[str, Any]]],
+    batch_tid: int,
+    roles: dict[int, str],
+) -> tuple[Counter, Counter]:
+    """GPU idle time (gaps of 10 µs and more) by what the batch thread was in when the gap began
+    (its innermost range and operator: "between operators" is Python time or the GIL), and by
+    the other threads that were inside an operator then (one gap can count for several)."""
+    mine: Counter[str] = Counter()
+    others: Counter[str] = Counter()
+    starts = {tid: [e["ts"] for e in ops] for tid, ops in threads.items()}
+    range_starts = [e["ts"] for e in batch_ranges]
+    for gap, begin, _ in gaps:
+        if gap < 10:
+            continue
+        at = begin + min(gap / 2, 5.0)
+        span = _innermost(batch_ranges, at, range_starts)
+        op = _innermost(batch_ops, at, starts.get(batch_tid, []))
+        mine[
+            f"{span['name'] if span else '(no range)'} | {op['name'] if op else '(between operators)'}"
+        ] += gap
+        for tid, ops in threads.items():
+            if tid != batch_tid and _innermost(ops, at, starts[tid]) is not None:
+                others[roles.get(tid, f"thread {tid}")] += gap
+    return mine, others
+
+
 def summarize(path: Path, top: int = 15) -> str:
     events = load_events(path)
     threads = host_ops(events)
@@ -182,6 +256,19 @@ def summarize(path: Path, top: int = 15) -> str:
                 if running:
                     op = min(running, key=lambda o: o["dur"])
                     lines.append(f"    thread {tid}: {op['name']} ({op['dur'] / 1e3:.1f} ms)")
+        ranges = annotations(events)
+        roles = thread_roles(ranges)
+        batch = next((tid for tid, role in roles.items() if role == "batch thread"), None)
+        if batch is not None:
+            mine, others = idle_by_batch_state(
+                timeline["gaps"], ranges[batch], threads.get(batch, []), threads, batch, roles
+            )
+            lines.append(
+                f"GPU idle (gaps >= 10 µs) by what the batch thread (thread {batch}) was in (ms):"
+            )
+            lines += [f"  {us / 1e3:9.1f}  {state}" for state, us in mine.most_common(top)]
+            lines.append("GPU idle (gaps >= 10 µs) while another thread was in an operator (ms):")
+            lines += [f"  {us / 1e3:9.1f}  {who}" for who, us in others.most_common(top)]
         kernels: Counter[str] = Counter()
         for e in events:
             if e.get("cat") in GPU_CATEGORIES and e.get("ph") == "X":
@@ -197,13 +284,15 @@ def summarize(path: Path, top: int = 15) -> str:
         lines += [f"  {us / 1e3:9.1f}  {label}" for label, us in shapes.most_common(3 * top)]
     else:
         lines.append("GPU: no kernels in this trace (a CPU run)")
+    roles = thread_roles(annotations(events))
     lines.append("host threads (by operator count):")
     for tid, ops in sorted(threads.items(), key=lambda kv: -len(kv[1]))[:top]:
         summary = thread_summary(ops)
         name, longest = summary["longest"]
         busiest = ", ".join(f"{n} {us / 1e3:.1f}" for n, us in summary["by_name"].most_common(4))
+        role = f" ({roles[tid]})" if tid in roles else ""
         lines.append(
-            f"  thread {tid}: {summary['operators']} operators, {summary['busy_us'] / 1e3:.1f} ms "
+            f"  thread {tid}{role}: {summary['operators']} operators, {summary['busy_us'] / 1e3:.1f} ms "
             f"in operators; longest {name} {longest / 1e3:.1f} ms; most time (ms): {busiest}"
         )
     return "\n".join(lines)

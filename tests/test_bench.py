@@ -172,11 +172,27 @@ def test_trace_summary_attributes_kernel_time_to_stages_and_shapes(tmp_path: Pat
             "tid": 9,
             "args": {"correlation": 8},
         },
+        # the GPU idles 80 µs between the kernels: the batch thread is between operators, the
+        # preparation thread (named by its prep:* range) inside one
+        {
+            "ph": "X",
+            "cat": "user_annotation",
+            "name": "prep:fuse_reference",
+            "ts": 2900,
+            "dur": 300,
+            "tid": 2,
+        },
+        {**op("aten::linear", 3000, 60), "tid": 2},
     ]
     path = tmp_path / "trace.json.gz"
     path.write_bytes(gzip.compress(json.dumps({"traceEvents": events}).encode()))
     summary = summarize(path)
     assert "GPU: 2 kernels/copies over 12.1 ms, busy 12.0 ms" in summary
+    idle = summary.split("by what the batch thread (thread 1) was in (ms):\n")[1]
+    assert idle.startswith("        0.1  (no range) | (between operators)\n")
+    others = summary.split("while another thread was in an operator (ms):\n")[1]
+    assert others.startswith("        0.1  GPU preparation thread\n")
+    assert "thread 2 (GPU preparation thread): 1 operators" in summary
     stages = summary.split("GPU time by animator stage (ms):\n")[1]
     assert stages.startswith("        9.0  stage:decode\n        3.0  stage:denoise")
     assert "9.0  conv_kernel | aten::conv2d [[4, 128, 64, 64]]" in summary

@@ -325,9 +325,19 @@ def test_a_rows_first_segment_is_short_and_the_rest_are_full(
     assert segments == [(0, 24), (24, 40), (40, 56), (56, 70)]
     timeline = outcome.timeline
     assert timeline is not None
-    assert timeline.accepted_at <= timeline.prepared_at <= timeline.streaming_at
+    assert timeline.accepted_at <= timeline.fused_at <= timeline.prepared_at
+    assert timeline.prepared_at <= timeline.streaming_at
     assert timeline.streaming_at <= timeline.first_frame_at <= timeline.first_commit_at
-    assert timeline.first_commit_at <= timeline.released_at <= timeline.finished_at
+    assert timeline.first_commit_at <= timeline.released_at <= timeline.encoded_at
+    assert timeline.encoded_at <= timeline.committed_at <= timeline.finished_at
+    from scripts.render_bench_report import row_phases
+
+    phases = row_phases([{"timeline": timeline.as_dict()}])  # where the row's time went
+    assert list(phases) == [
+        "prepare: portrait fused", "prepare: the rest", "wait for a slot", "stream",
+        "last segment", "join, mux, commit", "signals",
+    ]  # fmt: skip
+    assert all(seconds >= 0 for seconds in phases.values())
     assert timeline.slot == 0
 
 

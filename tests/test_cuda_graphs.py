@@ -137,3 +137,59 @@ def test_the_graphed_decoder_serves_every_frame_count_with_a_graph_per_chunk(
                 assert (got - eager(latents)).abs().max() < 1e-3, frames
     # 16 calls: two first sights run eagerly, two captures, twelve replays
     assert decoder.captures == 2 and decoder.replays == 12
+
+
+@pytest.mark.gpu
+@cuda
+def test_the_small_networks_of_a_call_replay_graphs_from_any_thread(
+    tiny_weights, monkeypatch
+) -> None:
+    """The keypoint extractor, motion encoder and pose guider run in every call (hundreds of short
+    kernels): under graphs the observation of 1–8 frames takes two graphs (frame counts rounded
+    up to whole chunks) and the pose guider one, each giving what the eager networks give; the
+    preparation thread and the batch thread may replay the same graph at once."""
+    import threading
+
+    from conftest import TINY_RESOLUTION
+
+    from pipeline.models import load_personalive
+    from pipeline.models._bundle import DECODE_FRAMES_MULTIPLE
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    models = load_personalive(tiny_weights, "fp32", "cuda", architecture="tiny")
+    eager_observe, eager_pose = models.observe, models.pose_features
+    models.optimize(cuda_graphs=True)
+    observer, pose_guider = models._graphed[2], models._graphed[3]
+    size = TINY_RESOLUTION
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for _ in range(2):  # seen once (eager), captured on the second sight
+            for frames in range(1, 2 * DECODE_FRAMES_MULTIPLE + 1):
+                pixels = torch.rand(frames, 3, size, size, device="cuda") * 2 - 1
+                pose, motion = models.observe(pixels, size)
+                want_pose, want_motion = eager_observe(pixels, size)
+                assert motion.shape[0] == frames and pose.canonical.shape[0] == frames
+                assert (motion - want_motion).abs().max() < 1e-3, frames
+                for name, value in vars(pose).items():
+                    assert (value - getattr(want_pose, name)).abs().max() < 1e-3, (frames, name)
+        assert observer.captures == 2 and observer.replays == 12
+
+        keypoints = [torch.rand(4, 21, 3, device="cuda") * 2 - 1 for _ in range(6)]
+        expected = [eager_pose(k, size) for k in keypoints]
+        errors: list[float] = []
+
+        def replay(order: list[int]) -> None:
+            for _ in range(10):
+                for i in order:
+                    got = models.pose_features(keypoints[i], size)
+                    errors.append(float((got - expected[i]).abs().max()))
+
+        threads = [threading.Thread(target=replay, args=(o,)) for o in ([0, 1, 2], [3, 4, 5])]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        torch.cuda.synchronize()
+    assert len(errors) == 60 and max(errors) < 1e-3
+    assert pose_guider.captures == 1

@@ -33,7 +33,6 @@ from ..models import (
     HeadPose,
     PersonaLiveModels,
     crop_faces,
-    draw_keypoint_canvas,
     drive_pose,
     face_boxes,
     posed_keypoints,
@@ -147,12 +146,17 @@ class StreamingAnimator:
                 f"portrait must be square (crop or pad it first); got {image.shape[1]}x{image.shape[0]}"
             )
         digest = hashlib.sha256(image.tobytes() + str(image.shape).encode()).hexdigest()
-        reference = to_signed_tensor(resize_lanczos(image, self.resolution)).to(device)
+        # copied through pinned memory: a plain copy would wait for every batched call queued
+        # before it (this runs on the preparation thread while other rows render), and rows
+        # would start only as fast as those calls end
+        reference = to_device(to_signed_tensor(resize_lanczos(image, self.resolution)), device)
         unit = (
-            to_signed_tensor(resize_lanczos(image, models.keypoint_input_size)).to(device) / 2 + 0.5
+            to_device(to_signed_tensor(resize_lanczos(image, models.keypoint_input_size)), device)
+            / 2
+            + 0.5
         )
         clip_embeds = models.image_encoder(
-            clip_pixels(image, models.clip_image_size).to(device, dtype)
+            to_device(clip_pixels(image, models.clip_image_size), device).to(dtype)
         ).image_embeds
         clip_embeds = clip_embeds[:, None]
         latent = models.vae.encode(reference.to(dtype)).latent_dist.mean * self._scaling
@@ -312,15 +316,7 @@ class StreamingAnimator:
         """Head pose and motion tokens of every new driving frame (all streams in one batch)."""
         if not batches:
             return []
-        models, dtype = self.models, self.models.dtype
-        pixels = torch.cat(batches)
-        size = models.keypoint_input_size
-        unit = (
-            F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False) / 2 + 0.5
-        )
-        pose = models.keypoint_extractor(unit.to(dtype))
-        boxes = face_boxes(posed_keypoints(pose), self.resolution)
-        motion = models.motion_encoder(crop_faces(pixels, boxes, models.face_crop_size).to(dtype))
+        pose, motion = self.models.observe(torch.cat(batches), self.resolution)
         results, start = [], 0
         for batch in batches:
             end = start + batch.shape[0]
@@ -397,9 +393,7 @@ class StreamingAnimator:
 
     def _pose_features(self, keypoints: torch.Tensor) -> torch.Tensor:
         """Pose guider on one chunk's canvases (always 4 at a time: same numbers on resume)."""
-        models = self.models
-        canvas = draw_keypoint_canvas(keypoints, self.resolution, models.canvas_radius)
-        return models.pose_guider(canvas.to(models.dtype))
+        return self.models.pose_features(keypoints, self.resolution)
 
     def _keyframe_distance(self, stream: StreamState) -> HostScalar | None:
         """Distance of the window's oldest frame's motion to the bank, on its way to the host, or
@@ -554,14 +548,22 @@ class StreamingAnimator:
                 f"stream {saved['stream_id']!r}: the portrait differs from the one this state was saved with"
             )
         device, dtype = self.models.device, self.models.dtype
+
+        def move(tensor: torch.Tensor, to_dtype: torch.dtype | None = None) -> torch.Tensor:
+            # through pinned memory, as fuse_reference copies: a resumed row is prepared while
+            # other rows' calls fill the GPU's queue
+            if tensor.device.type == "cpu":
+                tensor = to_device(tensor, device)
+            return tensor.to(device, to_dtype) if to_dtype is not None else tensor.to(device)
+
         stream.generator.set_state(saved["rng_state"])
-        stream.latents = saved["latents"].to(device, dtype)
+        stream.latents = move(saved["latents"], dtype)
         for entry in saved["chunks"]:
             chunk = Chunk(
                 start=entry["start"],
                 real=entry["real"],
-                keypoints=entry["keypoints"].to(device),
-                motion=entry["motion"].to(device),
+                keypoints=move(entry["keypoints"]),
+                motion=move(entry["motion"]),
             )
             chunk.pose_features = self._pose_features(chunk.keypoints)
             stream.chunks.append(chunk)
@@ -570,21 +572,19 @@ class StreamingAnimator:
         stream.frames_out = saved["frames_out"]
         stream.total_frames = saved["total_frames"]
         if saved["first_pose"] is not None:
-            stream.first_pose = HeadPose(
-                **{k: v.to(device) for k, v in saved["first_pose"].items()}
-            )
-        stream.motion_bank = saved["motion_bank"].to(device)
+            stream.first_pose = HeadPose(**{k: move(v) for k, v in saved["first_pose"].items()})
+        stream.motion_bank = move(saved["motion_bank"])
         for latent in saved["keyframe_latents"]:
-            self._add_keyframe(stream, latent.to(device, dtype)[None])
+            self._add_keyframe(stream, move(latent, dtype)[None])
         pending = saved.get("pending_keyframe")  # absent in states saved before it existed
         if pending is not None:
             stream.pending_keyframe = PendingKeyframe(
                 HostScalar(torch.tensor(pending["distance"])),
-                pending["latent"].to(device, dtype),
-                pending["motion"].to(device),
+                move(pending["latent"], dtype),
+                move(pending["motion"]),
             )
         stream.history = deque(
-            ((i, k.to(device), m.to(device)) for i, k, m in saved["history"]),
+            ((i, move(k), move(m)) for i, k, m in saved["history"]),
             maxlen=stream.history.maxlen,
         )
         return stream

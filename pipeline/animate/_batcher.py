@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from ._animator import StreamingAnimator
 from ._call_trace import CallTrace, CallTracer
@@ -222,15 +223,19 @@ class StepBatcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._requests and not self._closed:
-                    self._cond.wait()
+                # the waits are named in traces (scripts/trace_summary.py: what the batch thread
+                # was in while the GPU idled)
+                with record_function("batcher:no-chunk-handed-in"):
+                    while not self._requests and not self._closed:
+                        self._cond.wait()
                 if self._closed and not self._requests:
                     return
                 deadline = time.monotonic() + self.max_wait_s
-                while not self._closed and not self._should_send(deadline):
-                    # a GPU's progress is polled (an event cannot notify a condition)
-                    timeout = deadline - time.monotonic() if self._last_call is None else 0.001
-                    self._cond.wait(max(timeout, 0.0))
+                with record_function("batcher:waiting-for-late-streams"):
+                    while not self._closed and not self._should_send(deadline):
+                        # a GPU's progress is polled (an event cannot notify a condition)
+                        timeout = deadline - time.monotonic() if self._last_call is None else 0.001
+                        self._cond.wait(max(timeout, 0.0))
                 batch = list(self._requests.values())
                 self._requests.clear()
                 if self.gpu_clock is not None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL, AutoencoderTiny
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
@@ -20,7 +21,14 @@ from ._attention import (
 from ._cuda_graphs import GraphedCall
 from ._fast_layers import check_kernels, use_fast_layers
 from ._fp8 import check_fp8_kernels, check_fp8_mode, use_fp8
-from ._keypoints import KeypointExtractor
+from ._keypoints import (
+    HeadPose,
+    KeypointExtractor,
+    crop_faces,
+    draw_keypoint_canvas,
+    face_boxes,
+    posed_keypoints,
+)
 from ._motion_encoder import MotionEncoder
 from ._pose_guider import PoseGuider
 from ._unet import DenoisingOutput, DenoisingUNet, ReferenceUNet, unet_kwargs_from_config
@@ -130,6 +138,22 @@ class PersonaLiveModels:
         logger.info("attention backend: %s", backend)
         return backend
 
+    def observe(self, pixels: torch.Tensor, resolution: int) -> tuple[HeadPose, torch.Tensor]:
+        """Signed driving frames ``(N, 3, R, R)`` (R = ``resolution``) → their head poses and
+        ``(N, T, C)`` motion tokens: the keypoint extractor, the face boxes its keypoints give,
+        and the motion encoder on those crops. Each frame on its own (no mixing across N)."""
+        size = self.keypoint_input_size
+        unit = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
+        pose = self.keypoint_extractor((unit / 2 + 0.5).to(self.dtype))
+        boxes = face_boxes(posed_keypoints(pose), resolution)
+        motion = self.motion_encoder(crop_faces(pixels, boxes, self.face_crop_size).to(self.dtype))
+        return pose, motion
+
+    def pose_features(self, keypoints: torch.Tensor, resolution: int) -> torch.Tensor:
+        """Posed keypoints ``(N, K, 3)`` → the pose guider's features of their drawn canvases."""
+        canvas = draw_keypoint_canvas(keypoints, resolution, self.canvas_radius)
+        return self.pose_guider(canvas.to(self.dtype))
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """UNet-space latents ``(N, 4, h, w)`` → images ``(N, 3, H, W)`` in [-1, 1]."""
         if self.tiny_decoder is not None:
@@ -202,7 +226,25 @@ class PersonaLiveModels:
             return decoder(latents)[:frames]
 
         self.decode = decode  # type: ignore[method-assign]
-        self._graphed = [unet, decoder]
+        # the small networks of every call too: their hundreds of short kernels, launched one by
+        # one, left the GPU idle at the start of each call of a real render (the batch thread
+        # shares the interpreter with the rows' threads)
+        eager_observe = self.observe
+        observer = GraphedCall(
+            lambda pixels, size: _pose_fields(eager_observe(pixels, size)), name="observe"
+        )
+
+        def observe(pixels: torch.Tensor, resolution: int) -> tuple[HeadPose, torch.Tensor]:
+            frames = pixels.shape[0]  # rounded up as the decoder's: every frame on its own
+            padding = -frames % DECODE_FRAMES_MULTIPLE
+            if padding:
+                pixels = torch.cat([pixels, pixels[-1:].expand(padding, -1, -1, -1)])
+            fields, motion = observer(pixels, resolution)
+            return HeadPose(**{k: v[:frames] for k, v in fields.items()}), motion[:frames]
+
+        self.observe = observe  # type: ignore[method-assign]
+        self.pose_features = GraphedCall(self.pose_features, name="pose guider")  # type: ignore[method-assign]
+        self._graphed = [unet, decoder, observer, self.pose_features]
 
     def graphed(self) -> bool:
         """Whether the hot calls replay CUDA graphs (``optimize(cuda_graphs=True)`` on CUDA)."""
@@ -244,6 +286,14 @@ class PersonaLiveModels:
             p.numel() for n, p in unet.named_parameters() if ".motion_modules." in n
         )
         return counts
+
+
+def _pose_fields(
+    observed: tuple[HeadPose, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """:meth:`PersonaLiveModels.observe`'s result as tensors a CUDA graph can hand back."""
+    pose, motion = observed
+    return dict(vars(pose)), motion
 
 
 def _allow_recompiles() -> None:

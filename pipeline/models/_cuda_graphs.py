@@ -16,6 +16,7 @@ another, so each reuses the others' scratch memory.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 import weakref
 from collections import OrderedDict
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 class _Graph:
     graph: torch.cuda.CUDAGraph
     inputs: list[torch.Tensor]  # the graph's input buffers, one per tensor argument
-    output: torch.Tensor
+    output: Any  # a tensor, or tuples/lists/dicts of them
     # the tensor last copied into each input buffer (weakly: a freed one is copied again) and its
     # version counter, to skip copying an unchanged one
     sources: list[tuple[weakref.ref, int]]
@@ -60,7 +61,7 @@ def _signature(leaves: list[Any], spec: pytree.TreeSpec) -> tuple:
 
 
 class GraphedCall:
-    """``fn(*args, **kwargs) -> Tensor`` through captured CUDA graphs, one per argument signature.
+    """``fn(*args, **kwargs)`` through captured CUDA graphs, one per argument signature.
 
     Args:
         fn: a pure GPU computation (no host synchronisation, no randomness) whose arguments are
@@ -68,8 +69,10 @@ class GraphedCall:
         name: for log messages.
         max_graphs: graphs kept; the least recently used is dropped beyond this.
 
-    The returned tensor is a fresh copy, so a later replay cannot overwrite it. Capture failures
-    (an operation a graph cannot hold) are logged once and the call runs eagerly from then on.
+    ``fn`` returns a tensor or tuples/lists/dicts of them; what is returned are fresh copies, so
+    a later replay cannot overwrite them. Calls from several threads take turns (a replay's input
+    buffers and outputs are shared). Capture failures (an operation a graph cannot hold) are
+    logged once and the call runs eagerly from then on.
     """
 
     def __init__(
@@ -85,11 +88,16 @@ class GraphedCall:
         self._seen: set[tuple] = set()
         self._pool: Any = None
         self._stream: torch.cuda.Stream | None = None
+        self._lock = threading.Lock()
 
-    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         leaves, spec = pytree.tree_flatten((args, kwargs))
         if not self.enabled or not any(isinstance(x, torch.Tensor) and x.is_cuda for x in leaves):
             return self.fn(*args, **kwargs)
+        with self._lock:
+            return self._call(leaves, spec, args, kwargs)
+
+    def _call(self, leaves: list[Any], spec: pytree.TreeSpec, args: Any, kwargs: Any) -> Any:
         key = _signature(leaves, spec)
         graph = self._graphs.get(key)
         if graph is not None:
@@ -100,7 +108,7 @@ class GraphedCall:
             return self.fn(*args, **kwargs)
         return self._capture(key, leaves, spec)
 
-    def _replay(self, graph: _Graph, leaves: list[Any]) -> torch.Tensor:
+    def _replay(self, graph: _Graph, leaves: list[Any]) -> Any:
         tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
         for i, (buffer, source) in enumerate(zip(graph.inputs, tensors)):
             last, version = graph.sources[i]
@@ -110,9 +118,9 @@ class GraphedCall:
             graph.sources[i] = (weakref.ref(source), source._version)
         graph.graph.replay()
         self.replays += 1
-        return graph.output.clone()
+        return pytree.tree_map(torch.Tensor.clone, graph.output)
 
-    def _capture(self, key: tuple, leaves: list[Any], spec: pytree.TreeSpec) -> torch.Tensor:
+    def _capture(self, key: tuple, leaves: list[Any], spec: pytree.TreeSpec) -> Any:
         if self._stream is None:
             self._stream = torch.cuda.Stream()
             self._pool = torch.cuda.graph_pool_handle()
@@ -130,7 +138,8 @@ class GraphedCall:
         with torch.cuda.stream(stream):
             result = self.fn(*args, **kwargs)
         torch.cuda.current_stream().wait_stream(stream)
-        result.record_stream(torch.cuda.current_stream())  # made on the side stream, used here
+        for tensor in pytree.tree_leaves(result):  # made on the side stream, used here
+            tensor.record_stream(torch.cuda.current_stream())
         if len(self._graphs) >= self.max_graphs:
             self._graphs.popitem(last=False)
         graph = torch.cuda.CUDAGraph()

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from ..animate import Observation, StepBatcher, StreamingAnimator, StreamState, deserialize_state
 from ..animate._parts import ObservationSource, PartStarter
@@ -206,12 +207,14 @@ class RowRenderer:
                 self._stream(row)
             finally:
                 row.sink.close(row.stream)
+                timeline.encoded_at = time.time()
                 timeline.first_frame_at = row.sink.first_frame_at
                 timeline.first_commit_at = row.sink.first_commit_at
                 self._framing_costs(row)
             # 4. Finish (no slot): segments joined, audio muxed, the row committed (a part:
             #    committed, and the row's parts joined if it was the last to commit).
             frames, has_audio, output = self._finish(row)
+            timeline.committed_at = time.time()
             signals = row.signals.finish() if row.signals is not None else None
         verdict = {
             "status": "done", "frames": frames, "output": output, "has_audio": has_audio,
@@ -270,6 +273,7 @@ class RowRenderer:
         photo = self._load_photo(task.portrait)
         portrait, framing, compose = self._frame_portrait(task, photo)
         stream = self._start_stream(task, portrait, ledger, record, frames, stack)
+        timeline.fused_at = time.time()
         # 3. The driving chunks from the stream's next frame on (cached pose/motion or frames);
         #    a part reads the window's 12 pending frames past its end, so its last frames see the
         #    frames after them.
@@ -542,7 +546,7 @@ class RowRenderer:
     def _on_gpu_prep(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self.gpu_prep is None:
             return fn(*args, **kwargs)
-        return self.gpu_prep.submit(fn, *args, **kwargs).result()
+        return self.gpu_prep.submit(_named(fn), *args, **kwargs).result()
 
     # ------------------------------------------------------------------ 2. stream
 
@@ -781,6 +785,17 @@ class RowRenderer:
     def _load_photo(self, uri: str) -> np.ndarray:
         with self._open(uri) as source:
             return load_image(source)
+
+
+def _named(fn: Any) -> Any:
+    """``fn`` in a ``prep:<name>`` profiler range: traces name the GPU preparation thread's work
+    (scripts/trace_summary.py)."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with record_function(f"prep:{getattr(fn, '__name__', 'call')}"):
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def _part_entry(commit: dict[str, Any]) -> dict[str, Any]:

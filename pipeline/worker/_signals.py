@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from ..animate import HostCopy
 
@@ -111,7 +112,8 @@ def clip_embedder(animator: Any, executor: Executor | None = None) -> Embed:
     (a plain copy to the host would hold every thread's GPU work until the queue drained)."""
 
     def on_device(inputs: torch.Tensor) -> HostCopy:
-        return HostCopy(animator.embed_images(inputs))
+        with record_function("prep:signals"):  # named in traces (scripts/trace_summary.py)
+            return HostCopy(animator.embed_images(inputs))
 
     def embed(images: np.ndarray) -> np.ndarray:
         inputs = animator.clip_inputs(images)
