@@ -223,6 +223,9 @@ class ClusterConfig:
     rows_ahead: int | None = (
         None  # rows each worker prepares beyond its stream slots (probe, portrait, first chunks), so a slot freed by a finished row is taken at the next batched call; null: as many as it has slots (rows that end together are all replaced at once)
     )
+    rows_finishing: int | None = (
+        None  # rows each worker may hold past their stream slot (last segment, join, mux, commit, signals) on top of its slots and cluster.rows_ahead: a row that gave its slot back stops counting against them, so slowly finishing short rows do not keep the next rows from being prepared; null: as many as cluster.rows_ahead (so rows_ahead=0 still renders one row after the other)
+    )
     log_to_driver: bool = False  # stream worker logs to the driver's terminal
     split_frames: int = 9000  # a row longer than this many frames is cut into parts of this length (as many as that takes, of equal length; cluster.split_start_cost makes the earlier ones longer) that render on different workers at once and are joined without re-encoding (docs/cluster.md); 0: never split
     order: Annotated[str, Literal["longest_first", "manifest"]] = (
@@ -371,7 +374,8 @@ def _split_problems(cfg: RenderConfig) -> list[str]:
 
 
 def _pool_problems(cfg: RenderConfig) -> list[str]:
-    """The worker pool: cluster.rows_ahead, num_workers, rescan_seconds, trace_calls."""
+    """The worker pool: cluster.rows_ahead, rows_finishing, num_workers, rescan_seconds,
+    trace_calls."""
     cluster = cfg.cluster
     problems = []
     trace = list(cluster.trace_calls)
@@ -379,8 +383,10 @@ def _pool_problems(cfg: RenderConfig) -> list[str]:
         problems.append(
             f"cluster.trace_calls={trace} must be [first call (0 or more), calls (1 or more)]"
         )
-    if cluster.rows_ahead is not None and cluster.rows_ahead < 0:
-        problems.append(f"cluster.rows_ahead={cluster.rows_ahead} must be 0 or more")
+    for name in ("rows_ahead", "rows_finishing"):
+        value = getattr(cluster, name)
+        if value is not None and value < 0:
+            problems.append(f"cluster.{name}={value} must be 0 or more (or null)")
     if cluster.num_workers is not None and cluster.num_workers < 1:
         problems.append(
             f"cluster.num_workers={cluster.num_workers} must be at least 1 (or null for automatic)"

@@ -86,6 +86,17 @@ class RowAccepted:
 
 
 @dataclass(frozen=True)
+class RowReleased:
+    """A row's last frame is out and its stream slot went to the next row; it now finishes (last
+    segment, join, mux, commit). The driver's worker pool reads it (a finishing row no longer
+    counts against the rows a worker holds, ``cluster.rows_finishing``); displays do not show it."""
+
+    row_id: str
+    worker: str = ""
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
 class RowStarted:
     """A worker starts (or, with `attempt` > 1, restarts) streaming a row: its first denoising
     call is next."""

@@ -123,6 +123,33 @@ def test_a_call_trace_holds_the_chosen_calls_only(tmp_path: Path) -> None:
     assert any("cluster.trace_calls=[5]" in p for p in config_problems(cfg))
 
 
+def test_rows_past_their_slot_leave_room_for_the_next_ones() -> None:
+    """A worker takes rows up to its capacity (stream slots + cluster.rows_ahead); a row that
+    gave its slot back and only finishes (join, mux, commit) stops counting, up to
+    cluster.rows_finishing such rows (null: as many as rows_ahead, so rows_ahead=0 still means one
+    row after the other); a row that must run alone goes only to a worker holding none."""
+    from pipeline.cluster._pool import RenderPool, _Slot
+    from pipeline.config import RenderConfig, config_problems
+
+    cfg = RenderConfig()
+    pool = RenderPool(cfg.cluster, cfg.model, cfg.video, cfg.storage)
+    assert (pool.capacity(4), pool.finishing_room(4)) == (8, 4)  # 4 slots, 4 ahead, 4 finishing
+    cfg.cluster.rows_ahead = 0
+    assert (pool.capacity(1), pool.finishing_room(1)) == (1, 0)
+    cfg.cluster.rows_finishing = 2
+    assert (pool.capacity(1), pool.finishing_room(1)) == (1, 2)
+
+    worker = _Slot("w", None, capacity=3, finishing_room=2, inflight=3)
+    assert not worker.has_room(0)  # full: 3 rows preparing or streaming
+    assert worker.has_room(1) and worker.has_room(2)  # one or two of them only finish
+    worker.inflight = 5
+    assert not worker.has_room(2) and not worker.has_room(5)  # finishing ones count from 3 on
+    assert not worker.has_room(5, isolate=True)
+    assert _Slot("idle", None, capacity=3, finishing_room=2).has_room(0, isolate=True)
+    cfg.cluster.rows_finishing = -1
+    assert any("cluster.rows_finishing=-1 must be 0 or more" in p for p in config_problems(cfg))
+
+
 @pytest.mark.slow
 def test_a_stream_joining_a_running_batch_renders_what_it_renders_alone(tiny_models) -> None:
     """Row B starts while row A is mid-stream and ends before it: B's frames equal B alone up
@@ -260,7 +287,9 @@ def test_rows_of_mixed_lengths_stream_together_on_one_worker(
         assert probe(r["output"]).video.num_frames == frames
         assert len(list(VideoReader(r["output"]))) == frames  # decoded, not only counted
     assert held_at_once(rows, "streaming_at", "released_at") == 2
-    assert held_at_once(rows, "accepted_at", "finished_at") <= 3  # 2 slots + 1 ahead
+    # 2 slots + 1 ahead, and 1 more while one of them only finishes (rows_finishing: null = 1)
+    assert held_at_once(rows, "accepted_at", "released_at") <= 3
+    assert held_at_once(rows, "accepted_at", "finished_at") <= 4
     starts = sorted(rows, key=lambda r: r["timeline"]["streaming_at"])
     joined_mid_stream = [
         later["row_id"]

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ClusterConfig, ModelConfig, StorageConfig, VideoConfig
-from ..progress import RowAccepted, RowRetrying, WorkerJoined, WorkerLeft, WorkerReady
+from ..progress import (
+    RowAccepted,
+    RowReleased,
+    RowRetrying,
+    WorkerJoined,
+    WorkerLeft,
+    WorkerReady,
+)
 from ..worker import RenderWorker, RowResult, RowTask, max_streams
 from ._join import start_ray
 from ._placement import NoRoomError, alive_nodes, on_head, workers_to_start
@@ -38,10 +45,19 @@ class _Slot:
     inflight: int = 0  # rows it holds now (preparing, streaming or finishing)
     isolated: bool = False  # rendering a row that must run alone
     capacity: int = 1  # rows it may hold: its stream slots plus cluster.rows_ahead
+    finishing_room: int = 0  # and rows past their slot on top of those (cluster.rows_finishing)
     loading: Any = None  # a worker started mid-job: its describe() call, until the model is loaded
     left: str | None = None  # why it is gone for good (NODE_LEFT, too many deaths, no model)
     warm: WarmName | None = None  # a detached worker that outlives the job (pipeline.cluster._warm)
     adopted: bool = False  # a warm worker an earlier job started, taken over by this one
+
+    def has_room(self, finishing: int, *, isolate: bool = False) -> bool:
+        """Whether it takes another row, holding ``finishing`` rows past their stream slot: a row
+        that must run alone only when it holds none; else up to its capacity, plus the rows
+        finishing, up to ``finishing_room`` of them."""
+        if isolate:
+            return self.inflight == 0
+        return self.inflight < self.capacity + min(finishing, self.finishing_room)
 
 
 @dataclass
@@ -75,6 +91,7 @@ class RenderPool:
         self.slots: list[_Slot] = []
         self.events: Any = None
         self._started: set[tuple[str, int]] = set()  # (row, attempt) a worker reported starting
+        self._released: set[tuple[str, int]] = set()  # (row, attempt) past its slot, finishing
         self._notices: list[Any] = []  # worker events not yet handed to run()'s on_event
         self._next_scan = 0.0  # monotonic time of the next look at the cluster's nodes
         self._no_worker_since: float | None = None  # since when no worker is alive or loading
@@ -130,10 +147,11 @@ class RenderPool:
     def _actor_options(self, use_gpus: bool) -> tuple[dict[str, Any], int | None]:
         """The Ray options every worker of this job starts with, and its torch threads on CPU."""
         # until a worker says how many stream slots it has (auto: by its GPU's memory)
-        capacity = self.capacity(max_streams(self.model.streams_per_worker))
+        streams = max_streams(self.model.streams_per_worker)
+        rows = self.capacity(streams) + self.finishing_room(streams)
         options: dict[str, Any] = {
             "num_cpus": self.cfg.cpus_per_worker,
-            "max_concurrency": capacity + 2,  # its rows, and calls to describe() beside them
+            "max_concurrency": rows + 2,  # its rows, and calls to describe() beside them
             "max_restarts": self.cfg.max_restarts,
             "max_task_retries": 0,  # the driver decides about re-running rows (resume, poison rows)
         }
@@ -206,7 +224,8 @@ class RenderPool:
         if self._remote is None:
             self._remote = ray.remote(RenderWorker)
         options, threads = self._actor_options(use_gpus)
-        capacity = options["max_concurrency"] - 2
+        streams = max_streams(self.model.streams_per_worker)
+        capacity, finishing = self.capacity(streams), self.finishing_room(streams)
         addresses = {node["NodeID"]: node.get("NodeManagerAddress", "") for node in nodes}
         for node, count in plan.items():
             # Pinned to the node (soft=False) rather than placed by resources alone: a CPU worker
@@ -231,7 +250,9 @@ class RenderPool:
                     cpu_threads=threads,
                     trace=self._trace_for(name),
                 )
-                slot = _Slot(name, actor, node, capacity=capacity, warm=warm)
+                slot = _Slot(
+                    name, actor, node, capacity=capacity, finishing_room=finishing, warm=warm
+                )
                 if not at_start:  # at the start, describe_workers waits for them all
                     slot.loading = actor.describe.remote()
                 self.slots.append(slot)
@@ -359,6 +380,7 @@ class RenderPool:
 
         slot, task = rows.inflight.pop(ref)
         slot.inflight -= 1
+        self._released.discard((task.row_id, task.attempt))
         slot.isolated = slot.isolated and not task.isolate
         try:
             outcome: RowResult = ray.get(ref)
@@ -465,8 +487,10 @@ class RenderPool:
 
     def mark_ready(self, slot: _Slot, info: dict[str, Any], *, at_start: bool) -> None:
         """``slot``'s worker loaded the model (``info``: what it says of itself): it takes rows,
-        as many at once as its stream slots and ``cluster.rows_ahead`` allow."""
+        as many at once as its stream slots and ``cluster.rows_ahead`` allow, and rows finishing
+        on top (``cluster.rows_finishing``)."""
         slot.capacity = self.capacity(info["streams"])
+        slot.finishing_room = self.finishing_room(info["streams"])
         self._notices.append(WorkerReady(slot.name, time.time(), at_start))
 
     def _watch_cluster(self, rows: _Rows) -> None:
@@ -516,6 +540,7 @@ class RenderPool:
                 if holder is slot:
                     del rows.inflight[ref]
                     slot.inflight -= 1
+                    self._released.discard((task.row_id, task.attempt))
                     self._back_after_node_loss(slot, task, rows)
         if not rows.pending:  # a worker started now would only load the model
             return
@@ -586,6 +611,14 @@ class RenderPool:
         ahead = self.cfg.rows_ahead
         return streams + (streams if ahead is None else ahead)
 
+    def finishing_room(self, streams: int) -> int:
+        """Rows past their stream slot a worker with ``streams`` slots holds on top of its
+        capacity (``cluster.rows_finishing``; null: as many as ``cluster.rows_ahead``)."""
+        finishing = self.cfg.rows_finishing
+        if finishing is not None:
+            return finishing
+        return self.capacity(streams) - streams
+
     def describe(self, timeout_s: float = 30.0) -> list[dict[str, Any]]:
         """What each live worker says of itself now (`RenderWorker.describe`: its stream slots,
         start-up seconds, GPU time in and between calls); a worker that does not answer, or is
@@ -647,10 +680,16 @@ class RenderPool:
 
     def _dispatch(self, pending: deque, inflight: dict) -> None:
         """Hand pending rows to workers with room: up to each one's capacity (its stream slots
-        plus the rows it prepares ahead), the least busy worker first (rows spread over the
+        plus the rows it prepares ahead) and its rows past their slot on top (finishing, up to
+        ``cluster.rows_finishing``), the least busy worker first (rows spread over the
         workers), an isolated row (a retry after a crash) only to a worker with nothing else to
         do. A worker still loading the model gets none yet."""
         now = time.monotonic()
+        finishing = Counter(
+            id(slot)
+            for slot, task in inflight.values()
+            if (task.row_id, task.attempt) in self._released
+        )  # per worker, its rows past their stream slot (RowReleased)
         for task in list(pending):
             ready = [
                 slot
@@ -659,7 +698,7 @@ class RenderPool:
                 and slot.loading is None
                 and slot.ready_at <= now
                 and not slot.isolated
-                and (slot.inflight == 0 if task.isolate else slot.inflight < slot.capacity)
+                and slot.has_room(finishing[id(slot)], isolate=task.isolate)
             ]
             if not ready:
                 continue
@@ -679,6 +718,9 @@ class RenderPool:
             if not batch:
                 return
             for event in batch:
+                if isinstance(event, RowReleased):  # the pool's own bookkeeping, not shown
+                    self._released.add((event.row_id, event.attempt))
+                    continue
                 if isinstance(event, RowAccepted):
                     self._started.add((event.row_id, event.attempt))
                 on_event(event)

@@ -48,7 +48,7 @@ from ..framing import (
 )
 from ..ledger import Ledger, RowLedger
 from ..media import MediaError, VideoReader, concat_segments, load_image, mux_audio
-from ..progress import RowAccepted, RowProgress, RowStarted
+from ..progress import RowAccepted, RowProgress, RowReleased, RowStarted
 from ..storage import Storage, StorageError, basename
 from ._ahead import ReadAhead
 from ._segments import SegmentSink
@@ -583,6 +583,7 @@ class RowRenderer:
             finally:
                 self.batcher.unregister(stream)
                 row.timeline.released_at = time.time()
+                self.events(RowReleased(task.row_id, worker=self.worker_name, attempt=task.attempt))
 
     def _framing_costs(self, row: _PreparedRow) -> None:
         """What framing found and cost this attempt (CPU seconds on the row's own threads)."""
