@@ -186,12 +186,11 @@ def thread_roles(ranges: dict[int, list[dict[str, Any]]]) -> dict[int, str]:
 
 
 def _innermost(
-    spans: list[dict[str, Any]], at: float, starts: list[float] | None = None
+    spans: list[dict[str, Any]], at: float, starts: list[float]
 ) -> dict[str, Any] | None:
     """The latest-starting span (sorted by start; ``starts``: their start times) around ``at``: the
     innermost one, nested spans starting after their parents. Looks back a bounded way (a
     thousand spans), enough for an operator's children."""
-    starts = [e["ts"] for e in spans] if starts is None else starts
     index = bisect.bisect_right(starts, at) - 1
     for e in spans[max(0, index - 1000) : index + 1][::-1]:
         if e["ts"] + e["dur"] >= at:
@@ -232,6 +231,8 @@ def idle_by_batch_state(
 def summarize(path: Path, top: int = 15) -> str:
     events = load_events(path)
     threads = host_ops(events)
+    ranges = annotations(events)
+    roles = thread_roles(ranges)
     lines = [f"trace {path}"]
     timeline = gpu_timeline(events)
     if timeline["kernels"]:
@@ -256,8 +257,6 @@ def summarize(path: Path, top: int = 15) -> str:
                 if running:
                     op = min(running, key=lambda o: o["dur"])
                     lines.append(f"    thread {tid}: {op['name']} ({op['dur'] / 1e3:.1f} ms)")
-        ranges = annotations(events)
-        roles = thread_roles(ranges)
         batch = next((tid for tid, role in roles.items() if role == "batch thread"), None)
         if batch is not None:
             mine, others = idle_by_batch_state(
@@ -284,7 +283,6 @@ def summarize(path: Path, top: int = 15) -> str:
         lines += [f"  {us / 1e3:9.1f}  {label}" for label, us in shapes.most_common(3 * top)]
     else:
         lines.append("GPU: no kernels in this trace (a CPU run)")
-    roles = thread_roles(annotations(events))
     lines.append("host threads (by operator count):")
     for tid, ops in sorted(threads.items(), key=lambda kv: -len(kv[1]))[:top]:
         summary = thread_summary(ops)

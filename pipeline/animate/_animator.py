@@ -78,14 +78,8 @@ class Observation:
     def to(self, device: torch.device, dtype: torch.dtype) -> Observation:
         """On ``device`` in ``dtype``; host tensors (a cache's) are copied as frames are, without
         waiting for the GPU's queue (`to_device`)."""
-
-        def move(tensor: torch.Tensor) -> torch.Tensor:
-            if tensor.device.type == "cpu":
-                tensor = to_device(tensor, device)
-            return tensor.to(device, dtype)
-
-        fields = {k: move(v) for k, v in vars(self.pose).items()}
-        return Observation(HeadPose(**fields), move(self.motion))
+        fields = {k: to_device(v, device).to(dtype) for k, v in vars(self.pose).items()}
+        return Observation(HeadPose(**fields), to_device(self.motion, device).to(dtype))
 
 
 class StreamingAnimator:
@@ -549,15 +543,13 @@ class StreamingAnimator:
             )
         device, dtype = self.models.device, self.models.dtype
 
-        def move(tensor: torch.Tensor, to_dtype: torch.dtype | None = None) -> torch.Tensor:
+        def move(tensor: torch.Tensor) -> torch.Tensor:
             # through pinned memory, as fuse_reference copies: a resumed row is prepared while
             # other rows' calls fill the GPU's queue
-            if tensor.device.type == "cpu":
-                tensor = to_device(tensor, device)
-            return tensor.to(device, to_dtype) if to_dtype is not None else tensor.to(device)
+            return to_device(tensor, device)
 
         stream.generator.set_state(saved["rng_state"])
-        stream.latents = move(saved["latents"], dtype)
+        stream.latents = move(saved["latents"]).to(dtype)
         for entry in saved["chunks"]:
             chunk = Chunk(
                 start=entry["start"],
@@ -575,12 +567,12 @@ class StreamingAnimator:
             stream.first_pose = HeadPose(**{k: move(v) for k, v in saved["first_pose"].items()})
         stream.motion_bank = move(saved["motion_bank"])
         for latent in saved["keyframe_latents"]:
-            self._add_keyframe(stream, move(latent, dtype)[None])
+            self._add_keyframe(stream, move(latent).to(dtype)[None])
         pending = saved.get("pending_keyframe")  # absent in states saved before it existed
         if pending is not None:
             stream.pending_keyframe = PendingKeyframe(
                 HostScalar(torch.tensor(pending["distance"])),
-                move(pending["latent"], dtype),
+                move(pending["latent"]).to(dtype),
                 move(pending["motion"]),
             )
         stream.history = deque(

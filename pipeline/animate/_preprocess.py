@@ -73,12 +73,13 @@ def frames_to_signed(frames: torch.Tensor | np.ndarray, device: torch.device) ->
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Copy a host tensor to ``device`` without making the host wait for the GPU's queue.
+    """Copy a host tensor to ``device`` without making the host wait for the GPU's queue (a
+    tensor already on a GPU is moved as ``Tensor.to`` moves it).
 
     A copy from ordinary (pageable) memory blocks the host until the GPU reaches it in stream
     order — behind the whole previous denoising call; from pinned memory it is asynchronous.
     """
-    if device.type != "cuda":
+    if device.type != "cuda" or tensor.device.type != "cpu":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
 

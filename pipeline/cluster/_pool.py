@@ -146,12 +146,10 @@ class RenderPool:
 
     def _actor_options(self, use_gpus: bool) -> tuple[dict[str, Any], int | None]:
         """The Ray options every worker of this job starts with, and its torch threads on CPU."""
-        # until a worker says how many stream slots it has (auto: by its GPU's memory)
-        streams = max_streams(self.model.streams_per_worker)
-        rows = self.capacity(streams) + self.finishing_room(streams)
+        capacity, finishing = self._rows_per_worker()
         options: dict[str, Any] = {
             "num_cpus": self.cfg.cpus_per_worker,
-            "max_concurrency": rows + 2,  # its rows, and calls to describe() beside them
+            "max_concurrency": capacity + finishing + 2,  # its rows, and describe() beside them
             "max_restarts": self.cfg.max_restarts,
             "max_task_retries": 0,  # the driver decides about re-running rows (resume, poison rows)
         }
@@ -224,8 +222,7 @@ class RenderPool:
         if self._remote is None:
             self._remote = ray.remote(RenderWorker)
         options, threads = self._actor_options(use_gpus)
-        streams = max_streams(self.model.streams_per_worker)
-        capacity, finishing = self.capacity(streams), self.finishing_room(streams)
+        capacity, finishing = self._rows_per_worker()
         addresses = {node["NodeID"]: node.get("NodeManagerAddress", "") for node in nodes}
         for node, count in plan.items():
             # Pinned to the node (soft=False) rather than placed by resources alone: a CPU worker
@@ -610,6 +607,12 @@ class RenderPool:
         prepared ahead (``cluster.rows_ahead``; null: as many as its slots)."""
         ahead = self.cfg.rows_ahead
         return streams + (streams if ahead is None else ahead)
+
+    def _rows_per_worker(self) -> tuple[int, int]:
+        """A new worker's capacity and finishing room, until it says how many stream slots it
+        has (auto: by its GPU's memory; `mark_ready`)."""
+        streams = max_streams(self.model.streams_per_worker)
+        return self.capacity(streams), self.finishing_room(streams)
 
     def finishing_room(self, streams: int) -> int:
         """Rows past their stream slot a worker with ``streams`` slots holds on top of its
