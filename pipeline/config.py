@@ -86,7 +86,7 @@ class ModelConfig:
     compile: Annotated[str, Literal["none", "regional", "default", "max-autotune"]] = (
         "none"  # "none", "regional" (ResNet blocks, feed-forwards; ~1 min), "default"/"max-autotune" (whole UNet and VAE decoder)
     )
-    cuda_graphs: bool = False  # replay the denoising UNet and the decoder as captured CUDA graphs (one per stream count and bank length; GPU only): no launch gaps inside a call
+    cuda_graphs: bool = False  # replay the networks as captured CUDA graphs (the denoising UNet and the decoder, one per stream count and bank length; the driving frames' observation and the pose guider; a new row's portrait encoding and its signals' embeddings; GPU only): no launch gaps inside a call, and a new row's preparation no longer waits for room in the GPU's queue kernel by kernel
     channels_last: bool = False  # NHWC layout for the convolution-heavy networks, with Triton kernels for their norms and bias adds on CUDA (the layout of the H100 figures in docs/benchmarks.md); model=personalive turns it on
     vae_decoder: Annotated[str, Literal["full", "tiny"]] = (
         "full"  # "full" (sd-vae-ft-mse) or "tiny" (TAESD in weights_dir/taesd: faster, lower quality)

@@ -168,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{gpu.get('calls_sent_to_idle_gpu')}, without a stream "
             f"{gpu.get('calls_sent_without_a_stream')}, captured a graph "
             f"{gpu.get('calls_that_captured_a_graph')} "
-            f"({gpu.get('seconds_in_calls_that_captured')} s)",
+            f"({gpu.get('seconds_in_calls_that_captured')} s)"
+            + (
+                f", graphs given up: {', '.join(gpu['graphs_given_up'])}"
+                if gpu.get("graphs_given_up")
+                else ""
+            ),
             file=sys.stderr,
         )
     phases = ", ".join(f"{k} {v} s" for k, v in figures["row_phases_median_seconds"].items())

@@ -16,6 +16,10 @@ or each worker of a real render with `cluster.trace_dir=DIR`) and prints:
 * the GPU's idle time by what the batch thread was in when it began (an animator stage and
   operator, or "between operators": Python, or waiting for the GIL) and by the other threads
   busy in an operator then (the preparation thread's ``prep:*`` ranges name it);
+* the GPU preparation thread's ``prep:*`` ranges (a new row's portrait, a row's signals): time in
+  operators and in CUDA launch calls (a launch blocks while the GPU's queue is full: ~2,500
+  eager launches made a portrait take 1.4 s in a real render), its kernels' median wait in the
+  queue;
 * per host thread (named by its ranges): operator time and the longest single operator (a thread
   stuck in one `aten::to` for hundreds of ms was waiting for the GPU).
 """
@@ -228,6 +232,49 @@ def idle_by_batch_state(
     return mine, others
 
 
+def prep_ranges(
+    events: list[dict[str, Any]],
+    ranges: dict[int, list[dict[str, Any]]],
+    threads: dict[int, list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """Each ``prep:*`` range (the GPU preparation thread's work: a new row's portrait, a row's
+    signals) with where its time went: its top-level operators, the CUDA launch calls inside it
+    (a launch blocks while the GPU's queue is full), its kernels, and how long they waited
+    on the GPU after their launch (the queue ahead of them)."""
+    launches = [
+        e for e in events if e.get("cat") in ("cuda_runtime", "cuda_driver") and e.get("ph") == "X"
+    ]
+    kernel_start = {
+        e["args"].get("correlation"): e["ts"]
+        for e in events
+        if e.get("cat") in GPU_CATEGORIES and e.get("ph") == "X" and "args" in e
+    }
+    found = []
+    for tid, spans in ranges.items():
+        for span in (e for e in spans if e["name"].startswith("prep:")):
+            begin, end = span["ts"], span["ts"] + span["dur"]
+            ops = [e for e in threads.get(tid, []) if begin <= e["ts"] < end]
+            inside = [e for e in launches if e["tid"] == tid and begin <= e["ts"] < end]
+            calls = [e for e in inside if "Launch" in e["name"]]
+            waits = sorted(
+                kernel_start[e["args"]["correlation"]] - e["ts"]
+                for e in inside
+                if e.get("args", {}).get("correlation") in kernel_start
+            )
+            found.append(
+                {
+                    "name": span["name"],
+                    "dur": span["dur"],
+                    "operators_us": thread_summary(ops)["busy_us"] if ops else 0.0,
+                    "launches": len(calls),
+                    "launch_us": sum(e["dur"] for e in calls),
+                    "kernels": len(waits),
+                    "median_queue_us": waits[len(waits) // 2] if waits else None,
+                }
+            )
+    return sorted(found, key=lambda r: -r["dur"])
+
+
 def summarize(path: Path, top: int = 15) -> str:
     events = load_events(path)
     threads = host_ops(events)
@@ -283,6 +330,21 @@ def summarize(path: Path, top: int = 15) -> str:
         lines += [f"  {us / 1e3:9.1f}  {label}" for label, us in shapes.most_common(3 * top)]
     else:
         lines.append("GPU: no kernels in this trace (a CPU run)")
+    prep = prep_ranges(events, ranges, threads)
+    if prep:
+        lines.append(
+            "the GPU preparation thread's ranges (ms: range, in operators, in launch calls; "
+            "kernels and their median wait in the GPU's queue):"
+        )
+        for r in prep[:top]:
+            queued = (
+                f"{r['median_queue_us'] / 1e3:.1f}" if r["median_queue_us"] is not None else "–"
+            )
+            lines.append(
+                f"  {r['dur'] / 1e3:9.1f}  {r['name']}: operators {r['operators_us'] / 1e3:.1f}, "
+                f"{r['launches']} launches {r['launch_us'] / 1e3:.1f}; {r['kernels']} kernels, "
+                f"queued {queued}"
+            )
     lines.append("host threads (by operator count):")
     for tid, ops in sorted(threads.items(), key=lambda kv: -len(kv[1]))[:top]:
         summary = thread_summary(ops)

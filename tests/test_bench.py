@@ -183,11 +183,30 @@ def test_trace_summary_attributes_kernel_time_to_stages_and_shapes(tmp_path: Pat
             "tid": 2,
         },
         {**op("aten::linear", 3000, 60), "tid": 2},
+        # the preparation thread's launch blocks 40 µs; its kernel waits 2 ms in the GPU's queue
+        {
+            "ph": "X",
+            "cat": "cuda_runtime",
+            "name": "cudaLaunchKernel",
+            "ts": 3010,
+            "dur": 40,
+            "tid": 2,
+            "args": {"correlation": 9},
+        },
+        {
+            "ph": "X",
+            "cat": "kernel",
+            "name": "linear_kernel",
+            "ts": 5010,
+            "dur": 10,
+            "tid": 9,
+            "args": {"correlation": 9},
+        },
     ]
     path = tmp_path / "trace.json.gz"
     path.write_bytes(gzip.compress(json.dumps({"traceEvents": events}).encode()))
     summary = summarize(path)
-    assert "GPU: 2 kernels/copies over 12.1 ms, busy 12.0 ms" in summary
+    assert "GPU: 3 kernels/copies over 12.1 ms, busy 12.0 ms" in summary
     idle = summary.split("by what the batch thread (thread 1) was in (ms):\n")[1]
     assert idle.startswith("        0.1  (no range) | (between operators)\n")
     others = summary.split("while another thread was in an operator (ms):\n")[1]
@@ -196,6 +215,9 @@ def test_trace_summary_attributes_kernel_time_to_stages_and_shapes(tmp_path: Pat
     stages = summary.split("GPU time by animator stage (ms):\n")[1]
     assert stages.startswith("        9.0  stage:decode\n        3.0  stage:denoise")
     assert "9.0  conv_kernel | aten::conv2d [[4, 128, 64, 64]]" in summary
+    assert (
+        "0.3  prep:fuse_reference: operators 0.1, 1 launches 0.0; 1 kernels, queued 2.0" in summary
+    )
     assert "3.0  mul_kernel | aten::mul [[8, 320], [8, 320]]" in summary
 
 
@@ -227,20 +249,25 @@ def test_bench_says_when_a_manifest_has_too_few_rows(tmp_path: Path) -> None:
         run_bench(tmp_path, f"job.bench.manifest={manifest}", "job.bench.flops=false")
 
 
-def test_the_timed_window_starts_after_the_last_call_that_captured_a_cuda_graph() -> None:
+def test_the_timed_window_is_the_longest_steady_run_without_a_cuda_graph_capture() -> None:
     """A call that captured a graph took seconds (the GPU waited for the capture): with
-    model.cuda_graphs the full-batch signature is captured on its second sighting, which can fall
-    after the warm-up calls, so the timed window starts after it."""
+    model.cuda_graphs a signature is captured on its second sighting, which can fall after the
+    warm-up calls or near the end (rows flushing), so the window is the longest run of calls
+    with every stream and no capture."""
     from pipeline.animate import BatchStats
     from pipeline.bench._measure import _timed_window
 
-    # 2 streams join, 4 steady calls with both, then one leaves; captures at calls 3 and 6
+    # 2 streams join, 6 calls with both, then one leaves; captures at calls 3 and 6
     stats = BatchStats(
         streams=[1, 2, 2, 2, 2, 2, 2, 2, 1],
         captures=[0, 0, 0, 1, 1, 1, 2, 2, 3],
     )
-    assert _timed_window(stats, first_timed=2) == [7]  # call 6 captured; 7 is the last full call
+    assert _timed_window(stats, first_timed=2) == [4, 5]
     stats.captures = [0, 0, 0, 1, 1, 1, 1, 1, 2]  # the capture at the end (1 stream) is after it
-    assert _timed_window(stats, first_timed=2) == [4, 5, 6]
+    assert _timed_window(stats, first_timed=2) == [4, 5, 6]  # the last full call left out
+    stats.captures = [0, 0, 0, 0, 0, 0, 0, 1, 1]  # a capture in the last full call (flushing)
+    assert _timed_window(stats, first_timed=2) == [2, 3, 4, 5, 6]
     stats.captures = [0] * 9  # no graphs: the warm-up alone decides
     assert _timed_window(stats, first_timed=2) == [2, 3, 4, 5, 6]
+    stats.captures = [0, 0, 1, 2, 3, 4, 5, 6, 7]  # no steady call: one call, no rate
+    assert _timed_window(stats, first_timed=2) == [7]

@@ -193,3 +193,92 @@ def test_the_small_networks_of_a_call_replay_graphs_from_any_thread(
         torch.cuda.synchronize()
     assert len(errors) == 60 and max(errors) < 1e-3
     assert pose_guider.captures == 1
+
+
+@pytest.mark.gpu
+@cuda
+def test_a_portrait_and_a_rows_signal_samples_are_encoded_by_graphs(
+    tiny_weights, monkeypatch
+) -> None:
+    """The preparation thread's networks replay graphs too: a new row's portrait (image encoder,
+    VAE encoder, reference UNet and bank projection, keypoints, motion encoder: one graph, the
+    same shapes every row) and the CLIP embeddings of a row's signal samples (1–8 images, two
+    graphs). Each equals the eager networks, and a state fused through the graph streams the same
+    frames as one fused eagerly."""
+    import numpy as np
+    from conftest import TINY_RESOLUTION
+    from test_animator import driving, portrait
+
+    from pipeline.animate import StreamingAnimator
+    from pipeline.config import AnimatorConfig
+    from pipeline.models import load_personalive
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    eager = StreamingAnimator(
+        load_personalive(tiny_weights, "fp32", "cuda", architecture="tiny"),
+        AnimatorConfig(),
+        resolution=TINY_RESOLUTION,
+    )
+    models = load_personalive(tiny_weights, "fp32", "cuda", architecture="tiny")
+    models.optimize(cuda_graphs=True)
+    graphed = StreamingAnimator(models, AnimatorConfig(), resolution=TINY_RESOLUTION)
+    encoder, embedder = models._graphed[4], models._graphed[5]
+    frames = driving(24)
+    for seed in range(3):  # seen once (eager), captured, replayed
+        want, got = (a.fuse_reference(portrait(seed), seed=seed) for a in (eager, graphed))
+        for name in ("clip_embeds", "reference_latent", "reference_motion", "latents"):
+            difference = (getattr(got, name) - getattr(want, name)).abs().max()
+            assert difference < 1e-3, (seed, name)
+        for (k, v), (k0, v0) in zip(got.reference_kv, want.reference_kv):
+            assert (k - k0).abs().max() < 1e-3 and (v - v0).abs().max() < 1e-3
+        for name, value in vars(got.reference_pose).items():
+            assert (value - getattr(want.reference_pose, name)).abs().max() < 1e-3, name
+    assert encoder.captures == 1 and encoder.replays == 1
+    # the last portrait's stream, fused by the graph, renders the eager stream's frames
+    outputs = [
+        torch.cat([animator.push(state, frames[i : i + 4]) for i in range(0, 24, 4)]).cpu()
+        for animator, state in ((eager, want), (graphed, got))
+    ]
+    assert outputs[0].shape[0] == 12
+    assert (outputs[0].int() - outputs[1].int()).abs().max() <= 1
+
+    for _ in range(2):
+        for count in range(1, 9):
+            images = np.stack([portrait(i) for i in range(count)])
+            inputs = graphed.clip_inputs(images)
+            difference = (graphed.embed_images(inputs) - eager.embed_images(inputs)).abs().max()
+            assert difference < 1e-3, count
+    assert embedder.captures == 2 and embedder.replays == 12
+
+
+@pytest.mark.gpu
+@cuda
+def test_threads_capturing_at_the_same_time_take_turns() -> None:
+    """The batch thread captures the UNet while the preparation thread captures a portrait's or
+    a row's signals' graph: a capture begins by synchronising the device, which fails another
+    thread's capture under way (and that call's graphs were dropped for good). Captures take turns,
+    so both threads end with every graph captured and eager-equal results."""
+    import threading
+
+    calls = [GraphedCall(_call(_network("cuda")), name=f"thread {i}") for i in range(2)]
+    start = threading.Barrier(2)
+    errors: list[float] = []
+
+    def capture_many(graphed: GraphedCall) -> None:
+        start.wait()
+        with torch.no_grad():
+            for batch in range(1, 7):
+                for _ in range(3):  # first sight, capture, replay
+                    x = torch.randn(batch, 4, 32, 32, device="cuda")
+                    got = graphed(x, [], 1.0)
+                    errors.append(float((got - graphed.fn(x, [], 1.0)).abs().max()))
+
+    threads = [threading.Thread(target=capture_many, args=(c,)) for c in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    torch.cuda.synchronize()
+    assert [(c.enabled, c.captures, c.replays) for c in calls] == [(True, 6, 6)] * 2
+    assert len(errors) == 36 and max(errors) < 1e-5

@@ -32,9 +32,7 @@ from ..models import (
     BankPadding,
     HeadPose,
     PersonaLiveModels,
-    crop_faces,
     drive_pose,
-    face_boxes,
     posed_keypoints,
     warmup_poses,
 )
@@ -116,7 +114,6 @@ class StreamingAnimator:
                 f"model.resolution={resolution} must be a multiple of {factor} for this model"
             )
         self.latent_size = resolution // models.vae_scale_factor
-        self._scaling = float(models.vae.config.scaling_factor)
         self._batch_banks = _LastBatchedBanks()
 
     # ------------------------------------------------------------------ reference
@@ -133,7 +130,7 @@ class StreamingAnimator:
         Returns:
             A fresh :class:`StreamState` with the 12 warm-up latents drawn.
         """
-        models, device, dtype = self.models, self.models.device, self.models.dtype
+        models, device = self.models, self.models.device
         image = as_rgb_array(portrait)
         if image.shape[0] != image.shape[1]:
             raise ValueError(
@@ -143,25 +140,13 @@ class StreamingAnimator:
         # copied through pinned memory: a plain copy would wait for every batched call queued
         # before it (this runs on the preparation thread while other rows render), and rows
         # would start only as fast as those calls end
-        reference = to_device(to_signed_tensor(resize_lanczos(image, self.resolution)), device)
-        unit = (
-            to_device(to_signed_tensor(resize_lanczos(image, models.keypoint_input_size)), device)
-            / 2
-            + 0.5
+        encoding = models.encode_portrait(
+            to_device(to_signed_tensor(resize_lanczos(image, self.resolution)), device),
+            to_device(to_signed_tensor(resize_lanczos(image, models.keypoint_input_size)), device),
+            to_device(clip_pixels(image, models.clip_image_size), device),
+            self.resolution,
         )
-        clip_embeds = models.image_encoder(
-            to_device(clip_pixels(image, models.clip_image_size), device).to(dtype)
-        ).image_embeds
-        clip_embeds = clip_embeds[:, None]
-        latent = models.vae.encode(reference.to(dtype)).latent_dist.mean * self._scaling
-        reference_kv = models.denoising_unet.project_bank(
-            models.reference_unet(latent, clip_embeds)
-        )
-        pose = models.keypoint_extractor(unit.to(dtype))
-        face = crop_faces(
-            reference, face_boxes(posed_keypoints(pose), self.resolution), models.face_crop_size
-        )
-        motion = models.motion_encoder(face.to(dtype))
+        latent, motion = encoding.latent, encoding.motion
         generator = torch.Generator().manual_seed(int(seed))
         pending = self.schedule.pending_frames
         noise = self._noise(generator, pending)
@@ -172,10 +157,10 @@ class StreamingAnimator:
             seed=int(seed),
             portrait_digest=digest,
             generator=generator,
-            clip_embeds=clip_embeds,
+            clip_embeds=encoding.clip_embeds,
             reference_latent=latent,
-            reference_kv=reference_kv,
-            reference_pose=pose,
+            reference_kv=encoding.reference_kv,
+            reference_pose=encoding.pose,
             reference_motion=motion,
             latents=latents,
             motion_bank=motion.clone(),
@@ -192,8 +177,7 @@ class StreamingAnimator:
         """CLIP image embeddings ``(n, C)`` on the model's device of :meth:`clip_inputs`, by the
         loaded image encoder, as the portrait's ``StreamState.clip_embeds`` is made: output frames
         can be compared with their portrait (a row's signals)."""
-        models = self.models
-        return models.image_encoder(to_device(inputs, models.device).to(models.dtype)).image_embeds
+        return self.models.embed_images(to_device(inputs, self.models.device))
 
     def _noise(self, generator: torch.Generator, frames: int) -> torch.Tensor:
         """``(frames, 4, h, w)`` Gaussian noise, drawn as the reference draws it: ``(1, 4, frames, h, w)``."""

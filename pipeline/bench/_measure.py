@@ -59,12 +59,21 @@ def measure(
     # 4. every row to its end
     stats = _join_rows(threads, busy, batcher)
     _record_outcomes(result, outcomes)
+    for name in animator.models.graphs_given_up():  # its capture failed: slower than it should be
+        result.notes.append(f"{name}: CUDA graph capture failed; it ran eagerly from then on")
 
     # 5. the rates over the timed window (none when the rows were too short for one)
     window = _timed_window(stats, first_timed)
     if not window:
         return
     _record_rates(result, stats, window)
+    if not result.timed_calls:  # a rate of 0 would read as a measurement
+        result.notes.append(
+            f"no steady state: the {max(stats.streams)} streams never ran two calls together "
+            f"after the {warmup_calls} warm-up calls (rows too short for job.bench.frames, or "
+            "started apart); no rate was measured"
+        )
+        logger.warning("bench: %s", result.notes[-1])
     result.gpu_busy_percent = busy.percent_between(
         stats.finished_at[window[0]], stats.finished_at[window[-1]]
     )
@@ -133,14 +142,24 @@ def _record_outcomes(result: BenchResult, outcomes: list[RowResult]) -> None:
 
 
 def _timed_window(stats: BatchStats, first_timed: int) -> list[int]:
-    """The calls timed: from ``first_timed`` on, while every stream is still in its main loop
-    (the steady state), the last such call left out; none up to a call that captured a CUDA graph
-    (with ``model.cuda_graphs`` the call with every stream, or its decoder's frame count, may be
-    seen for the second time, and captured, only after the warm-up calls)."""
-    full = [i for i, n in enumerate(stats.streams) if n == max(stats.streams)]
-    captured = [i for i in full if stats.captures[i] > (stats.captures[i - 1] if i else 0)]
-    start = max(first_timed, captured[-1] + 1 if captured else 0)
-    return [i for i in full if i >= start][:-1] or full[-1:]
+    """The calls timed: the longest run of consecutive calls from ``first_timed`` on that hold
+    every stream (the steady state) and captured no CUDA graph (a capture took seconds with the
+    GPU waiting; with ``model.cuda_graphs`` a signature is captured on its second sight, which can
+    fall after the warm-up calls, or near the end, when rows start to flush), the last full call
+    of all left out (a stream may end in it)."""
+    most = max(stats.streams)
+    full = [i for i, n in enumerate(stats.streams) if n == most]
+    runs: list[list[int]] = [[]]
+    for i in range(first_timed, len(stats.streams)):
+        captured = stats.captures[i] > (stats.captures[i - 1] if i else 0)
+        if stats.streams[i] == most and not captured:
+            runs[-1].append(i)
+        elif runs[-1]:
+            runs.append([])
+    best = max(runs, key=len)
+    if best and best[-1] == full[-1]:
+        best = best[:-1]
+    return best or full[-1:]
 
 
 def _record_rates(result: BenchResult, stats: BatchStats, window: list[int]) -> None:

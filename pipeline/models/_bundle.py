@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,16 @@ logger = logging.getLogger(__name__)
 # with CUDA graphs, the decoder's frame count is rounded up to a multiple of this (one chunk):
 # four graphs then serve every call of four streams
 DECODE_FRAMES_MULTIPLE = 4
+
+
+class PortraitEncoding(NamedTuple):
+    """What a stream needs of its portrait, from :meth:`PersonaLiveModels.encode_portrait`."""
+
+    clip_embeds: torch.Tensor  # (1, 1, C): the UNets' context
+    latent: torch.Tensor  # (1, 4, h, w), scaled as the UNets see latents
+    reference_kv: list[tuple[torch.Tensor, torch.Tensor]]  # the bank, projected per layer
+    pose: HeadPose
+    motion: torch.Tensor  # (1, T, C) motion tokens of the face
 
 
 @dataclass
@@ -149,6 +159,36 @@ class PersonaLiveModels:
         motion = self.motion_encoder(crop_faces(pixels, boxes, self.face_crop_size).to(self.dtype))
         return pose, motion
 
+    def encode_portrait(
+        self,
+        reference: torch.Tensor,
+        keypoint_pixels: torch.Tensor,
+        clip_pixels: torch.Tensor,
+        resolution: int,
+    ) -> PortraitEncoding:
+        """A portrait, once per stream: the CLIP embedding, the latent, the reference bank
+        projected to the denoising UNet's keys/values, the head pose and the face's motion tokens.
+
+        Args:
+            reference: the portrait signed ``(1, 3, R, R)`` (R = ``resolution``).
+            keypoint_pixels: the portrait signed at the keypoint extractor's input size.
+            clip_pixels: the image encoder's normalised input ``(1, 3, c, c)``.
+        """
+        dtype = self.dtype
+        clip_embeds = self.image_encoder(clip_pixels.to(dtype)).image_embeds[:, None]
+        latent = self.vae.encode(reference.to(dtype)).latent_dist.mean
+        latent = latent * float(self.vae.config.scaling_factor)
+        reference_kv = self.denoising_unet.project_bank(self.reference_unet(latent, clip_embeds))
+        pose = self.keypoint_extractor((keypoint_pixels / 2 + 0.5).to(dtype))
+        boxes = face_boxes(posed_keypoints(pose), resolution)
+        motion = self.motion_encoder(crop_faces(reference, boxes, self.face_crop_size).to(dtype))
+        return PortraitEncoding(clip_embeds, latent, reference_kv, pose, motion)
+
+    def embed_images(self, clip_pixels: torch.Tensor) -> torch.Tensor:
+        """The image encoder's normalised input ``(N, 3, c, c)`` → CLIP image embeddings
+        ``(N, C)``, each image on its own (a row's signals compare them with the portrait's)."""
+        return self.image_encoder(clip_pixels.to(self.dtype)).image_embeds
+
     def pose_features(self, keypoints: torch.Tensor, resolution: int) -> torch.Tensor:
         """Posed keypoints ``(N, K, 3)`` → the pose guider's features of their drawn canvases."""
         canvas = draw_keypoint_canvas(keypoints, resolution, self.canvas_radius)
@@ -219,11 +259,7 @@ class PersonaLiveModels:
             # the frame count rounded up (the last latent repeated, its images dropped): rows
             # starting, ending or warming up emit every count from 1 to 4·S, which would each
             # cost a capture; the VAE decodes each image on its own, so the padding changes none
-            frames = latents.shape[0]
-            padding = -frames % DECODE_FRAMES_MULTIPLE
-            if padding:
-                latents = torch.cat([latents, latents[-1:].expand(padding, -1, -1, -1)])
-            return decoder(latents)[:frames]
+            return decoder(_whole_chunks(latents))[: latents.shape[0]]
 
         self.decode = decode  # type: ignore[method-assign]
         # the small networks of every call too: their hundreds of short kernels, launched one by
@@ -236,19 +272,42 @@ class PersonaLiveModels:
 
         def observe(pixels: torch.Tensor, resolution: int) -> tuple[HeadPose, torch.Tensor]:
             frames = pixels.shape[0]  # rounded up as the decoder's: every frame on its own
-            padding = -frames % DECODE_FRAMES_MULTIPLE
-            if padding:
-                pixels = torch.cat([pixels, pixels[-1:].expand(padding, -1, -1, -1)])
-            fields, motion = observer(pixels, resolution)
+            fields, motion = observer(_whole_chunks(pixels), resolution)
             return HeadPose(**{k: v[:frames] for k, v in fields.items()}), motion[:frames]
 
         self.observe = observe  # type: ignore[method-assign]
         self.pose_features = GraphedCall(self.pose_features, name="pose guider")  # type: ignore[method-assign]
-        self._graphed = [unet, decoder, observer, self.pose_features]
+        # a new row's portrait and a row's signals, on the preparation thread: ~2,500 kernels
+        # launched one by one there while the batch thread kept the GPU's queue full took ~1.4 s
+        # a portrait on the H200 (each launch waited for room in the queue), and rows started
+        # only that fast
+        eager_encode = self.encode_portrait
+        portrait = GraphedCall(
+            lambda *args: _encoding_fields(eager_encode(*args)), name="portrait encoding"
+        )
+
+        def encode_portrait(*args: Any) -> PortraitEncoding:
+            fields = portrait(*args)
+            return PortraitEncoding(**{**fields, "pose": HeadPose(**fields["pose"])})
+
+        self.encode_portrait = encode_portrait  # type: ignore[method-assign]
+        embedder = GraphedCall(self.embed_images, name="image embeddings")
+
+        def embed_images(clip_pixels: torch.Tensor) -> torch.Tensor:
+            # a row's last batch of samples may be short: rounded up too (each image on its own)
+            return embedder(_whole_chunks(clip_pixels))[: clip_pixels.shape[0]]
+
+        self.embed_images = embed_images  # type: ignore[method-assign]
+        self._graphed = [unet, decoder, observer, self.pose_features, portrait, embedder]
 
     def graphed(self) -> bool:
         """Whether the hot calls replay CUDA graphs (``optimize(cuda_graphs=True)`` on CUDA)."""
         return bool(self._graphed)
+
+    def graphs_given_up(self) -> list[str]:
+        """The graphed calls whose capture failed and which run eagerly from then on (their
+        warning is in the worker's log): a render that lost its UNet graphs runs slower."""
+        return [graphed.name for graphed in self._graphed if not graphed.enabled]
 
     def graph_captures(self) -> int:
         """CUDA graphs captured so far (0 without ``cuda_graphs``): a call that captured one
@@ -294,6 +353,20 @@ def _pose_fields(
     """:meth:`PersonaLiveModels.observe`'s result as tensors a CUDA graph can hand back."""
     pose, motion = observed
     return dict(vars(pose)), motion
+
+
+def _whole_chunks(batch: torch.Tensor) -> torch.Tensor:
+    """``batch`` with its last item repeated up to a multiple of ``DECODE_FRAMES_MULTIPLE``, for
+    networks that take each item on its own (the padding changes no other item's result)."""
+    padding = -batch.shape[0] % DECODE_FRAMES_MULTIPLE
+    if not padding:
+        return batch
+    return torch.cat([batch, batch[-1:].expand(padding, *batch.shape[1:])])
+
+
+def _encoding_fields(encoding: PortraitEncoding) -> dict[str, Any]:
+    """:meth:`PersonaLiveModels.encode_portrait`'s result as tensors a CUDA graph can hand back."""
+    return {**encoding._asdict(), "pose": dict(vars(encoding.pose))}
 
 
 def _allow_recompiles() -> None:

@@ -29,6 +29,12 @@ from torch.utils import _pytree as pytree
 
 logger = logging.getLogger(__name__)
 
+# one capture at a time in the process: a capture starts by synchronising the device, which is
+# not allowed while another thread's capture is under way (it fails both; on the H200 a row's
+# signal embeddings captured while the batch thread captured the UNet, whose graphs were then
+# dropped for the rest of the job). Replays and eager calls of other threads go on meanwhile.
+_CAPTURING = threading.Lock()
+
 
 @dataclass
 class _Graph:
@@ -106,7 +112,8 @@ class GraphedCall:
         if key not in self._seen:  # first sight: maybe a passing shape (a stream just ended)
             self._seen.add(key)
             return self.fn(*args, **kwargs)
-        return self._capture(key, leaves, spec)
+        with _CAPTURING:
+            return self._capture(key, leaves, spec)
 
     def _replay(self, graph: _Graph, leaves: list[Any]) -> Any:
         tensors = [x for x in leaves if isinstance(x, torch.Tensor)]

@@ -184,7 +184,11 @@ class RenderWorker:
             "streams": self.streams,
             "jobs": self.jobs,
             **self.timings,
-            "gpu": clock.totals() if clock is not None else None,
+            "gpu": (
+                {**clock.totals(), "graphs_given_up": models.graphs_given_up()}
+                if clock is not None
+                else None
+            ),
         }
 
     def __del__(self) -> None:
