@@ -17,7 +17,8 @@
 # MODEL=tiny EXTRA="model.resolution=64 cluster.cpu_workers=1" runs it on a machine without a GPU.
 # Results: $OUT/render-bench.md (the table) and $OUT/render-bench.tgz, which also holds
 # render-bench.json, timeline-<m>.csv, summary-<m>.json, report-<m>.html (its timeline picture),
-# the GPU busy samples and each job's log (refreshed after every manifest). Packages the GPU image
+# the GPU busy samples, each job's log and the render worker's warnings
+# (worker-<m>.log; refreshed after every manifest). Packages the GPU image
 # lacks come as .gpu/site.tar.xz (scripts/pack_gpu_site.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +65,9 @@ for m in $MANIFESTS; do
   kill "$sampler" 2>/dev/null
   wait "$sampler" 2>/dev/null
   grep -E "workers ready|first frame out" "$RAW/render-$m.log" | cut -c1-400
+  # the worker's warnings (embedded Ray keeps its log in the session folder): failed captures
+  grep -hE "CUDA graph|WARNING|ERROR" /tmp/ray/session_latest/logs/worker-*.err >"$RAW/worker-$m.log" 2>/dev/null
+  grep -c "capture failed" "$RAW/worker-$m.log" | sed 's/^/worker captures failed: /'
   cp "$WORK/out-$m/$m/summary.json" "$RAW/summary-$m.json" 2>/dev/null
   cp "$WORK/out-$m/$m/report.html" "$RAW/report-$m.html" 2>/dev/null
   python3 -m scripts.render_bench_report $header --label "$m" --job "$WORK/out-$m/$m" \
