@@ -196,6 +196,46 @@ def test_a_stream_joining_a_running_batch_renders_what_it_renders_alone(tiny_mod
     assert (results["B"] - alone).abs().max() < 1e-5  # in fact: fp32 rounding only
 
 
+def test_a_stream_that_has_ended_does_not_hold_back_the_next_call(tiny_models) -> None:
+    """A row's thread may be slow to leave after its stream's last call (its last frames wait
+    for room in a full encoder queue): the other rows' next call goes without waiting for it,
+    since a finished stream hands in nothing more. Here the batcher would otherwise wait a minute
+    for it (max_wait_s) and the finished row's thread leaves only once B's call is back."""
+    animator = StreamingAnimator(tiny_models, AnimatorConfig(), resolution=TINY_RESOLUTION)
+    batcher = StepBatcher(animator, record_stats=True, max_wait_s=60.0)
+    a, b = (
+        animator.fuse_reference(portrait(i), seed=i, stream_id=n) for i, n in ((0, "A"), (1, "B"))
+    )
+    batcher.register(a)
+    batcher.register(b)
+    b_next_back = threading.Event()
+    took: list[float] = []
+
+    def row_a() -> None:
+        batcher.finish(a, driving(4, seed=1))  # one chunk and 3 flush calls: done after 4 calls
+        b_next_back.wait(timeout=30)  # slow to leave: still registered
+        batcher.unregister(a)
+
+    def row_b() -> None:
+        frames = driving(20, seed=2)
+        for start in range(0, 16, 4):  # in step with A: each call waits for both streams
+            batcher.advance(b, frames[start : start + 4])
+        began = time.monotonic()
+        batcher.advance(b, frames[16:20])
+        took.append(time.monotonic() - began)
+        b_next_back.set()
+        batcher.unregister(b)
+
+    threads = [threading.Thread(target=row_a), threading.Thread(target=row_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    batcher.close()
+    assert a.done and took and took[0] < 10  # not the 30 s A's thread took to leave
+    assert batcher.stats.streams == [2, 2, 2, 2, 1]
+
+
 def test_the_timeline_draws_one_lane_per_worker_slot_and_finds_idle_slots() -> None:
     def row(row_id: str, slot: int, stream: tuple[float, float], status: str = "done") -> dict:
         start, end = stream

@@ -286,6 +286,13 @@ class StepBatcher:
             stats.emitted.append(sum(int(o.shape[0]) for o in outputs))
             stats.keyframes.append(sum(r.stream.num_keyframes for r in batch))
             stats.captures.append(captures_after)
+        with self._cond:
+            # a stream whose last frames are out hands in no more chunks: the next call need not
+            # wait for its row thread to leave (that thread first hands the frames to its
+            # encoder, whose queue may be full)
+            for request in batch:
+                if request.stream.done:
+                    self._active.discard(id(request.stream))
         for request, output in zip(batch, outputs):
             request.output = output
             request.done.set()
