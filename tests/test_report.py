@@ -824,8 +824,9 @@ class Browser:
             if message.get("method") == event:
                 return message.get("params", {})
 
-    def open(self, url: str) -> None:
-        """Open `url` in a new page and wait for its load event."""
+    def open(self, url: str, *, first_script: str | None = None) -> None:
+        """Open `url` in a new page and wait for its load event; `first_script` runs in the page
+        before any of its own scripts."""
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
         self._session = self.send("Target.attachToTarget", targetId=target, flatten=True)[
             "sessionId"
@@ -839,6 +840,8 @@ class Browser:
             deviceScaleFactor=1,
             mobile=False,
         )
+        if first_script is not None:
+            self.send("Page.addScriptToEvaluateOnNewDocument", source=first_script)
         self.send("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
 

@@ -251,6 +251,57 @@ def test_first_screen_of_a_thousand_rows_is_fast_and_the_toolbar_works(
     assert browser.problems == []  # no console error or warning, no exception, no failed load
 
 
+# keeps every <video> the page ever shows reachable, as a browser that has not collected garbage
+# yet would: a detached one keeps its media player until then unless the page released it
+KEEP_EVERY_VIDEO = """
+window.__videos = new Set();
+new MutationObserver((changes) => {
+  for (const change of changes) for (const node of change.addedNodes) {
+    if (node.nodeType !== 1) continue;
+    if (node.matches("video")) window.__videos.add(node);
+    node.querySelectorAll("video").forEach((video) => window.__videos.add(video));
+  }
+}).observe(document, {childList: true, subtree: true});
+"""
+
+LAST_PAGE_CLIPS = """
+(async () => {
+  const shown = [...document.querySelectorAll("#rows video")];
+  await Promise.all(shown.map((video) => video.readyState >= 1 ? null : new Promise((done) => {
+    video.addEventListener("loadedmetadata", done, {once: true});
+    video.addEventListener("error", done, {once: true});
+    setTimeout(done, 8000);
+  })));
+  return {
+    made: window.__videos.size,
+    detached_with_source: [...window.__videos].filter((v) => !v.isConnected && v.getAttribute("src"))
+      .length,
+    shown: shown.length,
+    loaded: shown.filter((v) => v.readyState >= 1 && !v.error).length,
+  };
+})()
+"""
+
+
+def test_paging_through_the_whole_job_leaves_every_page_s_clips_playable(
+    thousand: str, browser: Browser
+) -> None:
+    """Each page lays out 50 cards of two clips; a page left behind must free its media players,
+    or Chromium refuses new ones (a fixed count) and later pages' clips stay blank."""
+    browser.open(thousand, first_script=KEEP_EVERY_VIDEO)
+    pages = -(-ROWS // 50)
+    for _ in range(pages - 1):
+        act(browser, 'document.getElementById("next").click()')
+    assert browser.evaluate('document.getElementById("page").textContent') == (
+        f"page {pages} of {pages}"
+    )
+    clips = browser.evaluate(LAST_PAGE_CLIPS)
+    assert clips["made"] > 1000, clips  # past Chromium's count of live players, had none been freed
+    assert clips["detached_with_source"] == 0, clips
+    assert clips["shown"] > 0 and clips["loaded"] == clips["shown"], clips
+    assert browser.problems == []
+
+
 PLAY = """
 (async () => {
   const card = document.querySelector(".card[data-status=done]");

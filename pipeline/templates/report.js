@@ -71,7 +71,14 @@
     state.page = Math.min(Math.max(0, state.page), pages - 1);
     var first = state.page * state.size;
     var shown = found.slice(first, first + state.size);
-    list.querySelectorAll("video").forEach(function (video) { video.pause(); });
+    // a page being left frees its clips' media players now: detached <video>s keep theirs until
+    // garbage collection, and Chromium refuses new players past a fixed count, so after a dozen
+    // searches or page turns a page of clips could stay blank
+    list.querySelectorAll("video").forEach(function (video) {
+      video.pause();
+      video.removeAttribute("src");
+      video.load();
+    });
     var fragment = document.createDocumentFragment();
     shown.forEach(function (row) { fragment.appendChild(card(row)); });
     if (!shown.length) {
