@@ -72,8 +72,8 @@ class ModelConfig:
     dtype: Annotated[str, Literal["auto", "fp16", "bf16", "fp32"]] = (
         "auto"  # "auto" (fp16 on GPU, fp32 on CPU), "fp16", "bf16" or "fp32"
     )
-    fp8: Annotated[str, Literal["none", "unet-linear"]] = (
-        "none"  # "none" (every layer in dtype) or "unet-linear": the denoising UNet's large linear layers and 1x1 convolutions as FP8 (e4m3) matrix products (weights per output channel, activations per token; everything else stays in dtype); opt-in: it changes the frames slightly and, measured on an H200, is not faster yet (docs/benchmarks.md, "FP8 matrix work"); GPUs of compute capability 8.9+ only (Ada, Hopper), an error elsewhere
+    fp8: Annotated[str, Literal["none", "unet-linear", "unet"]] = (
+        "none"  # "none" (every layer in dtype), "unet-linear": the denoising UNet's large linear layers and 1x1 convolutions as FP8 (e4m3) matrix products (weights per output channel, activations per token; everything else stays in dtype), or "unet": those and the UNet's convolutions of 64k input channels (ResNet blocks, shortcuts, downsamplers: an implicit-GEMM Triton kernel, activations scaled per tensor); opt-in: it changes the frames slightly; unet-linear measured on an H200 is not faster yet, unet is not measured on a GPU yet (docs/benchmarks.md, "FP8 matrix work"); GPUs of compute capability 8.9+ only (Ada, Hopper), an error elsewhere
     )
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda" or "cuda:N"
     attention: Annotated[str, Literal["sdpa", "xformers", "eager"]] = (
@@ -87,6 +87,7 @@ class ModelConfig:
         "none"  # "none", "regional" (ResNet blocks, feed-forwards; ~1 min), "default"/"max-autotune" (whole UNet and VAE decoder)
     )
     cuda_graphs: bool = False  # replay the networks as captured CUDA graphs (the denoising UNet and the decoder, one per stream count and bank length; the driving frames' observation and the pose guider; a new row's portrait encoding and its signals' embeddings; GPU only): no launch gaps inside a call, and a new row's preparation no longer waits for room in the GPU's queue kernel by kernel
+    graphs_at_start: bool = True  # with cuda_graphs: capture the graphs a worker's rows need first (the batched call for 1..S streams, their observation and decoder, a portrait, signal embeddings) on synthetic rows while the worker starts (a few seconds), not inside the job's first calls, where the GPU waits while the host records each one
     channels_last: bool = False  # NHWC layout for the convolution-heavy networks, with Triton kernels for their norms and bias adds on CUDA (the layout of the H100 figures in docs/benchmarks.md); model=personalive turns it on
     vae_decoder: Annotated[str, Literal["full", "tiny"]] = (
         "full"  # "full" (sd-vae-ft-mse) or "tiny" (TAESD in weights_dir/taesd: faster, lower quality)

@@ -52,6 +52,7 @@ OPTION_EFFECTS: dict[str, str] = {
     "model.streams_per_worker": NO,
     "model.compile": NO,
     "model.cuda_graphs": NO,
+    "model.graphs_at_start": NO,  # when the graphs are captured, not what they compute
     "model.channels_last": NO,
     "model.vae_decoder": NO,
     "model.cache_conditioning": NO,

@@ -10,7 +10,8 @@ Run on a CUDA GPU with FP8 tensor cores (scripts/bench_fp8.sh runs it with job=b
    Reported: PSNR and max/mean pixel difference of the uint8 frames (FP8 against fp16), and the
    denoising UNet's relative error ‖out − ref‖/‖ref‖ against fp16 on one steady-state call's
    inputs, for the shipped rule, the first rule tried (640² weights, 1,024 tokens) and every
-   product.
+   product; and for ``model.fp8=unet`` (the shipped rule plus the UNet's convolutions,
+   :mod:`pipeline.models._fp8_conv`): its UNet error and its frames against fp16.
 2. Shapes: every matrix product of one denoising call (M tokens × K → N), recorded through
    ``_fp8.linear`` with thresholds off, timed at S=1 and S=4: fp16 ``F.linear``; FP8 with
    per-token activation scales (the Triton quantisation + ``torch._scaled_mm``) and its GEMM
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.bench import median_cuda_ms  # noqa: E402
-from pipeline.models import _fp8  # noqa: E402
+from pipeline.models import _fp8, _fp8_conv  # noqa: E402
 
 
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
@@ -146,6 +147,19 @@ def fidelity(models, animator, frames: int, results: dict) -> list:
             "unet_rel_error_vs_fp16": broad_error,
         },
     }
+    # model.fp8=unet: the shipped rule's products and the UNet's convolutions (_fp8_conv)
+    entry["unet_convolutions"] = _fp8_conv.use_fp8_convolutions(unet)
+    with torch.no_grad():
+        entry["unet_rel_error_fp8_unet_vs_fp16"] = relative_error(
+            unet(*args, **kwargs).sample.float(), ref16
+        )
+    started = time.monotonic()
+    unet_frames = stream_frames(animator, portrait, driving, None)
+    print(f"fp8=unet stream: {len(unet_frames)} frames in {time.monotonic() - started:.1f} s")
+    entry["frames_fp8_unet_vs_fp16"] = frame_figures(unet_frames, fp16_frames)
+    for module in unet.modules():  # back to the linear products alone for what follows
+        if hasattr(module, "fp8_conv"):
+            del module.fp8_conv
     # every product in FP8 (thresholds off): what the thresholds keep out
     every = _fp8.use_fp8(unet, min_weight_elements=0, min_tokens=1)
     with torch.no_grad():

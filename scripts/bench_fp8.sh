@@ -5,6 +5,12 @@
 #                                 one job=bench run with FP8 (S=1, CUDA graphs)
 #   scripts/bench_fp8.sh final    fidelity, then job=bench fp16 against FP8 at S=1 and S=4
 #                                 (model=personalive: channels-last; CUDA graphs), same machine
+#   scripts/bench_fp8.sh conv     do FP8 convolutions pay: GPU tests of the kernel, frames with
+#                                 e4m3-rounded convolutions, then every convolution of an S=4
+#                                 call, cuDNN fp16 against the Triton kernel in fp16 and e4m3
+#                                 (scripts/probe_fp8_conv.py)
+#   scripts/bench_fp8.sh unet     model.fp8=unet end to end: fidelity (unet-linear and unet),
+#                                 then job=bench fp16 against fp8=unet at S=4
 #
 # Results go to $OUT (or ./bench-out): fp8.json, bench.json, logs.tgz.
 set -uo pipefail
@@ -24,6 +30,15 @@ case "${1:-probe}" in
     bench fp8-S1 90 "${common[@]}" model.fp8=unet-linear model.streams_per_worker=1 job.bench.frames=64
     bench fp16-S4 120 "${common[@]}" model.streams_per_worker=4 job.bench.frames=64
     bench fp8-S4 120 "${common[@]}" model.fp8=unet-linear model.streams_per_worker=4 job.bench.frames=64
+    ;;
+  conv)
+    timeout 120 python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_fp8_conv.py -k "not tiny and not refuses" 2>&1 | tail -4
+    timeout 420 python3 -m scripts.probe_fp8_conv --out "$OUT/fp8-conv.json" --streams 4 2>&1 | tee "$OUT/fp8-conv.log"
+    ;;
+  unet)
+    timeout 200 python3 scripts/bench_fp8.py --out "$OUT/fp8.json" --frames 200 --skip-shapes 2>&1 | tee "$OUT/fp8.log"
+    bench fp16-S4 150 "${common[@]}" model.streams_per_worker=4 job.bench.frames=96
+    bench fp8-unet-S4 150 "${common[@]}" model.fp8=unet model.streams_per_worker=4 job.bench.frames=96
     ;;
 esac
 tar -czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.log 2>/dev/null) && rm -f "$OUT"/*.log

@@ -265,3 +265,37 @@ def test_memory_stays_flat_over_a_long_stream(tiny_weights) -> None:
         assert report["frames"] == frames
         peaks[frames] = report["peak_kb"]
     assert peaks[400] <= peaks[100] * 1.10, peaks
+
+
+def test_a_rehearsal_makes_each_stream_counts_calls_and_leaves_the_rows_unchanged(
+    tiny_models,
+) -> None:
+    """A worker with CUDA graphs makes its first calls on synthetic rows before the first real
+    row (``model.graphs_at_start``): the batched call for 1..S streams, each past the warm-up to
+    two calls that emit frames, and the signals' embeddings of 1..n images. It keeps no state:
+    rows rendered afterwards equal those of an animator that never rehearsed."""
+    from pipeline.animate import rehearse
+
+    animator = StreamingAnimator(tiny_models, AnimatorConfig(), resolution=SIZE)
+    fresh = StreamingAnimator(tiny_models, AnimatorConfig(), resolution=SIZE)
+    calls: list[tuple[int, int]] = []  # (streams, frames emitted)
+    embedded: list[int] = []
+    advance, embed = animator.advance, animator.embed_images
+
+    def counted_advance(streams, frames):
+        outputs = advance(streams, frames)
+        calls.append((len(streams), sum(int(o.shape[0]) for o in outputs)))
+        return outputs
+
+    def counted_embed(inputs):
+        embedded.append(int(inputs.shape[0]))
+        return embed(inputs)
+
+    animator.advance, animator.embed_images = counted_advance, counted_embed
+    assert rehearse(animator, 3, embed_batch=5) > 0
+    # per stream count: 3 warm-up calls, then 2 calls of 4 frames a stream (the decoder's two)
+    assert calls == [(n, e) for n in (1, 2, 3) for e in (0, 0, 0, 4 * n, 4 * n)]
+    assert embedded == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    del animator.advance, animator.embed_images
+    frames = driving(22)
+    assert torch.equal(animate(animator, frames, seed=5), animate(fresh, frames, seed=5))

@@ -270,7 +270,9 @@ def test_threads_capturing_at_the_same_time_take_turns() -> None:
         with torch.no_grad():
             for batch in range(1, 7):
                 for _ in range(3):  # first sight, capture, replay
-                    x = torch.randn(batch, 4, 32, 32, device="cuda")
+                    # drawn on the host: the GPU's default generator belongs to a capture
+                    # while one is under way (another thread's draw would fail)
+                    x = torch.randn(batch, 4, 32, 32).cuda()
                     got = graphed(x, [], 1.0)
                     errors.append(float((got - graphed.fn(x, [], 1.0)).abs().max()))
 
@@ -282,3 +284,42 @@ def test_threads_capturing_at_the_same_time_take_turns() -> None:
     torch.cuda.synchronize()
     assert [(c.enabled, c.captures, c.replays) for c in calls] == [(True, 6, 6)] * 2
     assert len(errors) == 36 and max(errors) < 1e-5
+
+
+@pytest.mark.gpu
+@cuda
+def test_after_a_rehearsal_a_workers_first_rows_capture_no_graph(tiny_weights) -> None:
+    """``model.graphs_at_start``: the rehearsal captures the graphs of 1..S streams' calls, a
+    portrait and the signals' embeddings, so rows that then start, stream together and leave
+    (without history keyframes) only replay."""
+    import numpy as np
+    from conftest import TINY_RESOLUTION
+    from test_animator import driving, portrait
+
+    from pipeline.animate import StreamingAnimator, rehearse
+    from pipeline.config import AnimatorConfig
+    from pipeline.models import load_personalive
+
+    models = load_personalive(tiny_weights, "fp16", "cuda", architecture="tiny")
+    models.optimize(channels_last=True, cuda_graphs=True)
+    animator = StreamingAnimator(models, AnimatorConfig(), resolution=TINY_RESOLUTION)
+    rehearse(animator, 3, embed_batch=8)
+    # the UNet, decoder and observation for 1, 2 and 3 streams; pose guider; portrait; 4 and 8
+    # images embedded
+    captures = {g.name: g.captures for g in models._graphed}
+    assert captures == {**captures, "denoising UNet": 3, "decoder": 3, "observe": 3}
+    assert captures["portrait encoding"] == 1 and captures["image embeddings"] == 2
+    assert models.graphs_given_up() == []
+    captured, replays = models.graph_captures(), sum(g.replays for g in models._graphed)
+    frames = driving(20)
+    streams = [animator.fuse_reference(portrait(i), seed=i) for i in range(3)]
+    for start in range(0, 20, 4):  # three rows together, then two, then one, then done
+        live = [s for i, s in enumerate(streams) if start < 20 - 4 * i]
+        animator.advance(live, [frames[start : start + 4]] * len(live))
+    for stream in streams:
+        while not stream.done:
+            animator.advance([stream], [None])
+    inputs = animator.clip_inputs(np.stack([portrait(i) for i in range(6)]))
+    animator.embed_images(inputs)
+    assert models.graph_captures() == captured
+    assert sum(g.replays for g in models._graphed) > replays + 20

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fp8_helpers import stream_tiny
 from torch import nn
 
 from pipeline.models import _fp8
@@ -137,8 +138,6 @@ def test_tiny_model_under_fp8_emulation_stays_close_to_fp32(tiny_weights) -> Non
     FP8 (tiny widths: thresholds off, so every linear layer, 1×1 projection, stacked q/k/v and
     GEGLU takes the FP8 path): the UNet's error against fp32 and the frames' PSNR. (~1 min: the
     e4m3 casts are slow on CPU.)"""
-    from pipeline.animate import StreamingAnimator
-    from pipeline.config import AnimatorConfig
     from pipeline.models import load_personalive
 
     reference = load_personalive(tiny_weights, "fp32", "cpu", architecture="tiny")
@@ -153,19 +152,10 @@ def test_tiny_model_under_fp8_emulation_stays_close_to_fp32(tiny_weights) -> Non
         if not calls:
             calls.append((args, kwargs))
 
-    def animate(models) -> torch.Tensor:
-        config = AnimatorConfig(keyframe_threshold=0.0, output_dtype="float")
-        animator = StreamingAnimator(models, config, resolution=64)
-        rng = np.random.default_rng(0)
-        stream = animator.fuse_reference(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), seed=0)
-        frames = rng.integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
-        outputs = [animator.push(stream, frames[i : i + 4]) for i in range(0, 16, 4)]
-        return torch.cat([*outputs, animator.finish(stream)])
-
     hook = reference.denoising_unet.register_forward_pre_hook(keep, with_kwargs=True)
-    expected = animate(reference)
+    expected = stream_tiny(reference)
     hook.remove()
-    got = animate(quantized)
+    got = stream_tiny(quantized)
     assert got.shape == expected.shape and got.shape[0] == 16
     with torch.no_grad():
         args, kwargs = calls[0]

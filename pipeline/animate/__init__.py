@@ -3,6 +3,7 @@
 from ._animator import Observation, StreamingAnimator
 from ._batcher import BatchStats, StepBatcher
 from ._preprocess import HostCopy
+from ._rehearsal import rehearse
 from ._schedule import StaggeredSchedule
 from ._state import StateSnapshot, StreamState, deserialize_state, serialize_state
 
@@ -16,5 +17,6 @@ __all__ = [
     "StreamState",
     "StreamingAnimator",
     "deserialize_state",
+    "rehearse",
     "serialize_state",
 ]

@@ -443,7 +443,11 @@ class StreamingAnimator:
                     stream.reference_latent.expand(chunk_frames, -1, -1, -1), noise, t_max
                 )
             )
+        # one layout whatever the streams' history: a stream's first call holds the portrait's
+        # latents, its later ones the channels-last step's, and in other layouts the batched
+        # call would be another CUDA graph signature for every mix of new and running streams
         sample = torch.stack([torch.cat([s.latents, n]) for s, n in zip(streams, new_latents)])
+        sample = sample.contiguous()
         windows = [list(s.chunks) + [c] for s, c in zip(streams, new_chunks)]
         motion = torch.stack([torch.cat([c.motion for c in w]) for w in windows]).to(dtype)
         pose = torch.stack([torch.cat([c.pose_features for c in w]) for w in windows])

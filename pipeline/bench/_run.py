@@ -12,7 +12,7 @@ from pipeline.animate import StreamingAnimator
 from pipeline.config import RenderConfig
 from pipeline.models import resolve_device, resolve_dtype
 from pipeline.models.weights import random_models
-from pipeline.worker import streams_for
+from pipeline.worker import capture_graphs_at_start, streams_for
 
 from ._inputs import bench_inputs, make_inputs
 from ._measure import measure
@@ -107,6 +107,7 @@ def _render_and_time(
             cuda_graphs=model.cuda_graphs,
             fp8=model.fp8,
         )
+        capture_graphs_at_start(model, animator, streams)  # as a worker starts
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         measure(

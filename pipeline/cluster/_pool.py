@@ -364,6 +364,12 @@ class RenderPool:
         self._report_workers(on_event)
         self._clean_end = not rows.inflight and not should_stop()
 
+    def _off_worker(self, slot: _Slot, task: RowTask) -> None:
+        """A row's render call is over on ``slot`` (finished, failed or lost with its node): the
+        worker's count of rows drops, and so does the row's place among those finishing."""
+        slot.inflight -= 1
+        self._released.discard((task.row_id, task.attempt))
+
     def _settle(self, ref: Any, rows: _Rows) -> None:
         """What a finished render call means for its row: a final outcome, or the row back in
         the queue (its worker died or restarted, its node left; a retryable failure with retries
@@ -376,8 +382,7 @@ class RenderPool:
         )
 
         slot, task = rows.inflight.pop(ref)
-        slot.inflight -= 1
-        self._released.discard((task.row_id, task.attempt))
+        self._off_worker(slot, task)
         slot.isolated = slot.isolated and not task.isolate
         try:
             outcome: RowResult = ray.get(ref)
@@ -536,8 +541,7 @@ class RenderPool:
             for ref, (holder, task) in list(rows.inflight.items()):
                 if holder is slot:
                     del rows.inflight[ref]
-                    slot.inflight -= 1
-                    self._released.discard((task.row_id, task.attempt))
+                    self._off_worker(slot, task)
                     self._back_after_node_loss(slot, task, rows)
         if not rows.pending:  # a worker started now would only load the model
             return
@@ -800,4 +804,9 @@ def _started_how(info: dict[str, Any]) -> str:
     return head + (
         f"libraries imported in {info['import_seconds']:.1f} s, weights loaded in "
         f"{info['load_seconds']:.1f} s, optimized in {info['optimize_seconds']:.1f} s"
+        + (
+            f", CUDA graphs captured in {info['graphs_seconds']:.1f} s"
+            if "graphs_seconds" in info
+            else ""
+        )
     )

@@ -21,6 +21,7 @@ from ._attention import (
 from ._cuda_graphs import GraphedCall
 from ._fast_layers import check_kernels, use_fast_layers
 from ._fp8 import check_fp8_kernels, check_fp8_mode, use_fp8
+from ._fp8_conv import check_fp8_conv_kernel, use_fp8_convolutions
 from ._keypoints import (
     HeadPose,
     KeypointExtractor,
@@ -154,7 +155,14 @@ class PersonaLiveModels:
         and the motion encoder on those crops. Each frame on its own (no mixing across N)."""
         size = self.keypoint_input_size
         unit = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
-        pose = self.keypoint_extractor((unit / 2 + 0.5).to(self.dtype))
+        return self._pose_and_motion(unit, pixels, resolution)
+
+    def _pose_and_motion(
+        self, keypoint_pixels: torch.Tensor, pixels: torch.Tensor, resolution: int
+    ) -> tuple[HeadPose, torch.Tensor]:
+        """Head poses of signed images at the keypoint extractor's input size, and the motion
+        tokens of the faces those poses place in the same images at full size (``pixels``)."""
+        pose = self.keypoint_extractor((keypoint_pixels / 2 + 0.5).to(self.dtype))
         boxes = face_boxes(posed_keypoints(pose), resolution)
         motion = self.motion_encoder(crop_faces(pixels, boxes, self.face_crop_size).to(self.dtype))
         return pose, motion
@@ -179,9 +187,7 @@ class PersonaLiveModels:
         latent = self.vae.encode(reference.to(dtype)).latent_dist.mean
         latent = latent * float(self.vae.config.scaling_factor)
         reference_kv = self.denoising_unet.project_bank(self.reference_unet(latent, clip_embeds))
-        pose = self.keypoint_extractor((keypoint_pixels / 2 + 0.5).to(dtype))
-        boxes = face_boxes(posed_keypoints(pose), resolution)
-        motion = self.motion_encoder(crop_faces(reference, boxes, self.face_crop_size).to(dtype))
+        pose, motion = self._pose_and_motion(keypoint_pixels, reference, resolution)
         return PortraitEncoding(clip_embeds, latent, reference_kv, pose, motion)
 
     def embed_images(self, clip_pixels: torch.Tensor) -> torch.Tensor:
@@ -218,7 +224,8 @@ class PersonaLiveModels:
         blocks (``"regional"``); ``cuda_graphs``: those two calls replayed as CUDA graphs
         (:mod:`._cuda_graphs`; CUDA only). ``backend`` is torch.compile's (tests use a cheap
         one). ``fp8``: ``model.fp8`` (:mod:`._fp8`; ``"unet-linear"``: the denoising UNet's large
-        linear products in e4m3, on GPUs that have FP8 tensor cores, else an error)."""
+        linear products in e4m3; ``"unet"``: and its convolutions, :mod:`._fp8_conv`; on GPUs
+        that have FP8 tensor cores, else an error)."""
         check_fp8_mode(fp8, self.device)  # before any work: a GPU without FP8 fails at once
         if channels_last:
             for network in (self.denoising_unet, self.vae, self.pose_guider, self.tiny_decoder):
@@ -228,9 +235,12 @@ class PersonaLiveModels:
             use_fast_layers(network, channels_last=channels_last)
         if self.device.type == "cuda":  # the token-layout kernels run in either layout
             check_kernels(self.device, self.dtype)
-        if fp8 == "unet-linear":
+        if fp8 in ("unet-linear", "unet"):
             check_fp8_kernels(self.device, self.dtype)
             use_fp8(self.denoising_unet)
+        if fp8 == "unet":
+            check_fp8_conv_kernel(self.device, self.dtype)
+            use_fp8_convolutions(self.denoising_unet)
         if compile_mode == "regional":
             self._compile_regions(backend)
         elif compile_mode != "none":

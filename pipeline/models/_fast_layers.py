@@ -42,7 +42,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
-from . import _fp8, _nhwc_kernels
+from . import _fp8, _fp8_conv, _nhwc_kernels
 from ._check_cache import cache_file, load_verdict, stack_key, store_verdict
 
 logger = logging.getLogger(__name__)
@@ -390,10 +390,11 @@ class ChannelsLastConv2d(nn.Conv2d):
     channels-last outputs; elsewhere the stock layer."""
 
     def forward(self, x: torch.Tensor, *, silu: bool = False) -> torch.Tensor:
+        # _fp8_conv.conv: the layer's own convolution, or e4m3 where model.fp8 chose this layer
         if self.bias is None or not _use_kernels(x) or torch.is_grad_enabled():
-            out = super().forward(x)
+            out = _fp8_conv.conv(self, x, self.bias)
         else:
-            out = self._conv_forward(x, self.weight, None)
+            out = _fp8_conv.conv(self, x)
             if is_channels_last(out):
                 return _nhwc_kernels.add_bias_residual(out, self.bias, None, silu=silu)
             out = out + self.bias[:, None, None]
@@ -431,7 +432,7 @@ class FusedResnetBlock2D(ResnetBlock2D):
             return super().forward(input_tensor, temb, *args, **kwargs)
         batch = input_tensor.shape[0]
         hidden = _norm_silu(input_tensor, self.norm1)
-        hidden = self.conv1._conv_forward(hidden, self.conv1.weight, None)
+        hidden = _fp8_conv.conv(self.conv1, hidden)  # e4m3 where model.fp8 chose the layer
         # conv1's bias and the time embedding: one (N, C) addend inside norm2
         addend = self.conv1.bias
         if addend is not None:
@@ -441,13 +442,11 @@ class FusedResnetBlock2D(ResnetBlock2D):
             projected = projected.expand(batch, -1)
             addend = projected if addend is None else addend + projected
         hidden = _norm_silu(hidden, self.norm2, addend)
-        hidden = self.conv2._conv_forward(hidden, self.conv2.weight, None)
+        hidden = _fp8_conv.conv(self.conv2, hidden)
         bias = self.conv2.bias
         shortcut = input_tensor
         if self.conv_shortcut is not None:
-            shortcut = self.conv_shortcut._conv_forward(
-                input_tensor, self.conv_shortcut.weight, None
-            )
+            shortcut = _fp8_conv.conv(self.conv_shortcut, input_tensor)
             if self.conv_shortcut.bias is not None:
                 bias = self.conv_shortcut.bias if bias is None else bias + self.conv_shortcut.bias
         return add_bias_residual(hidden, bias, shortcut, 1.0 / self.output_scale_factor)

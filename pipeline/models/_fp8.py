@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0  # the largest finite e4m3fn value
-FP8_MODES: tuple[str, ...] = ("none", "unet-linear")
+FP8_MODES: tuple[str, ...] = ("none", "unet-linear", "unet")
 # what gains, measured at the UNet's shapes on an H200 (scripts/bench_fp8.py, docs/benchmarks.md):
 # with the quantisation pass counted, only the 1280-channel feed-forwards (1280→10240 and
 # 5120→1280) on 4,096+ tokens ran faster than fp16; every narrower product (the 320- and
@@ -187,10 +187,15 @@ class Fp8Weight:
     def matrix(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         key = (weight.data_ptr(), weight._version, weight.device)
         if key != self.source:
-            self.quantized, self.scale = quantize_weight(weight.detach().view(weight.shape[0], -1))
+            self.quantized, self.scale = self.quantize(weight.detach())
             self.source = key
         assert self.quantized is not None and self.scale is not None
         return self.quantized, self.scale
+
+    def quantize(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weight as an e4m3 ``(C_out, C_in)`` matrix and its scales (a linear layer's, or a
+        1×1 convolution's)."""
+        return quantize_weight(weight.view(weight.shape[0], -1))
 
 
 def linear(

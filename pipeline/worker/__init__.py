@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._actor import RenderWorker, build_animator
+from ._actor import RenderWorker, build_animator, capture_graphs_at_start
 from ._slots import StreamSlots, max_streams, streams_for
 from ._task import RowError, RowPart, RowResult, RowTask, RowTimeline
 
@@ -29,6 +29,7 @@ __all__ = [
     "RowTimeline",
     "StreamSlots",
     "build_animator",
+    "capture_graphs_at_start",
     "max_streams",
     "streams_for",
 ]

@@ -56,6 +56,20 @@ def build_animator(
     return StreamingAnimator(models, model.animator, resolution=model.resolution)
 
 
+def capture_graphs_at_start(
+    model: ModelConfig, animator: StreamingAnimator, streams: int
+) -> float | None:
+    """With ``model.graphs_at_start`` and graphed calls (``model.cuda_graphs`` on a GPU): the
+    graphs a worker of ``streams`` slots needs first, captured on synthetic rows before its first
+    row (:func:`~pipeline.animate.rehearse`, signals included); the seconds it took, else None."""
+    from ..animate import rehearse  # noqa: PLC0415 - see the module's docstring
+    from ._signals import EMBED_BATCH  # noqa: PLC0415
+
+    if not (model.graphs_at_start and animator.models.graphed()):
+        return None
+    return rehearse(animator, streams, embed_batch=EMBED_BATCH)
+
+
 class RenderWorker:
     """Ray actor body: loads the model once, then renders rows, several at a time.
 
@@ -98,6 +112,9 @@ class RenderWorker:
         self.scratch = tempfile.mkdtemp(prefix="portrait-render-")
         self.animator = build_animator(model, self.timings)
         self.streams = streams_for(model.streams_per_worker, self.animator)
+        seconds = capture_graphs_at_start(model, self.animator, self.streams)
+        if seconds is not None:
+            self.timings["graphs_seconds"] = round(seconds, 2)
         self.slots = StreamSlots(self.streams)
         # the rows this actor renders at once share it
         self.batcher = StepBatcher(
