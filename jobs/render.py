@@ -209,7 +209,7 @@ def _run(cfg: DictConfig, settings, manifest_uri: str, stop: StopSignals) -> int
     _announce(reporter, name, len(tasks), results)
     started = time.monotonic()
     if tasks and not stop.requested:
-        split = SplitRows(settings.cluster, frames)
+        split = SplitRows(settings.cluster, frames, planner.ledger)
         results.extend(_render(settings, tasks, reporter, stop, planner, clock, split))
     results.extend(_without_verdict(tasks, results, reporter, planner))
     state = "interrupted" if stop.requested else "finished"
@@ -418,8 +418,9 @@ def _render(
             clock.ray_ready_at = time.time()
             clock.workers = _start_workers(pool, lambda: stop.requested)
             clock.workers_ready_at = time.time()
+            slots = sum(int(worker.get("streams") or 1) for worker in clock.workers)
             pool.run(
-                split.tasks(tasks),
+                split.tasks(tasks, slots),
                 lambda event: _show(split.event(event), reporter),
                 on_outcome,
                 should_stop=lambda: stop.requested,

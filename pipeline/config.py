@@ -73,7 +73,7 @@ class ModelConfig:
         "auto"  # "auto" (fp16 on GPU, fp32 on CPU), "fp16", "bf16" or "fp32"
     )
     fp8: Annotated[str, Literal["none", "unet-linear", "unet"]] = (
-        "none"  # "none" (every layer in dtype), "unet-linear": the denoising UNet's large linear layers and 1x1 convolutions as FP8 (e4m3) matrix products (weights per output channel, activations per token; everything else stays in dtype), or "unet": those and the UNet's convolutions of 64k input channels (ResNet blocks, shortcuts, downsamplers: an implicit-GEMM Triton kernel, activations scaled per tensor); opt-in: it changes the frames slightly; unet-linear measured on an H200 is not faster yet, unet is not measured on a GPU yet (docs/benchmarks.md, "FP8 matrix work"); GPUs of compute capability 8.9+ only (Ada, Hopper), an error elsewhere
+        "none"  # "none" (every layer in dtype), "unet-linear": the denoising UNet's large linear layers and 1x1 convolutions as FP8 (e4m3) matrix products (weights per output channel, activations per token; everything else stays in dtype), or "unet": those and the UNet's convolutions of 64k input channels (ResNet blocks, shortcuts, downsamplers: an implicit-GEMM Triton kernel, activations scaled per tensor); opt-in: it changes the frames slightly; measured on an H200, unet-linear is not faster and unet is slower than fp16 (its convolutions take twice cuDNN's time: docs/benchmarks.md, "FP8 matrix work"); GPUs of compute capability 8.9+ only (Ada, Hopper), an error elsewhere
     )
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda" or "cuda:N"
     attention: Annotated[str, Literal["sdpa", "xformers", "eager"]] = (
@@ -232,6 +232,7 @@ class ClusterConfig:
     order: Annotated[str, Literal["longest_first", "manifest"]] = (
         "longest_first"  # the order rows (and the parts of split rows) go out to workers: "longest_first" (by frames: the job does not end with one long row rendering alone) or "manifest" (the CSV's order)
     )
+    split_to_fill: bool = True  # also cut a row longer than the job's share of a stream slot (the frames to render over all workers' stream slots) into parts of about that share (at least 320 frames each, at most one per slot), so the job does not end with one long row rendering alone while the other slots sit empty; a row an earlier run began keeps the cut it had (its committed segments or parts are resumed); the seams are within 1/255 (docs/cluster.md)
     split_overlap: int = 16  # driving frames each part after the first renders before its first frame and discards, so its window and keyframes are as the whole row's (a multiple of 4; docs/cluster.md has the seam figures per overlap)
     split_start_cost: float = 0.0  # how long a part's start takes per driving frame before it, as a share of one rendered frame's time (it reads the video from the beginning to re-decide the keyframes; docs/cluster.md): parts are cut so they all end together, the earlier ones longer; 0: parts of equal length; at most 0.5
     rescan_seconds: float = 5.0  # while a job runs, look at the cluster's nodes this often: start workers on nodes that joined (while rows wait for one), notice nodes that left; 0: keep the workers the job started with

@@ -15,17 +15,25 @@ summed into their row's, and the row gets one verdict when all its parts have on
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import ClusterConfig
+from .ledger import SEGMENTS_DIR, Ledger
 from .progress import RowAccepted, RowProgress, RowRetrying, RowStarted
 from .worker import RowPart, RowResult, RowTask, RowTimeline
 
+logger = logging.getLogger(__name__)
+
 LOOKAHEAD = 12  # frames a part reads past its end; a part before the last needs them
 CHUNK = 4
+#: the shortest part ``cluster.split_to_fill`` cuts: a part after the first pays its overlap and a
+#: read of the driving video up to its start, worth it only for a long enough stretch
+FILL_MIN_PART = 320
 
 
 def part_spans(frames: int, split_frames: int, start_cost: float = 0.0) -> list[tuple[int, int]]:
@@ -55,9 +63,50 @@ def part_spans(frames: int, split_frames: int, start_cost: float = 0.0) -> list[
     return [(start, min(frames, nxt)) for start, nxt in zip(starts, starts[1:] + [frames])]
 
 
-def split_task(task: RowTask, frames: int, cfg: ClusterConfig) -> list[RowTask]:
-    """The row's tasks: itself, or its parts."""
+def fill_parts(frames: dict[str, int], slots: int, min_part: int | None = None) -> dict[str, int]:
+    """How many parts to cut each row into so that ``slots`` stream slots stay full to the end
+    of the job (``cluster.split_to_fill``): a row longer than the job's share of a slot (all
+    ``frames`` over ``slots``) would still be rendering alone after the others ended, so it takes
+    about one part per share; parts of at least ``min_part`` frames (default
+    :data:`FILL_MIN_PART`), at most one per slot. Rows left whole are not listed."""
+    if slots < 2 or not frames:
+        return {}
+    min_part = FILL_MIN_PART if min_part is None else min_part
+    share = sum(frames.values()) / slots
+    cuts = {}
+    for row_id, count in frames.items():
+        if count <= share:
+            continue
+        parts = min(slots, -(-count // max(1, int(share))), count // min_part)
+        if parts >= 2:
+            cuts[row_id] = parts
+    return cuts
+
+
+def earlier_cut(ledger: Ledger, row_key: str) -> int | None:
+    """How an earlier run of the job cut the row ``row_key``: N when it rendered N parts
+    (``<row key>/part-..ofNN``), 1 when it rendered it whole (segments of its own), None when
+    nothing of it is stored. A rerun keeps that cut, so what was committed is resumed."""
+    prefix = ledger.row_uri(row_key).rstrip("/") + "/"
+    found: Counter[int] = Counter()
+    for uri, _ in ledger.storage.list(prefix):
+        first = uri[len(prefix) :].split("/", 1)[0]
+        if first.startswith("part-") and "of" in first:
+            try:
+                found[int(first.rsplit("of", 1)[1])] += 1
+            except ValueError:
+                continue
+        elif first == SEGMENTS_DIR:
+            found[1] += 1
+    return found.most_common(1)[0][0] if found else None
+
+
+def split_task(task: RowTask, frames: int, cfg: ClusterConfig, parts: int = 1) -> list[RowTask]:
+    """The row's tasks: itself, or its parts (``cluster.split_frames`` long at most, and at least
+    ``parts`` of them)."""
     spans = part_spans(frames, cfg.split_frames, cfg.split_start_cost)
+    if parts > len(spans):
+        spans = part_spans(frames, -(-frames // parts), cfg.split_start_cost)
     if len(spans) == 1:
         return [task]
     count = len(spans)
@@ -103,23 +152,31 @@ class SplitRows:
     """Cut long rows into parts and give the job back one row per manifest row.
 
     Args:
-        cfg: the cluster settings (``split_frames``, ``split_overlap``).
+        cfg: the cluster settings (``split_frames``, ``split_to_fill``, ``split_overlap``).
         frames: each row's frame count (from validation's probe), by row id.
+        ledger: the job's ledger: how an earlier run cut a row (``cluster.split_to_fill``
+            keeps it); None: not looked up.
     """
 
-    def __init__(self, cfg: ClusterConfig, frames: dict[str, int]) -> None:
+    def __init__(
+        self, cfg: ClusterConfig, frames: dict[str, int], ledger: Ledger | None = None
+    ) -> None:
         self.cfg = cfg
         self.frames = frames
+        self.ledger = ledger
         self.rows: dict[str, _SplitRow] = {}
         self._row_of: dict[str, str] = {}  # part id -> row id
 
-    def tasks(self, tasks: Iterable[RowTask]) -> list[RowTask]:
+    def tasks(self, tasks: Iterable[RowTask], slots: int = 0) -> list[RowTask]:
         """Every row's tasks (parts under their own ids), longest first unless
-        ``cluster.order=manifest``."""
+        ``cluster.order=manifest``; ``slots``: the stream slots of the job's workers, for
+        ``cluster.split_to_fill``."""
+        tasks = list(tasks)
+        cuts = self._fill_cuts(tasks, slots) if self.cfg.split_to_fill else {}
         out = []
         for task in tasks:
             frames = self.frames.get(task.row_id, 0)
-            pieces = split_task(task, frames, self.cfg)
+            pieces = split_task(task, frames, self.cfg, cuts.get(task.row_id, 1))
             if len(pieces) == 1:
                 out.append(task)
                 continue
@@ -133,6 +190,25 @@ class SplitRows:
         if self.cfg.order == "manifest":
             return out
         return sorted(out, key=self._length, reverse=True)  # stable: ties keep manifest order
+
+    def _fill_cuts(self, tasks: list[RowTask], slots: int) -> dict[str, int]:
+        """``fill_parts`` of the rows to render, except where an earlier run cut a row
+        otherwise: that cut is kept (a row it rendered whole is left whole)."""
+        cuts = fill_parts({t.row_id: self.frames.get(t.row_id, 0) for t in tasks}, slots)
+        if self.ledger is None:
+            return cuts
+        for task in tasks:  # only rows long enough to have been cut are looked up
+            if self.frames.get(task.row_id, 0) < 2 * FILL_MIN_PART and task.row_id not in cuts:
+                continue
+            earlier = earlier_cut(self.ledger, task.row_key)
+            now = cuts.get(task.row_id, 1)
+            if earlier is not None and earlier != now:
+                logger.info(
+                    "row %s: cut as an earlier run of the job cut it, %d part(s) (not %d), "
+                    "so what it committed is resumed", task.row_id, earlier, now,
+                )  # fmt: skip
+                cuts[task.row_id] = earlier
+        return cuts
 
     def _length(self, task: RowTask) -> int:
         if task.part is not None:
@@ -200,6 +276,7 @@ def _combined(row: _SplitRow) -> RowResult:
         "parts": parts,
         "framing": outcomes[0].framing,
         "conditioning": outcomes[0].conditioning,
+        "signals": _merged_signals([o.signals for o in outcomes]),
     }
     started = common["started_at"] or 0.0
     seconds = max((o.started_at or 0.0) + o.seconds for o in outcomes) - started
@@ -218,6 +295,19 @@ def _combined(row: _SplitRow) -> RowResult:
                 )  # fmt: skip
     error = "every part was committed but none joined them; rerun the same job to join them"
     return RowResult(row.row_id, "failed", error=error, **common)
+
+
+def _merged_signals(parts: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The row's signals from its parts' (each the row's samples inside it, in order); None
+    when no part has any. A part without signals (not computed, or committed by an earlier
+    run) leaves its stretch without samples."""
+    present = [signals for signals in parts if signals]
+    if not present:
+        return None
+    merged: dict[str, Any] = {**present[0]}
+    for key in ("times", "identity", "motion", "driving_motion"):
+        merged[key] = [value for signals in present for value in signals[key]]
+    return merged
 
 
 def _part_summary(part: RowPart, outcome: RowResult) -> dict[str, Any]:

@@ -14,6 +14,8 @@
 # started, exactly-once audit) and writes each job's rows as timeline bars. The first render of a
 # fresh machine pays the cold start (Triton compiles, kernel checks); the later ones start warm.
 #
+# BENCH_FROM=<folder> takes each manifest's job=bench result (bench-<m>.json) from an earlier call
+# instead of running it (a GPU call too short for both; the ratio is then across calls).
 # MODEL=tiny EXTRA="model.resolution=64 cluster.cpu_workers=1" runs it on a machine without a GPU.
 # Results: $OUT/render-bench.md (the table) and $OUT/render-bench.tgz, which also holds
 # render-bench.json, timeline-<m>.csv, summary-<m>.json, report-<m>.html (its timeline picture),
@@ -48,11 +50,18 @@ header=--header
 for m in $MANIFESTS; do
   [ -n "${SPEC[$m]:-}" ] || { echo "unknown manifest $m (a, b or c)"; continue; }
   [ -f "$WORK/$m/bench.csv" ] || python3 -m scripts.make_bench_manifest --spec "${SPEC[$m]}" --out-dir "$WORK/$m"
+  if [ -n "${BENCH_FROM:-}" ] && [ -f "$BENCH_FROM/bench-$m.json" ]; then
+    # a GPU call too short for both jobs: job=bench's result from an earlier call (say so when
+    # quoting the ratio: the same kind of machine, not the same run)
+    cp "$BENCH_FROM/bench-$m.json" "$RAW/bench-$m.json"
+    echo "=== $m (${SPEC[$m]}): job=bench reused from $BENCH_FROM (an earlier call)"
+  else
   echo "=== $m (${SPEC[$m]}): job=bench"
   python3 run.py job=bench "model=$MODEL" job.progress=plain job.bench.flops=false \
     "job.bench.manifest=$WORK/$m/bench.csv" "job.bench.frames=$BENCH_FRAMES" "job.bench.output=$RAW/bench-$m.json" "job.bench.label=bench-$m" \
     "${EXTRA_ARGS[@]}" "$@" >"$RAW/bench-$m.log" 2>&1
   echo "exit=$? $(python3 -c "import json; r = json.load(open('$RAW/bench-$m.json'))[-1]; print(f'S={r[\"streams\"]}: {r[\"output_fps\"]:.2f} fps, {r[\"device_ms_per_call\"] or 0:.0f} GPU ms/call, {r[\"peak_memory_gib\"] or 0:.1f} GiB')" 2>&1 | tail -1)"
+  fi
   echo "=== $m: job=render"
   rm -rf "$WORK/out-$m"
   python3 -m scripts.gpu_busy "$RAW/busy-$m.csv" &

@@ -21,12 +21,15 @@ from conftest import TINY_RESOLUTION
 from job_helpers import run_in_process, tiny_render_overrides, write_manifest
 from media_factory import pattern_video
 
+from pipeline import split_rows
 from pipeline.animate import StreamingAnimator
 from pipeline.animate._parts import PartStarter, skip_noise
-from pipeline.config import AnimatorConfig, ClusterConfig
+from pipeline.config import AnimatorConfig, ClusterConfig, S3Config, StorageConfig
+from pipeline.ledger import Ledger
 from pipeline.media import VideoReader, probe
 from pipeline.progress import RowProgress, RowStarted
-from pipeline.split_rows import SplitRows, part_spans, split_task
+from pipeline.split_rows import SplitRows, earlier_cut, fill_parts, part_spans, split_task
+from pipeline.storage import Storage
 from pipeline.worker import RowResult, RowTask
 from scripts.bench_seams import _clip, differences, render
 
@@ -214,6 +217,74 @@ def test_a_short_row_is_not_split() -> None:
     assert split_task(_task("a"), 50, ClusterConfig(split_frames=64)) == [_task("a")]
 
 
+def test_a_row_longer_than_a_slots_share_is_cut_to_keep_every_slot_busy() -> None:
+    # render c of the benchmark on one worker of 4 slots: the 3,000-frame row would render alone
+    # for two thirds of the job; in two parts, two slots take it and two the short rows
+    mix = {"long": 3000, **{f"short-{i:02d}": 100 for i in range(30)}}
+    assert fill_parts(mix, 4) == {"long": 2}
+    assert fill_parts({"alone": 3000}, 4) == {"alone": 4}  # one part per slot
+    assert fill_parts({"alone": 3000}, 8) == {"alone": 8}
+    assert fill_parts({"alone": 700}, 4) == {"alone": 2}  # parts of at least 320 frames
+    assert fill_parts({"alone": 600}, 4) == {}
+    assert fill_parts({"alone": 3000}, 1) == {}  # one slot: nothing to fill
+    assert fill_parts({f"r{i}": 48 for i in range(64)}, 4) == {}  # none longer than its share
+    split = SplitRows(ClusterConfig(), mix)
+    tasks = split.tasks([_task(row_id, row_id) for row_id in mix], slots=4)
+    assert [(t.row_id, t.part.start, t.part.end) for t in tasks[:2]] == [
+        ("long [part 1/2]", 0, 1500), ("long [part 2/2]", 1500, 3000),
+    ]  # fmt: skip
+    assert [t.part for t in tasks[2:]] == [None] * 30
+    # cluster.split_frames still caps a part's length; split_to_fill=false leaves the row whole
+    rows = [_task(row_id) for row_id in mix]
+    capped = SplitRows(ClusterConfig(split_frames=1000), mix).tasks(rows, 4)
+    assert [t.part.end - t.part.start for t in capped if t.part] == [1000, 1000, 1000]
+    assert [t.part for t in SplitRows(ClusterConfig(split_to_fill=False), mix).tasks(rows, 4)] == [
+        None
+    ] * 31
+
+
+@pytest.fixture(params=["local", "s3"])
+def job_ledger(request, tmp_path: Path) -> Ledger:
+    if request.param == "local":
+        return Ledger(Storage(StorageConfig()), str(tmp_path / "job"))
+    server = request.getfixturevalue("moto_s3_server")
+    import boto3
+
+    bucket = f"cuts-{tmp_path.name[-20:].lower().replace('_', '-')}"
+    boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1").create_bucket(
+        Bucket=bucket
+    )
+    return Ledger(
+        Storage(StorageConfig(s3=S3Config(endpoint_url=server.endpoint_url))), f"s3://{bucket}/job"
+    )
+
+
+def _store(ledger: Ledger, path: str) -> None:
+    ledger.storage.put(b"x", f"{ledger.row_uri('long-k')}/{path}")
+
+
+def test_a_row_an_earlier_run_began_keeps_its_cut(job_ledger: Ledger) -> None:
+    """A rerun (other workers, fewer rows left) would cut the row otherwise: its committed
+    segments or parts would then be rendered again. It keeps the cut its files show."""
+    mix = {"long": 3000, **{f"short-{i:02d}": 100 for i in range(30)}}
+    tasks = [_task(row_id, f"{row_id}-k") for row_id in mix]
+
+    def cut(slots: int) -> list[str]:
+        chosen = SplitRows(ClusterConfig(), mix, job_ledger).tasks(tasks, slots)
+        return [t.row_id for t in chosen if t.row_id.startswith("long")]
+
+    assert earlier_cut(job_ledger, "long-k") is None
+    assert cut(4) == ["long [part 1/2]", "long [part 2/2]"]  # nothing stored: the fill cut
+    _store(job_ledger, "segments/000000.json")  # an earlier run rendered it whole
+    assert earlier_cut(job_ledger, "long-k") == 1
+    assert cut(4) == ["long"]
+    _store(job_ledger, "part-01of03/segments/000000.json")  # ... or in three parts
+    _store(job_ledger, "part-02of03/segments/000000.json")
+    assert earlier_cut(job_ledger, "long-k") == 3
+    assert cut(4) == [f"long [part {i}/3]" for i in (1, 2, 3)]
+    assert cut(1) == [f"long [part {i}/3]" for i in (1, 2, 3)]  # one slot now: still three
+
+
 # ------------------------------------------------------------------------------------------
 # A real job
 # ------------------------------------------------------------------------------------------
@@ -311,3 +382,35 @@ def test_an_interrupted_split_row_resumes_each_part_from_its_committed_segments(
     assert run_in_process(straight) == 0
     (clean,) = json.loads((tmp_path / "straight/rows/summary.json").read_text())["rows"]
     assert np.array_equal(_decode(Path(row["output"])), _decode(Path(clean["output"])))
+
+
+@pytest.mark.slow
+def test_a_long_row_is_cut_to_fill_the_workers_slots_and_keeps_its_signals(
+    tmp_path: Path, tiny_weights: Path, ray_local, monkeypatch
+) -> None:
+    """One row on two workers: cut in two (cluster.split_to_fill; its shortest part lowered
+    for the tiny clip), joined; its identity/motion samples are the whole row's, each sampled
+    by the part its frame fell in."""
+    monkeypatch.setattr(split_rows, "FILL_MIN_PART", 40)  # the driver decides the cut
+    video = pattern_video(tmp_path / "talk.mp4", frames=150, size="64x64")
+    manifest = write_manifest(
+        tmp_path / "rows.csv", [{"portrait": str(PORTRAIT), "driving_video": str(video)}]
+    )
+    base = ["cluster.cpu_workers=2", "video.crf=0"]
+    whole_args = [*base, "cluster.split_to_fill=false"]
+    assert (
+        run_in_process(tiny_render_overrides(manifest, tmp_path / "w", tiny_weights, *whole_args))
+        == 0
+    )
+    assert run_in_process(tiny_render_overrides(manifest, tmp_path / "f", tiny_weights, *base)) == 0
+    (whole,) = json.loads((tmp_path / "w/rows/summary.json").read_text())["rows"]
+    (filled,) = json.loads((tmp_path / "f/rows/summary.json").read_text())["rows"]
+    assert "parts" not in whole or not whole["parts"]
+    assert filled["status"] == "done" and filled["frames"] == 150
+    assert [(p["start"], p["end"]) for p in filled["parts"]] == [(0, 76), (76, 150)]
+    assert len({p["worker"] for p in filled["parts"]}) == 2  # both workers rendered
+    assert probe(filled["output"]).video.num_frames == 150
+    ours, theirs = filled["signals"], whole["signals"]
+    assert ours["times"] == theirs["times"] == [0.48, 1.48, 2.48, 3.48, 4.48, 5.48]
+    assert np.allclose(ours["identity"], theirs["identity"], atol=0.02)
+    assert np.allclose(ours["motion"], theirs["motion"], atol=0.01)

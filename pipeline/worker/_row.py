@@ -289,7 +289,7 @@ class RowRenderer:
         if not stream.ended:
             source = ReadAhead(driving_chunks.chunks, name=f"decode-{task.row_id[:20]}")
             stack.callback(source.close)
-        signals = self._signal_recorder(task, stream, total, rate) if part is None else None
+        signals = self._signal_recorder(task, stream, frames, rate)
         if signals is not None:
             stack.callback(signals.close)
         # 5. The segment sink, last: nothing after it may raise, or its thread would wait
@@ -389,9 +389,10 @@ class RowRenderer:
     def _signal_recorder(
         self, task: RowTask, stream: StreamState, total: int, rate: Any
     ) -> SignalRecorder | None:
-        """The row's identity/motion samples from this attempt's frames on (docs/signals.md);
-        the portrait's embedding is the one the stream is conditioned on, the encoder the
-        model's own, run on the GPU preparation thread (never the denoising thread's work)."""
+        """The row's identity/motion samples from this attempt's frames on (docs/signals.md; a
+        part: the row's samples that fall in it, ``total`` being the row's frames); the
+        portrait's embedding is the one the stream is conditioned on, the encoder the model's
+        own, run on the GPU preparation thread (never the denoising thread's work)."""
         every = task.signals_every_seconds
         if every <= 0:
             return None
@@ -400,11 +401,14 @@ class RowRenderer:
             self._embed = clip_embedder(animator, self.gpu_prep)
         # with keep_warmup the output starts with the warm-up: driving frame d is output d + warmup
         warmup = animator.schedule.pending_frames if animator.config.keep_warmup else 0
+        # a part's stream starts in its overlap, whose frames are never output
+        first = max(stream.frames_out, stream.emit_from)
         return SignalRecorder(
             self._embed, stream.clip_embeds, frames=total + warmup, rate=rate,
             every_seconds=every, model=encoder_name(animator.models.image_encoder.config),
-            first_output=stream.frames_out + warmup if stream.frames_out else 0,
+            first_output=first + warmup if first else 0,
             first_driving=stream.frames_in, warmup=warmup, name=f"signals-{task.row_id[:20]}",
+            end=task.part.end + warmup if task.part is not None else None,
         )  # fmt: skip
 
     def _frame_portrait(

@@ -163,6 +163,8 @@ class SignalRecorder:
             committed segments: only later samples are recorded).
         first_driving: the first driving frame this attempt is handed.
         warmup: output frames before driving frame 0 (the animator's emitted warm-up).
+        end: no sample at or past this output frame (a part of a split row: where the next
+            part takes over); None: the whole video.
     """
 
     def __init__(
@@ -178,6 +180,7 @@ class SignalRecorder:
         first_driving: int = 0,
         warmup: int = 0,
         name: str = "signals",
+        end: int | None = None,
     ) -> None:
         self.embed, self.rate, self.every_seconds, self.model = embed, rate, every_seconds, model
         self.first_output = first_output
@@ -186,7 +189,7 @@ class SignalRecorder:
         samples = [
             _Sample(index, index - warmup)
             for index in sample_indices(frames, rate, every_seconds)
-            if index - 1 >= first_output
+            if index - 1 >= first_output and (end is None or index < end)
         ]
         self._samples = samples
         self._by_output = {s.index: s for s in samples}
