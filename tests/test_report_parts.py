@@ -349,3 +349,31 @@ def test_the_parts_table_in_headless_chromium(served: str, tmp_path: Path) -> No
         "3/3 | 64–89 | gpu-worker-2 | 4.4 s | 5.9 fps | done",
     ]
     assert by_parts == ["talk"] and by_worker == ["talk"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_the_timeline_picture_for_the_docs_is_the_reports_own(
+    job: Path, storage: Storage, tmp_path: Path
+) -> None:
+    """scripts/timeline_png.py: the report's timeline cut out and drawn to a PNG, bars and all."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from scripts.timeline_png import timeline_page
+
+    page = build_report(str(job), storage)
+    alone, width, height = timeline_page(page)
+    assert alone.count("<svg") == 1 and alone.count('<g class="bar') == 4
+    (job / "report.html").write_text(page)
+    png = tmp_path / "timeline.png"
+    subprocess.run(
+        [sys.executable, "-m", "scripts.timeline_png", str(job / "report.html"), str(png)],
+        check=True, cwd=Path(__file__).resolve().parents[1], timeout=120,
+    )  # fmt: skip
+    pixels = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert pixels.shape[1] == 1000 and pixels.shape[0] == round(1000 * height / width) + 40
+    blue = (pixels[..., 2] - pixels[..., 0] > 80).mean()  # the bars are drawn in blue
+    assert 0.01 < blue < 0.5, blue
