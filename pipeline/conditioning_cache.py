@@ -60,7 +60,9 @@ def _flatten(observation: Observation) -> torch.Tensor:
 
 
 def _unflatten(records: np.ndarray, layout: Layout) -> Observation:
-    data = torch.from_numpy(np.ascontiguousarray(records))
+    # a copy: records may view the cache file's read-only bytes, and a tensor over a read-only
+    # array is undefined behaviour to PyTorch (it warns); a chunk's records are a few KB
+    data = torch.from_numpy(np.array(records, dtype=np.float32))
     k3 = layout.keypoints * 3
     pose = HeadPose(
         canonical=data[:, :k3].reshape(-1, layout.keypoints, 3),
