@@ -16,6 +16,7 @@ summed into their row's, and the row gets one verdict when all its parts have on
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 LOOKAHEAD = 12  # frames a part reads past its end; a part before the last needs them
 CHUNK = 4
+#: a part's folder under its row's key (``part-02of03``), and how an earlier run's is read back
+PART_FOLDER = "part-{number:02d}of{count:02d}"
+_PART_FOLDER = re.compile(r"part-\d+of(\d+)")
 #: the shortest part ``cluster.split_to_fill`` cuts: a part after the first pays its overlap and a
 #: read of the driving video up to its start, worth it only for a long enough stretch
 FILL_MIN_PART = 320
@@ -91,11 +95,8 @@ def earlier_cut(ledger: Ledger, row_key: str) -> int | None:
     found: Counter[int] = Counter()
     for uri, _ in ledger.storage.list(prefix):
         first = uri[len(prefix) :].split("/", 1)[0]
-        if first.startswith("part-") and "of" in first:
-            try:
-                found[int(first.rsplit("of", 1)[1])] += 1
-            except ValueError:
-                continue
+        if part := _PART_FOLDER.fullmatch(first):
+            found[int(part[1])] += 1
         elif first == SEGMENTS_DIR:
             found[1] += 1
     return found.most_common(1)[0][0] if found else None
@@ -110,7 +111,9 @@ def split_task(task: RowTask, frames: int, cfg: ClusterConfig, parts: int = 1) -
     if len(spans) == 1:
         return [task]
     count = len(spans)
-    keys = tuple(f"{task.row_key}/part-{i + 1:02d}of{count:02d}" for i in range(count))
+    keys = tuple(
+        f"{task.row_key}/{PART_FOLDER.format(number=i + 1, count=count)}" for i in range(count)
+    )
     return [
         replace(
             task,

@@ -56,11 +56,11 @@ for m in $MANIFESTS; do
     cp "$BENCH_FROM/bench-$m.json" "$RAW/bench-$m.json"
     echo "=== $m (${SPEC[$m]}): job=bench reused from $BENCH_FROM (an earlier call)"
   else
-  echo "=== $m (${SPEC[$m]}): job=bench"
-  python3 run.py job=bench "model=$MODEL" job.progress=plain job.bench.flops=false \
-    "job.bench.manifest=$WORK/$m/bench.csv" "job.bench.frames=$BENCH_FRAMES" "job.bench.output=$RAW/bench-$m.json" "job.bench.label=bench-$m" \
-    "${EXTRA_ARGS[@]}" "$@" >"$RAW/bench-$m.log" 2>&1
-  echo "exit=$? $(python3 -c "import json; r = json.load(open('$RAW/bench-$m.json'))[-1]; print(f'S={r[\"streams\"]}: {r[\"output_fps\"]:.2f} fps, {r[\"device_ms_per_call\"] or 0:.0f} GPU ms/call, {r[\"peak_memory_gib\"] or 0:.1f} GiB')" 2>&1 | tail -1)"
+    echo "=== $m (${SPEC[$m]}): job=bench"
+    python3 run.py job=bench "model=$MODEL" job.progress=plain job.bench.flops=false \
+      "job.bench.manifest=$WORK/$m/bench.csv" "job.bench.frames=$BENCH_FRAMES" "job.bench.output=$RAW/bench-$m.json" "job.bench.label=bench-$m" \
+      "${EXTRA_ARGS[@]}" "$@" >"$RAW/bench-$m.log" 2>&1
+    echo "exit=$? $(python3 -c "import json; r = json.load(open('$RAW/bench-$m.json'))[-1]; print(f'S={r[\"streams\"]}: {r[\"output_fps\"]:.2f} fps, {r[\"device_ms_per_call\"] or 0:.0f} GPU ms/call, {r[\"peak_memory_gib\"] or 0:.1f} GiB')" 2>&1 | tail -1)"
   fi
   echo "=== $m: job=render"
   rm -rf "$WORK/out-$m"

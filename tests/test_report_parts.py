@@ -11,12 +11,16 @@ The job folder is real: H.264 outputs (`media_factory.pattern_video`), ``summary
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from media_factory import pattern_video
+from PIL import Image
 from test_report import CHROMIUM, Browser, page_rows, parse, summary_row
 from test_report_browser import search, serve_report, shown_ids
 
@@ -26,6 +30,7 @@ from pipeline.report import build_report, write_report
 from pipeline.split_rows import part_spans
 from pipeline.storage import Storage
 from pipeline.timeline import bars, fps_over_time, slot_idle_seconds, timeline_svg
+from scripts.timeline_png import timeline_page
 
 START = 1_800_000_000.0  # the job's start (Unix time): every time below is START + seconds
 TALK_FRAMES, SPLIT_FRAMES = 90, 40  # → 3 parts: [0, 32), [32, 64), [64, 90)
@@ -356,14 +361,6 @@ def test_the_timeline_picture_for_the_docs_is_the_reports_own(
     job: Path, storage: Storage, tmp_path: Path
 ) -> None:
     """scripts/timeline_png.py: the report's timeline cut out and drawn to a PNG, bars and all."""
-    import subprocess
-    import sys
-
-    import numpy as np
-    from PIL import Image
-
-    from scripts.timeline_png import timeline_page
-
     page = build_report(str(job), storage)
     alone, width, height = timeline_page(page)
     assert alone.count("<svg") == 1 and alone.count('<g class="bar') == 4
