@@ -75,6 +75,81 @@ def test_stream_slots_are_taken_in_turn_lowest_number_first() -> None:
         StreamSlots(0)
 
 
+class _Holder:
+    """A thread that asks ``slots`` for a slot in ``ticket``'s turn, notes it in ``log`` and
+    keeps it until :meth:`done`."""
+
+    def __init__(self, slots: StreamSlots, ticket: object, name: str, log: list) -> None:
+        self.release = threading.Event()
+
+        def hold() -> None:
+            with slots.hold(ticket) as index:
+                log.append((name, index))
+                self.release.wait(timeout=10)
+
+        self.thread = threading.Thread(target=hold)
+        self.thread.start()
+
+    def done(self) -> None:
+        self.release.set()
+        self.thread.join(timeout=10)
+
+
+def test_rows_take_slots_in_the_driver_s_order_not_the_order_they_are_prepared() -> None:
+    """Four slots; the driver sent a long row's two parts, then short rows. Ray started the
+    calls out of order and the second part is prepared last: two short rows stream at once, the
+    fourth slot waits for the part, and the part streams before any later short row."""
+    slots = StreamSlots(4)
+    log: list[tuple[str, int]] = []
+    tickets = {name: slots.accept(order) for order, name in [
+        (3, "short-1"), (1, "part-1"), (4, "short-2"), (2, "part-2"), (5, "short-3"),
+        (6, "short-4"),
+    ]}  # fmt: skip
+    holders = {}
+    for name in ("part-1", "short-1", "short-2", "short-3", "short-4"):  # prepared in this order
+        holders[name] = _Holder(slots, tickets[name], name, log)
+        if name != "short-4":
+            wait_until(lambda n=name: n in {e[0] for e in log} or slots.waiting, 5, name)
+    wait_until(lambda: slots.waiting == 2, 5, "short-3 and short-4 to wait")
+    time.sleep(0.2)
+    assert [e[0] for e in log] == ["part-1", "short-1", "short-2"]  # slot 3 kept for part-2
+    holders["part-2"] = _Holder(slots, tickets["part-2"], "part-2", log)
+    wait_until(lambda: len(log) == 4, 5, "part-2's slot")
+    assert log[3] == ("part-2", 3) and slots.busy == 4 and slots.waiting == 2
+    holders["short-1"].done()  # a slot frees: the next in the driver's order takes it
+    wait_until(lambda: len(log) == 5, 5, "short-3's slot")
+    assert log[4] == ("short-3", 1)
+    for holder in holders.values():
+        holder.done()
+    assert slots.busy == 0 and slots.waiting == 0
+
+
+def test_a_slot_is_kept_for_a_row_still_preparing_only_for_a_while() -> None:
+    """A row ahead that never gets ready (its input is slow) keeps a free slot for
+    ``reserve_seconds`` after its acceptance; one that fails gives it up at once."""
+    slots = StreamSlots(1)
+    slots.reserve_seconds = 0.6
+    log: list[tuple[str, int]] = []
+    slow, failing = slots.accept(1), slots.accept(2)
+    started = time.monotonic()
+    waiting = _Holder(slots, slots.accept(3), "ready", log)
+    wait_until(lambda: log, 5, "the reservations to lapse")
+    assert time.monotonic() - started >= 0.5  # both rows ahead kept the slot, then let go
+    waiting.done()
+    slots.leave(slow)
+    slots.leave(failing)
+
+    slots.reserve_seconds = 60.0
+    failing = slots.accept(1)
+    waiting = _Holder(slots, slots.accept(2), "after-failure", log)
+    time.sleep(0.3)
+    assert len(log) == 1  # kept for the row ahead
+    slots.leave(failing)  # it failed while preparing: the slot is free for the rows behind
+    wait_until(lambda: len(log) == 2, 5, "the slot after the failure")
+    waiting.done()
+    assert slots.busy == 0 and slots.waiting == 0
+
+
 def test_read_ahead_runs_ahead_by_its_depth_and_stops_when_closed() -> None:
     produced: list[int] = []
 
@@ -340,6 +415,9 @@ def test_rows_of_mixed_lengths_stream_together_on_one_worker(
         < earlier["timeline"]["released_at"] - 0.05
     ]
     assert joined_mid_stream, "no row joined while another was streaming"
+    # the longest row goes out first and takes a slot first, however soon the others are prepared
+    longest = max(LENGTHS, key=LENGTHS.__getitem__)
+    assert longest in {r["row_id"] for r in starts[:2]}
     assert {r["timeline"]["slot"] for r in rows} == {0, 1}
     (worker,) = summary["startup"]["workers"]
     assert worker["streams"] == 2 and worker["gpu"] is None  # a CPU worker has no GPU clock

@@ -97,6 +97,7 @@ class RenderPool:
         self._no_worker_since: float | None = None  # since when no worker is alive or loading
         self._remote: Any = None  # RenderWorker as a Ray actor class
         self._signature: str | None = None  # of this job's workers, when they may be kept warm
+        self._sent = 0  # rows sent to workers so far
         self._clean_end = False  # run() ended with every row settled: warm workers may stay
 
     def _trace_for(self, name: str) -> tuple[str, int, int] | None:
@@ -713,7 +714,9 @@ class RenderPool:
             pending.remove(task)
             slot.inflight += 1
             slot.isolated = task.isolate
-            call = slot.actor.render.remote(task, self.events, (self.video, self.storage))
+            self._sent += 1  # the worker streams its rows in this order (StreamSlots.accept)
+            setup = (self.video, self.storage)
+            call = slot.actor.render.remote(task, self.events, setup, self._sent)
             inflight[call] = (slot, task)
 
     def _drain_events(self, on_event: Callable[[Any], None]) -> None:

@@ -134,8 +134,11 @@ class RenderWorker:
             except Exception:  # noqa: BLE001 - progress is best effort; never fail a row over it
                 logger.debug("progress event dropped", exc_info=True)
 
-    def render(self, task: RowTask, events: Any = None, setup: Any = None) -> RowResult:
+    def render(
+        self, task: RowTask, events: Any = None, setup: Any = None, order: int | None = None
+    ) -> RowResult:
         """Render one row; progress events go to ``events`` (a ``ray.util.queue.Queue``), if given.
+        ``order``: the driver's count of rows sent, in whose order rows take stream slots.
 
         The queue comes with each call rather than to the constructor: Ray restarts a dead actor
         by re-running its constructor, which must not depend on objects that may be gone. So does
@@ -144,7 +147,7 @@ class RenderWorker:
         """
         self.events = events
         renderer = self.renderer if setup is None else self._renderer_for(*setup)
-        return renderer.render(task)
+        return renderer.render(task, order)
 
     def _renderer_for(self, video: VideoConfig, storage: StorageConfig) -> RowRenderer:
         """The row renderer for a job's settings: all share the model, the batched call and the

@@ -53,7 +53,7 @@ from ..storage import Storage, StorageError, basename
 from ._ahead import ReadAhead
 from ._segments import SegmentSink
 from ._signals import SignalRecorder, clip_embedder, encoder_name
-from ._slots import StreamSlots
+from ._slots import SlotTicket, StreamSlots
 from ._task import RowError, RowResult, RowTask, RowTimeline
 
 logger = logging.getLogger(__name__)
@@ -175,22 +175,28 @@ class RowRenderer:
         # coarse scan (faces down to 1/20 of the frame's long side; the fine pass is the same)
         self.driving_detector = FaceDetector(coarse_side=400, coarse_step=1.1)
 
-    def render(self, task: RowTask) -> RowResult:
-        """Render ``task``; never raises for row-level problems (they become a failed result)."""
+    def render(self, task: RowTask, order: int | None = None) -> RowResult:
+        """Render ``task``; never raises for row-level problems (they become a failed result).
+        ``order``: the driver's order of the row, in which rows take the worker's stream slots
+        (:meth:`StreamSlots.accept`; None: the order they arrive)."""
         # 1. Accepted: the driver learns the row started here; a scratch folder of its own.
         attempt = _Attempt(task, self.worker_name)
+        ticket = self.slots.accept(order)  # its turn for a stream slot
         self.events(RowAccepted(task.row_id, worker=self.worker_name, attempt=task.attempt))
         label = "".join(c if c.isalnum() or c in "-_." else "_" for c in task.row_id[:40])
         scratch = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=self.scratch_dir))
         try:
             # 2. The three phases (or an earlier attempt's commit), then the verdict.
-            return attempt.result(**self._render_phases(attempt, scratch))
+            return attempt.result(**self._render_phases(attempt, scratch, ticket))
         except Exception as err:  # noqa: BLE001 - a row's failure must not stop the worker
             return attempt.result("failed", **self._failure(task, err))
         finally:
+            self.slots.leave(ticket)  # a row that never streamed keeps no slot from the others
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _render_phases(self, attempt: _Attempt, scratch: Path) -> dict[str, Any]:
+    def _render_phases(
+        self, attempt: _Attempt, scratch: Path, ticket: SlotTicket
+    ) -> dict[str, Any]:
         """The row through prepare, stream and finish; what the outcome says of it when done."""
         task, timeline = attempt.task, attempt.timeline
         # 1. The ledger: a row another attempt committed already is done.
@@ -204,7 +210,7 @@ class RowRenderer:
             row = attempt.row = self._prepare(task, ledger, record, scratch, timeline, stack)
             # 3. Stream (one slot); the last (partial) segment is committed however it ends.
             try:
-                self._stream(row)
+                self._stream(row, ticket)
             finally:
                 row.sink.close(row.stream)
                 timeline.encoded_at = time.time()
@@ -554,10 +560,11 @@ class RowRenderer:
 
     # ------------------------------------------------------------------ 2. stream
 
-    def _stream(self, row: _PreparedRow) -> None:
-        """Hold a stream slot from the row's first denoising call until its last frame is out."""
+    def _stream(self, row: _PreparedRow, ticket: SlotTicket) -> None:
+        """Hold a stream slot (in ``ticket``'s turn) from the row's first denoising call until
+        its last frame is out."""
         task, stream, sink = row.task, row.stream, row.sink
-        with self.slots.hold() as slot:
+        with self.slots.hold(ticket) as slot:
             row.streaming = time.monotonic()
             row.timeline.slot, row.timeline.streaming_at = slot, time.time()
             self.events(

@@ -2,29 +2,51 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import threading
-from collections import deque
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
+class SlotTicket:
+    """A row's place in the line for a stream slot, from its acceptance by the worker."""
+
+    accepted: float  # time.monotonic() at acceptance
+    order: float  # the driver's order of the row (its place in the line)
+    ready: bool = False  # prepared, asking for a slot
+
+
 class StreamSlots:
     """``count`` places in the worker's batched denoising call; a row holds one while it streams.
 
-    Rows wait for a slot in the order they asked (first come, first served) and get the lowest
-    free slot number (the report draws one lane per slot).
+    Rows take the free slots in the order the worker accepted them (:meth:`accept`), which is
+    the driver's order (longest first), not the order they finish preparing. Otherwise the short
+    rows accepted with a long one, prepared sooner, take every free slot; the long row (or a split
+    row's later part, whose start renders its overlap first) then starts a whole short row later
+    and finishes last, alone. So a ready row leaves a free slot to each row accepted before it
+    that is still preparing, for at most :attr:`reserve_seconds` after that row's acceptance (an
+    input slow to arrive does not keep a slot empty for long); among ready rows, first come first
+    served. A row gets the lowest free slot number (the report draws one lane per slot).
     """
+
+    #: how long a row still preparing keeps a free slot from rows accepted after it: a row is
+    #: normally prepared within seconds
+    reserve_seconds = 20.0
 
     def __init__(self, count: int) -> None:
         if count < 1:
             raise ValueError(f"{count = } stream slots; a worker needs at least 1")
         self.count = count
         self._free = list(range(count))
-        self._waiting: deque[object] = deque()
+        self._line: list[SlotTicket] = []  # rows accepted, not yet streaming, in acceptance order
         self._cond = threading.Condition()
 
     @property
@@ -35,19 +57,40 @@ class StreamSlots:
 
     @property
     def waiting(self) -> int:
-        """Rows waiting for a slot now."""
+        """Rows prepared and waiting for a slot now."""
         with self._cond:
-            return len(self._waiting)
+            return sum(ticket.ready for ticket in self._line)
+
+    def accept(self, order: int | None = None) -> SlotTicket:
+        """A row the worker accepted joins the line: in the driver's ``order`` (the number the
+        driver sent it with; Ray may start a worker's calls in another order), else at the end.
+        The row must :meth:`leave` if it ends without streaming (failed while preparing,
+        committed by an earlier attempt)."""
+        with self._cond:
+            ticket = SlotTicket(time.monotonic(), math.inf if order is None else order)
+            bisect.insort(self._line, ticket, key=lambda queued: queued.order)  # after equals
+        return ticket
+
+    def leave(self, ticket: SlotTicket) -> None:
+        """``ticket``'s row stops waiting (nothing happens if it took a slot already)."""
+        with self._cond:
+            if ticket in self._line:
+                self._line.remove(ticket)
+                self._cond.notify_all()  # a slot kept for it is free for the rows behind it
 
     @contextmanager
-    def hold(self) -> Iterator[int]:
-        """Wait for a free slot (in turn), hold it inside the ``with`` block; yields its number."""
-        turn = object()
+    def hold(self, ticket: SlotTicket | None = None) -> Iterator[int]:
+        """Wait for a free slot in turn (see the class), hold it inside the ``with`` block;
+        yields its number. ``ticket``: the row's place from :meth:`accept` (None: joins now)."""
+        ticket = ticket or self.accept()
         with self._cond:
-            self._waiting.append(turn)
-            while self._waiting[0] is not turn or not self._free:
-                self._cond.wait()
-            self._waiting.popleft()
+            ticket.ready = True
+            while True:
+                may_take, recheck = self._turn(ticket)
+                if may_take:
+                    break
+                self._cond.wait(recheck)
+            self._line.remove(ticket)
             index = min(self._free)
             self._free.remove(index)
             self._cond.notify_all()  # the next in line may find another free slot
@@ -57,6 +100,22 @@ class StreamSlots:
             with self._cond:
                 self._free.append(index)
                 self._cond.notify_all()
+
+    def _turn(self, ticket: SlotTicket) -> tuple[bool, float | None]:
+        """Whether ``ticket`` may take a free slot now; if not, the seconds after which a slot
+        kept for a row ahead lapses (None: none will). Called holding the lock."""
+        now = time.monotonic()
+        kept, lapse = 0, None  # slots kept for rows ahead still preparing; the first to lapse
+        for ahead in self._line:
+            if ahead is ticket:
+                break
+            if ahead.ready:
+                return False, None  # a prepared row ahead of it goes first
+            until = ahead.accepted + self.reserve_seconds - now
+            if until > 0:
+                kept += 1
+                lapse = until if lapse is None else min(lapse, until)
+        return len(self._free) > kept, lapse
 
 
 #: ``model.streams_per_worker=auto`` on a GPU takes up to this many streams: on the H100 and H200
