@@ -16,6 +16,9 @@
 #
 # BENCH_FROM=<folder> takes each manifest's job=bench result (bench-<m>.json) from an earlier call
 # instead of running it (a GPU call too short for both; the ratio is then across calls).
+# BENCH_ONCE=1 runs job=bench for the first manifest only and compares every later one with it
+# (same machine, same call, same streams: job=bench measures the engine, not the manifest's rows),
+# which leaves room for more renders in one call.
 # MODEL=tiny EXTRA="model.resolution=64 cluster.cpu_workers=1" runs it on a machine without a GPU.
 # Results: $OUT/render-bench.md (the table) and $OUT/render-bench.tgz, which also holds
 # render-bench.json, timeline-<m>.csv, summary-<m>.json, report-<m>.html (its timeline picture),
@@ -50,7 +53,10 @@ header=--header
 for m in $MANIFESTS; do
   [ -n "${SPEC[$m]:-}" ] || { echo "unknown manifest $m (a, b or c)"; continue; }
   [ -f "$WORK/$m/bench.csv" ] || python3 -m scripts.make_bench_manifest --spec "${SPEC[$m]}" --out-dir "$WORK/$m"
-  if [ -n "${BENCH_FROM:-}" ] && [ -f "$BENCH_FROM/bench-$m.json" ]; then
+  if [ -n "${BENCH_ONCE:-}" ] && [ -n "${first:-}" ]; then
+    cp "$RAW/bench-$first.json" "$RAW/bench-$m.json"
+    echo "=== $m (${SPEC[$m]}): job=bench of $first, earlier in this call (BENCH_ONCE)"
+  elif [ -n "${BENCH_FROM:-}" ] && [ -f "$BENCH_FROM/bench-$m.json" ]; then
     # a GPU call too short for both jobs: job=bench's result from an earlier call (say so when
     # quoting the ratio: the same kind of machine, not the same run)
     cp "$BENCH_FROM/bench-$m.json" "$RAW/bench-$m.json"
@@ -62,6 +68,7 @@ for m in $MANIFESTS; do
       "${EXTRA_ARGS[@]}" "$@" >"$RAW/bench-$m.log" 2>&1
     echo "exit=$? $(python3 -c "import json; r = json.load(open('$RAW/bench-$m.json'))[-1]; print(f'S={r[\"streams\"]}: {r[\"output_fps\"]:.2f} fps, {r[\"device_ms_per_call\"] or 0:.0f} GPU ms/call, {r[\"peak_memory_gib\"] or 0:.1f} GiB')" 2>&1 | tail -1)"
   fi
+  first=${first:-$m}
   echo "=== $m: job=render"
   rm -rf "$WORK/out-$m"
   python3 -m scripts.gpu_busy "$RAW/busy-$m.csv" &
