@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +146,53 @@ def test_a_workers_part_start_reads_the_frames_the_rows_stream_is_fed(
     assert len(fed) == 23 and len(firsts) == 12 and len(window) == 3  # nothing past stop
     assert all(torch.equal(a.motion, b.motion) for a, b in zip(firsts, scanned))
     assert all(torch.equal(a.motion, b.motion) for a, b in zip(window, observed[9:12]))
+
+
+def test_a_part_s_start_does_not_hold_up_other_rows_reference_passes(
+    tiny_models, tmp_path: Path, monkeypatch
+) -> None:
+    """A later part's start (a keyframe scan from the video's start: minutes for a long video)
+    runs on a thread of its own: a row accepted beside it, and the row's first part (which
+    starts as the whole stream does), render while the later part is still starting; it then
+    renders, and joins the row."""
+    from pipeline.config import VideoConfig
+    from pipeline.worker._row import RowRenderer
+
+    entered, release = threading.Event(), threading.Event()
+    original = PartStarter.start
+
+    def slow_start(self, base, observations, first_frame):  # a later part's long scan, held
+        if not self.from_start(first_frame):
+            entered.set()
+            assert release.wait(timeout=120)
+        return original(self, base, observations, first_frame)
+
+    monkeypatch.setattr(PartStarter, "start", slow_start)
+    animator = StreamingAnimator(tiny_models, resolution=TINY_RESOLUTION)
+    with ThreadPoolExecutor(1) as gpu_prep, ThreadPoolExecutor(1) as part_prep:
+        renderer = RowRenderer(
+            animator, Storage(StorageConfig()), VideoConfig(preset="ultrafast"), tmp_path,
+            gpu_prep=gpu_prep, part_prep=part_prep,
+        )  # fmt: skip
+        video = str(REPO / "manifests/media/driving.mp4")  # 90 frames
+        job = str(tmp_path / "job")
+        long_row = RowTask("long", str(PORTRAIT), video, None, job, "long-k", None, 0)
+        first, later = split_task(long_row, 90, ClusterConfig(split_frames=48, split_overlap=16))
+        results: dict[str, RowResult] = {}
+        part = threading.Thread(target=lambda: results.update(part=renderer.render(later)))
+        part.start()
+        assert entered.wait(timeout=60)
+        short = RowTask("short", str(PORTRAIT), video, None, job, "short-k", 12, 1)
+        results["short"] = renderer.render(short)  # would wait for the part's start before
+        assert results["short"].status == "done" and results["short"].frames == 12
+        results["first"] = renderer.render(first)
+        assert results["first"].status == "done" and results["first"].frames == 48
+        assert part.is_alive()  # the part was still starting all along
+        release.set()
+        part.join(timeout=120)
+    assert results["part"].status == "done", results["part"].error
+    assert (later.part.start, later.part.end) == (48, 90)
+    assert probe(results["part"].output).video.num_frames == 90  # the joined row
 
 
 # ------------------------------------------------------------------------------------------

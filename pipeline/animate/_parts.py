@@ -129,6 +129,13 @@ class PartStarter:
         # where the last start's time went (logged; scripts/profile_part_start.py prints it)
         self.timings: dict[str, float] = {}
 
+    def from_start(self, first_frame: int) -> bool:
+        """Whether a part from ``first_frame`` is the whole stream from its start (its window
+        would begin within the stream's first chunks): :meth:`start` then scans nothing."""
+        chunk = self.animator.schedule.chunk_frames
+        at = first_frame // chunk - self.overlap_chunks
+        return at <= self.animator.schedule.pending_frames // chunk
+
     def start(
         self, base: StreamState, observations: ObservationSource, first_frame: int
     ) -> StreamState:
@@ -146,7 +153,7 @@ class PartStarter:
         if first_frame % chunk:
             raise ValueError(f"a part must start on a chunk boundary; got frame {first_frame}")
         at = first_frame // chunk - self.overlap_chunks
-        if at <= self.animator.schedule.pending_frames // chunk:  # the whole stream's start
+        if self.from_start(first_frame):
             stream = _fresh(base)
             stream.emit_from = first_frame
             return stream

@@ -121,6 +121,7 @@ class RenderWorker:
             self.animator, trace=None if trace is None else CallTrace(*trace)
         )
         self.gpu_prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu-prep")
+        self.part_prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu-part-start")
         self._renderers: dict[str, RowRenderer] = {}  # per job setup (video, storage)
         self._renderers_lock = threading.Lock()
         self.renderer = self._renderer_for(video, storage)
@@ -170,6 +171,7 @@ class RenderWorker:
                     batcher=self.batcher,
                     slots=self.slots,
                     gpu_prep=self.gpu_prep,
+                    part_prep=self.part_prep,
                 )
             return self._renderers[key]
 

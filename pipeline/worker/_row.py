@@ -144,6 +144,10 @@ class RowRenderer:
         gpu_prep: the one thread of the worker that runs the rows' reference passes (portrait
             encode, CLIP, reference UNet, bank projection): the GPU libraries set up their
             per-thread state once, not in every row's thread; None: the row's own thread.
+        part_prep: the thread that starts a split row's later parts (`PartStarter`: a keyframe
+            scan from the video's start, seconds to minutes for a long video, then a few
+            single-stream calls), apart from ``gpu_prep`` so that other rows' reference passes
+            do not queue behind it; None: ``gpu_prep``.
     """
 
     progress_interval_s = 0.5
@@ -159,6 +163,7 @@ class RowRenderer:
         batcher: StepBatcher | None = None,
         slots: StreamSlots | None = None,
         gpu_prep: Executor | None = None,
+        part_prep: Executor | None = None,
     ) -> None:
         self.animator = animator
         self.storage = storage
@@ -169,6 +174,7 @@ class RowRenderer:
         self.batcher = batcher or StepBatcher(animator)
         self.slots = slots or StreamSlots(1)
         self.gpu_prep = gpu_prep
+        self.part_prep = part_prep or gpu_prep
         self._embed: Any = None  # output frames' CLIP embeddings (made on first use)
         self.portrait_detector = FaceDetector()
         # driving frames are searched every few frames, on the decode-ahead thread: a quicker
@@ -348,10 +354,11 @@ class RowRenderer:
 
     def _observations(self, task: RowTask, total: int, stack: ExitStack) -> ObservationSource:
         """The row's driving observations (pose and motion) of frames ``[start, stop)``, in
-        4-frame chunks: what a part's start reads before its window (`PartStarter`), on the GPU
-        preparation thread. From the clip's conditioning cache when it holds them (opened once),
-        else from the video: only the frames asked for are converted and cut (the keyframe
-        scan's: a chunk's first alone; the faces are still tracked over every sample)."""
+        4-frame chunks: what a part's start reads before its window (`PartStarter`), on the
+        thread that starts parts (``part_prep``). From the clip's conditioning cache when it
+        holds them (opened once), else from the video: only the frames asked for are converted
+        and cut (the keyframe scan's: a chunk's first alone; the faces are still tracked over
+        every sample)."""
         cached = self._cached_conditioning(task, total, stack)
 
         def source(start: int, stop: int, firsts: bool):
@@ -536,7 +543,9 @@ class RowRenderer:
                 return stream
             starter = PartStarter(self.animator, part.overlap)
             source = self._observations(task, frames, stack)
-            return self._on_gpu_prep(starter.start, stream, source, part.start)
+            # a part from the row's start scans nothing: it need not queue behind other starts
+            runs_on = self.gpu_prep if starter.from_start(part.start) else self.part_prep
+            return _run_on(runs_on, starter.start, stream, source, part.start)
         saved = deserialize_state(ledger.read_state(record.segments[-1]))
         stream = self._on_gpu_prep(self.animator.restore, portrait, saved)
         stream.emit_from = offset
@@ -554,9 +563,7 @@ class RowRenderer:
         return stream
 
     def _on_gpu_prep(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.gpu_prep is None:
-            return fn(*args, **kwargs)
-        return self.gpu_prep.submit(_named(fn), *args, **kwargs).result()
+        return _run_on(self.gpu_prep, fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ 2. stream
 
@@ -797,6 +804,13 @@ class RowRenderer:
     def _load_photo(self, uri: str) -> np.ndarray:
         with self._open(uri) as source:
             return load_image(source)
+
+
+def _run_on(executor: Executor | None, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` on ``executor``'s thread (None: this thread), waited for."""
+    if executor is None:
+        return fn(*args, **kwargs)
+    return executor.submit(_named(fn), *args, **kwargs).result()
 
 
 def _named(fn: Any) -> Any:
