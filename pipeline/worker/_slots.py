@@ -27,14 +27,14 @@ class SlotTicket:
 class StreamSlots:
     """``count`` places in the worker's batched denoising call; a row holds one while it streams.
 
-    Rows take the free slots in the order the worker accepted them (:meth:`accept`), which is
-    the driver's order (longest first), not the order they finish preparing. Otherwise the short
-    rows accepted with a long one, prepared sooner, take every free slot; the long row (or a split
-    row's later part, whose start renders its overlap first) then starts a whole short row later
-    and finishes last, alone. So a ready row leaves a free slot to each row accepted before it
-    that is still preparing, for at most :attr:`reserve_seconds` after that row's acceptance (an
-    input slow to arrive does not keep a slot empty for long); among ready rows, first come first
-    served. A row gets the lowest free slot number (the report draws one lane per slot).
+    Rows take the free slots in the driver's order (longest first; the number each row comes
+    with, :meth:`accept`), not in the order they finish preparing. Otherwise the short rows sent
+    with a long one, prepared sooner, take every free slot; the long row (or a split row's later
+    part, whose start renders its overlap first) then starts a whole short row later and
+    finishes last, alone. So a ready row leaves a free slot to each row ahead of it that is still
+    preparing, for at most :attr:`reserve_seconds` after that row's acceptance (an input slow to
+    arrive does not keep a slot empty for long); ready rows take slots in that order too. A row
+    gets the lowest free slot number (the report draws one lane per slot).
     """
 
     #: how long a row still preparing keeps a free slot from rows accepted after it: a row is
@@ -46,7 +46,7 @@ class StreamSlots:
             raise ValueError(f"{count = } stream slots; a worker needs at least 1")
         self.count = count
         self._free = list(range(count))
-        self._line: list[SlotTicket] = []  # rows accepted, not yet streaming, in acceptance order
+        self._line: list[SlotTicket] = []  # rows accepted, not yet streaming, in the driver's order
         self._cond = threading.Condition()
 
     @property
