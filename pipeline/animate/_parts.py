@@ -129,12 +129,15 @@ class PartStarter:
         # where the last start's time went (logged; scripts/profile_part_start.py prints it)
         self.timings: dict[str, float] = {}
 
+    def _first_call(self, first_frame: int) -> int:
+        """The call at which a part from ``first_frame`` starts its stream (its overlap first)."""
+        return first_frame // self.animator.schedule.chunk_frames - self.overlap_chunks
+
     def from_start(self, first_frame: int) -> bool:
         """Whether a part from ``first_frame`` is the whole stream from its start (its window
         would begin within the stream's first chunks): :meth:`start` then scans nothing."""
-        chunk = self.animator.schedule.chunk_frames
-        at = first_frame // chunk - self.overlap_chunks
-        return at <= self.animator.schedule.pending_frames // chunk
+        schedule = self.animator.schedule
+        return self._first_call(first_frame) <= schedule.pending_frames // schedule.chunk_frames
 
     def start(
         self, base: StreamState, observations: ObservationSource, first_frame: int
@@ -152,7 +155,7 @@ class PartStarter:
         chunk = self.animator.schedule.chunk_frames
         if first_frame % chunk:
             raise ValueError(f"a part must start on a chunk boundary; got frame {first_frame}")
-        at = first_frame // chunk - self.overlap_chunks
+        at = self._first_call(first_frame)
         if self.from_start(first_frame):
             stream = _fresh(base)
             stream.emit_from = first_frame
