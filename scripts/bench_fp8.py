@@ -12,7 +12,11 @@ Run on a CUDA GPU with FP8 tensor cores (scripts/bench_fp8.sh runs it with job=b
    inputs, for the shipped rule, the first rule tried (640² weights, 1,024 tokens) and every
    product; and for ``model.fp8=unet`` (the shipped rule plus the UNet's convolutions,
    :mod:`pipeline.models._fp8_conv`): its UNet error and its frames against fp16.
-2. Shapes: every matrix product of one denoising call (M tokens × K → N), recorded through
+2. Feed-forwards: each transformer feed-forward shape of one denoising call, with the residual
+   add + LayerNorm before it, timed at S=1 and S=4 in fp16, in FP8 as ``model.fp8=unet-linear``
+   runs it (the LayerNorm and GEGLU kernels write the products' inputs in e4m3), and in FP8
+   with a quantisation pass before each product instead.
+3. Shapes: every matrix product of one denoising call (M tokens × K → N), recorded through
    ``_fp8.linear`` with thresholds off, timed at S=1 and S=4: fp16 ``F.linear``; FP8 with
    per-token activation scales (the Triton quantisation + ``torch._scaled_mm``) and its GEMM
    alone; FP8 with one per-tensor scale (PyTorch ops for the amax and cast) and its GEMM alone.
@@ -110,7 +114,7 @@ def frame_figures(got: np.ndarray, expected: np.ndarray) -> dict:
     }
 
 
-def fidelity(models, animator, frames: int, results: dict) -> list:
+def fidelity(models, animator, frames: int, results: dict, *, convolutions: bool = True) -> list:
     """Fill ``results['fidelity']``; returns the UNet call's inputs (for the shapes)."""
     portrait, driving = synthetic_inputs(frames, animator.resolution)
     calls: list = []
@@ -138,6 +142,7 @@ def fidelity(models, animator, frames: int, results: dict) -> list:
     entry = {
         "layers_in_fp8": marked,
         "min_weight_elements": _fp8.MIN_WEIGHT_ELEMENTS,
+        "min_fed_in_features": _fp8.MIN_FED_IN_FEATURES,
         "min_tokens": _fp8.MIN_TOKENS,
         "unet_input_shape": list(args[0].shape) if args else None,
         "unet_rel_error_fp8_vs_fp16": relative_error(out8, ref16),
@@ -147,7 +152,30 @@ def fidelity(models, animator, frames: int, results: dict) -> list:
             "unet_rel_error_vs_fp16": broad_error,
         },
     }
-    # model.fp8=unet: the shipped rule's products and the UNet's convolutions (_fp8_conv)
+    if convolutions:
+        fidelity_with_convolutions(
+            unet,
+            call=(args, kwargs),
+            ref16=ref16,
+            entry=entry,
+            frames=(animator, portrait, driving, fp16_frames),
+        )
+    # every product in FP8 (thresholds off): what the thresholds keep out
+    every = _fp8.use_fp8(unet, min_weight_elements=0, min_fed_in_features=0, min_tokens=1)
+    with torch.no_grad():
+        entry["every_product"] = {
+            "layers_in_fp8": every,
+            "unet_rel_error_vs_fp16": relative_error(unet(*args, **kwargs).sample.float(), ref16),
+        }
+    results["fidelity"] = entry
+    print(json.dumps(entry, indent=1))
+    return [args, kwargs]
+
+
+def fidelity_with_convolutions(unet, call, ref16, entry: dict, frames) -> None:
+    """``model.fp8=unet``: the shipped rule's products and the UNet's convolutions (_fp8_conv)."""
+    args, kwargs = call
+    animator, portrait, driving, fp16_frames = frames
     entry["unet_convolutions"] = _fp8_conv.use_fp8_convolutions(unet)
     with torch.no_grad():
         entry["unet_rel_error_fp8_unet_vs_fp16"] = relative_error(
@@ -160,16 +188,6 @@ def fidelity(models, animator, frames: int, results: dict) -> list:
     for module in unet.modules():  # back to the linear products alone for what follows
         if hasattr(module, "fp8_conv"):
             del module.fp8_conv
-    # every product in FP8 (thresholds off): what the thresholds keep out
-    every = _fp8.use_fp8(unet, min_weight_elements=0, min_tokens=1)
-    with torch.no_grad():
-        entry["every_product"] = {
-            "layers_in_fp8": every,
-            "unet_rel_error_vs_fp16": relative_error(unet(*args, **kwargs).sample.float(), ref16),
-        }
-    results["fidelity"] = entry
-    print(json.dumps(entry, indent=1))
-    return [args, kwargs]
 
 
 def record_shapes(unet, args, kwargs) -> Counter:
@@ -178,7 +196,8 @@ def record_shapes(unet, args, kwargs) -> Counter:
     original = _fp8.linear
 
     def recording(x, weight, bias, owner):
-        shapes[(x.numel() // x.shape[-1], x.shape[-1], weight.shape[0])] += 1
+        shape = x.shape  # a tensor, or an input a kernel wrote in FP8 (_fp8.Fp8Rows)
+        shapes[(math.prod(shape[:-1]), shape[-1], weight.shape[0])] += 1
         return original(x, weight, bias, owner)
 
     _fp8.linear = recording
@@ -251,9 +270,12 @@ def time_shape(m: int, k: int, n: int) -> dict:
     return entry
 
 
-def shapes_table(unet, call, results: dict) -> None:
+def shapes_table(unet, call, results: dict, feed_forwards_only: bool = False) -> None:
     args, kwargs = call
     shapes = record_shapes(unet, args, kwargs)
+    feed_forward_table(shapes, results)
+    if feed_forwards_only:
+        return
     rows = []
     for (m, k, n), count in sorted(shapes.items(), key=lambda kv: -kv[0][0] * kv[0][1] * kv[0][2]):
         if k % 16 or n % 16:
@@ -284,6 +306,71 @@ def shapes_table(unet, call, results: dict) -> None:
         )
 
 
+def time_feed_forward(m: int, channels: int) -> dict:
+    """One transformer feed-forward as the UNet runs it — the residual add + LayerNorm kernel,
+    the GEGLU projection, the GEGLU kernel, the output product — on ``m`` token rows: fp16;
+    FP8 as ``model.fp8=unet-linear`` runs it (inputs written in e4m3 by the two kernels, where
+    the rule chose the product); and FP8 with a quantisation pass before each product instead."""
+    from diffusers.models.attention import FeedForward  # noqa: PLC0415
+
+    from pipeline.models import _fast_layers  # noqa: PLC0415
+
+    shape = (16, m // 16, channels)  # (frames, pixels, C), as the transformers' tokens
+    generator = torch.Generator(device="cuda").manual_seed(m + channels)
+    x, delta = (torch.randn(shape, device="cuda", generator=generator).half() for _ in range(2))
+    norm = torch.nn.LayerNorm(channels).cuda().half()
+    ff = FeedForward(channels, activation_fn="geglu").cuda().half().eval()
+    _fast_layers.use_fast_layers(ff)
+
+    def chain():
+        total, normed = _fast_layers.add_layer_norm(x, delta, norm, fp8_for=ff.net[0].proj)
+        return _fast_layers.feed_forward(ff, normed) + total
+
+    entry = {"M": m, "C": channels}
+    with torch.no_grad():
+        ref = chain().float()
+        entry["fp16_ms"] = median_cuda_ms(chain, 30)
+        entry["products_in_fp8"] = _fp8.use_fp8(ff)
+        entry["fp8_fed_ms"] = median_cuda_ms(chain, 30)
+        entry["fp8_fed_rel_error"] = relative_error(chain().float(), ref)
+        real_feeds = _fp8.feeds
+        _fp8.feeds = lambda owner, x: False  # each product quantises its own input
+        try:
+            entry["fp8_pass_ms"] = median_cuda_ms(chain, 30)
+        finally:
+            _fp8.feeds = real_feeds
+    return entry
+
+
+def feed_forward_table(call_shapes: Counter, results: dict) -> None:
+    """:func:`time_feed_forward` at every feed-forward shape of one call, S=1 and S=4."""
+    rows = []
+    for (m, k, n), count in sorted(call_shapes.items()):
+        if n != 8 * k:  # a feed-forward's GEGLU projection: C → 2 · 4C
+            continue
+        for streams in (1, 4):
+            entry = time_feed_forward(m * streams, k)
+            entry.update(count=count, streams=streams)
+            rows.append(entry)
+            print(
+                f"feed-forward S={streams} M={m * streams:6d} C={k:5d} x{count:3d}: fp16 "
+                f"{entry['fp16_ms']:.4f} ms, fp8 fed {entry['fp8_fed_ms']:.4f} "
+                f"({entry['products_in_fp8']} products, rel. error {entry['fp8_fed_rel_error']:.4f}), "
+                f"fp8 with passes {entry['fp8_pass_ms']:.4f}"
+            )
+    results["feed_forwards"] = rows
+    for streams in (1, 4):
+        mine = [r for r in rows if r["streams"] == streams]
+        results[f"feed_forwards_ms_per_unet_call_S{streams}"] = {
+            key: sum(r["count"] * r[f"{key}_ms"] for r in mine)
+            for key in ("fp16", "fp8_fed", "fp8_pass")
+        }
+        print(
+            f"S={streams}: feed-forwards per UNet call",
+            results[f"feed_forwards_ms_per_unet_call_S{streams}"],
+        )
+
+
 def served(row: dict) -> bool:
     return (
         row["K"] * row["N"] >= _fp8.MIN_WEIGHT_ELEMENTS
@@ -297,6 +384,14 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--skip-shapes", action="store_true")
+    parser.add_argument(
+        "--linear-only", action="store_true", help="no model.fp8=unet (convolutions) fidelity"
+    )
+    parser.add_argument(
+        "--feed-forwards-only",
+        action="store_true",
+        help="time the feed-forwards (section 2), not every product shape (section 3)",
+    )
     options = parser.parse_args()
     from pipeline.animate import StreamingAnimator  # noqa: PLC0415
     from pipeline.config import AnimatorConfig  # noqa: PLC0415
@@ -313,10 +408,10 @@ def main() -> int:
     models.set_attention_backend("sdpa")
     models.optimize(channels_last=True)
     animator = StreamingAnimator(models, AnimatorConfig(), resolution=512)
-    call = fidelity(models, animator, options.frames, results)
+    call = fidelity(models, animator, options.frames, results, convolutions=not options.linear_only)
     Path(options.out).write_text(json.dumps(results, indent=1))
     if not options.skip_shapes:
-        shapes_table(models.denoising_unet, call, results)
+        shapes_table(models.denoising_unet, call, results, options.feed_forwards_only)
         Path(options.out).write_text(json.dumps(results, indent=1))
     return 0
 

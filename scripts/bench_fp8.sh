@@ -11,6 +11,10 @@
 #                                 (scripts/probe_fp8_conv.py)
 #   scripts/bench_fp8.sh unet     model.fp8=unet end to end: fidelity (unet-linear and unet),
 #                                 then job=bench fp16 against fp8=unet at S=4
+#   scripts/bench_fp8.sh fed      model.fp8=unet-linear with the feed-forwards' inputs written in
+#                                 e4m3 by the LayerNorm and GEGLU kernels: GPU tests, fidelity,
+#                                 each feed-forward shape fp16 / FP8 fed / FP8 with passes, then
+#                                 job=bench fp16 against unet-linear at S=4 (CUDA graphs)
 #
 # Results go to $OUT (or ./bench-out): fp8.json, bench.json, logs.tgz.
 set -uo pipefail
@@ -39,6 +43,12 @@ case "${1:-probe}" in
     timeout 200 python3 scripts/bench_fp8.py --out "$OUT/fp8.json" --frames 200 --skip-shapes 2>&1 | tee "$OUT/fp8.log"
     bench fp16-S4 150 "${common[@]}" model.streams_per_worker=4 job.bench.frames=96
     bench fp8-unet-S4 150 "${common[@]}" model.fp8=unet model.streams_per_worker=4 job.bench.frames=96
+    ;;
+  fed)
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_fp8.py tests/test_fp8_producers.py -k gpu 2>&1 | tail -4
+    timeout 300 python3 scripts/bench_fp8.py --out "$OUT/fp8.json" --frames 200 --linear-only --feed-forwards-only 2>&1 | tee "$OUT/fp8.log"
+    bench fp16-S4 120 "${common[@]}" model.streams_per_worker=4 job.bench.frames=96
+    bench fp8-S4 120 "${common[@]}" model.fp8=unet-linear model.streams_per_worker=4 job.bench.frames=96
     ;;
 esac
 tar -czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.log 2>/dev/null) && rm -f "$OUT"/*.log

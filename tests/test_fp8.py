@@ -143,7 +143,9 @@ def test_tiny_model_under_fp8_emulation_stays_close_to_fp32(tiny_weights) -> Non
     reference = load_personalive(tiny_weights, "fp32", "cpu", architecture="tiny")
     reference.optimize(channels_last=True)
     quantized = copy.deepcopy(reference)
-    marked = use_fp8(quantized.denoising_unet, min_weight_elements=0, min_tokens=1)
+    marked = use_fp8(
+        quantized.denoising_unet, min_weight_elements=0, min_fed_in_features=0, min_tokens=1
+    )
     assert marked > 50
     # the UNet's first call's inputs, kept to call both UNets on them
     calls: list[tuple[tuple, dict]] = []

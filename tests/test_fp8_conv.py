@@ -222,7 +222,7 @@ def test_tiny_model_with_e4m3_convolutions_stays_close_to_fp32(tiny_weights) -> 
     quantized = copy.deepcopy(reference)
     assert use_fp8_convolutions(quantized.denoising_unet, channel_multiple=16) > 10
     converted = copy.deepcopy(quantized)
-    use_fp8(converted.denoising_unet, min_weight_elements=0, min_tokens=1)
+    use_fp8(converted.denoising_unet, min_weight_elements=0, min_fed_in_features=0, min_tokens=1)
     calls: list[nn.Module] = []  # the chosen layers' calls: the e4m3 path ran
     hooks = [
         m.register_forward_pre_hook(lambda module, _args: calls.append(module))

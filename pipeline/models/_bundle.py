@@ -20,7 +20,7 @@ from ._attention import (
 )
 from ._cuda_graphs import GraphedCall
 from ._fast_layers import check_kernels, use_fast_layers
-from ._fp8 import check_fp8_kernels, check_fp8_mode, use_fp8
+from ._fp8 import check_fp8_kernels, check_fp8_mode, check_fp8_producers, use_fp8
 from ._fp8_conv import check_fp8_conv_kernel, use_fp8_convolutions
 from ._keypoints import (
     HeadPose,
@@ -223,8 +223,9 @@ class PersonaLiveModels:
         whole networks (``"default"``/``"max-autotune"``; minutes of compiling) or their repeated
         blocks (``"regional"``); ``cuda_graphs``: those two calls replayed as CUDA graphs
         (:mod:`._cuda_graphs`; CUDA only). ``backend`` is torch.compile's (tests use a cheap
-        one). ``fp8``: ``model.fp8`` (:mod:`._fp8`; ``"unet-linear"``: the denoising UNet's large
-        linear products in e4m3; ``"unet"``: and its convolutions, :mod:`._fp8_conv`; on GPUs
+        one). ``fp8``: ``model.fp8`` (:mod:`._fp8`; ``"unet-linear"``: the denoising UNet's
+        feed-forward products from 640 channels in e4m3, their inputs written in e4m3 by the
+        kernels before them; ``"unet"``: and its convolutions, :mod:`._fp8_conv`; on GPUs
         that have FP8 tensor cores, else an error)."""
         check_fp8_mode(fp8, self.device)  # before any work: a GPU without FP8 fails at once
         if channels_last:
@@ -237,6 +238,7 @@ class PersonaLiveModels:
             check_kernels(self.device, self.dtype)
         if fp8 in ("unet-linear", "unet"):
             check_fp8_kernels(self.device, self.dtype)
+            check_fp8_producers(self.device, self.dtype)  # the norms and GEGLU writing FP8
             use_fp8(self.denoising_unet)
         if fp8 == "unet":
             check_fp8_conv_kernel(self.device, self.dtype)

@@ -317,9 +317,13 @@ def add_layer_norm(
     delta: torch.Tensor,
     norm: nn.LayerNorm,
     row_addend: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    *,
+    fp8_for: nn.Module | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | _fp8.Fp8Rows]:
     """``total = x + delta (+ row_addend[:, None, :])`` and ``norm(total)``: a transformer's
-    residual add and its next LayerNorm, one Triton pass on CUDA. Returns ``(total, normed)``."""
+    residual add and its next LayerNorm, one Triton pass on CUDA. Returns ``(total, normed)``;
+    ``normed`` comes in FP8 (:class:`._fp8.Fp8Rows`) where the kernel runs and ``fp8_for``, the
+    layer that reads it next, multiplies in FP8 (``model.fp8``)."""
     if (
         _use_kernels(x)
         and not torch.is_grad_enabled()
@@ -329,9 +333,13 @@ def add_layer_norm(
         and delta.is_contiguous()
         and norm.normalized_shape == (x.shape[-1],)
     ):
-        return _nhwc_kernels.add_layer_norm(
-            x, delta, norm.weight, norm.bias, norm.eps, row_addend=row_addend
+        fp8 = _fp8.feeds(fp8_for, x)
+        total, normed = _nhwc_kernels.add_layer_norm(
+            x, delta, norm.weight, norm.bias, norm.eps, row_addend=row_addend, fp8=fp8
         )
+        if fp8:
+            normed = _fp8.Fp8Rows(*normed, shape=x.shape, dtype=x.dtype)
+        return total, normed
     total = delta + x
     if row_addend is not None:
         total = total + row_addend[:, None, :]
@@ -587,10 +595,25 @@ class SplitGEGLU(GEGLU):
     of each half, one write); elsewhere each half projected with its own rows of
     ``proj.weight`` (contiguous halves), then GELU and the product."""
 
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor | _fp8.Fp8Rows,
+        *args,
+        fp8_for: nn.Module | None = None,
+        **kwargs,
+    ) -> torch.Tensor | _fp8.Fp8Rows:
+        """``fp8_for``: the layer that reads the result; where it multiplies in FP8 the kernel
+        writes the result in FP8 (:class:`._fp8.Fp8Rows`)."""
         weight, bias = self.proj.weight, self.proj.bias
-        if _use_kernels(hidden_states) and hidden_states.is_contiguous():
-            return _nhwc_kernels.geglu(_fp8.linear(hidden_states, weight, bias, self.proj))
+        if isinstance(hidden_states, _fp8.Fp8Rows) or (
+            _use_kernels(hidden_states) and hidden_states.is_contiguous()
+        ):  # an FP8 input came from a kernel: the kernels run here
+            projected = _fp8.linear(hidden_states, weight, bias, self.proj)
+            if not _fp8.feeds(fp8_for, projected):
+                return _nhwc_kernels.geglu(projected)
+            values, scale = _nhwc_kernels.geglu(projected, fp8=True)
+            shape = (*projected.shape[:-1], projected.shape[-1] // 2)
+            return _fp8.Fp8Rows(values, scale, torch.Size(shape), projected.dtype)
         if getattr(self.proj, "fp8", None) is not None:  # model.fp8 (emulated off CUDA: tests)
             value, gate = _fp8.linear(hidden_states, weight, bias, self.proj).chunk(2, dim=-1)
             return value * self.gelu(gate)
@@ -598,6 +621,15 @@ class SplitGEGLU(GEGLU):
         value = F.linear(hidden_states, weight[:half], None if bias is None else bias[:half])
         gate = F.linear(hidden_states, weight[half:], None if bias is None else bias[half:])
         return value.mul_(self.gelu(gate))
+
+
+def feed_forward(ff: nn.Module, normed: torch.Tensor | _fp8.Fp8Rows) -> torch.Tensor:
+    """diffusers' ``FeedForward`` (GEGLU projection, dropout, output product) at inference, where
+    its input may come in FP8 and its GEGLU writes FP8 for an output product that reads it so."""
+    geglu, out = ff.net[0], ff.net[2]
+    if not isinstance(geglu, SplitGEGLU) or ff.training:  # dropout would act: the module's own way
+        return ff(normed.dequantize() if isinstance(normed, _fp8.Fp8Rows) else normed)
+    return _fp8.linear(geglu(normed, fp8_for=out), out.weight, out.bias, out)
 
 
 def use_fast_layers(network: nn.Module, *, channels_last: bool = True) -> None:

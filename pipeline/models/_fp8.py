@@ -6,18 +6,23 @@ Hopper and Ada tensor cores multiply FP8 matrices at twice the fp16 rate. An FP8
 
 * weights per output channel, quantised once (:class:`Fp8Weight`, re-quantised only when the
   weight tensor changes);
-* activations per token (one scale per row of the ``(tokens, C)`` matrix): one Triton pass
-  reads a row once and writes it in FP8 with its scale (:func:`quantize_rows`); elsewhere the
-  same arithmetic in PyTorch ops.
+* activations per token (one scale per row of the ``(tokens, C)`` matrix). Where a Triton
+  kernel produces the activation — the LayerNorm before a feed-forward, the GEGLU between its two
+  products — that kernel writes it in FP8 with its scales (:class:`Fp8Rows`; the kernels'
+  ``fp8`` option in :mod:`._nhwc_kernels`), so the product reads one byte per element and no
+  pass of its own quantises it. Elsewhere one Triton pass reads a row once and writes it in
+  FP8 (:func:`quantize_rows`), or, off CUDA, the same arithmetic in PyTorch ops.
 
 ``torch._scaled_mm`` multiplies with fp32 accumulation, applies both scales and the bias, and
 writes the layer's dtype. On CPU (the tests) :func:`scaled_matmul` computes the same function
 from the dequantised operands in fp32: the emulation the numerics are checked against.
 
-Only products large enough to gain are converted (:data:`MIN_WEIGHT_ELEMENTS`,
-:data:`MIN_TOKENS`, measured on an H200: ``docs/benchmarks.md``, "FP8 matrix work"): the
-quantisation pass costs a read of the activation, which small products do not earn back.
-Everything else (norms, attention, convolutions, the other networks) keeps ``model.dtype``.
+Which products are converted follows per-shape timings on an H200 (``docs/benchmarks.md``,
+"FP8 matrix work", table 2): a feed-forward's products whose input is 640 channels or wider
+(:data:`MIN_FED_IN_FEATURES`; their input comes from a kernel that writes FP8), other products
+only when large enough to earn back a quantisation pass (:data:`MIN_WEIGHT_ELEMENTS`), and all
+only on :data:`MIN_TOKENS` token rows or more. Everything else (norms, attention, convolutions,
+the other networks) keeps ``model.dtype``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ FP8_MODES: tuple[str, ...] = ("none", "unet-linear", "unet")
 # 640-channel levels, the stacked q/k/v) and every call with fewer token rows stays in model.dtype
 MIN_WEIGHT_ELEMENTS = 1280 * 5120
 MIN_TOKENS = 4096
+# a feed-forward's two products read an input that the LayerNorm or GEGLU kernel before them
+# writes in FP8: without the quantisation pass, the products alone were faster in FP8 at every
+# UNet shape with K ≥ 640 (1.2–1.8× at S=4) and slower at K = 320 (320 → 2560: 0.82 vs 0.76 ms)
+MIN_FED_IN_FEATURES = 640
 
 
 def fp8_unsupported(device: torch.device | str) -> str | None:
@@ -144,6 +153,28 @@ def _quantize_rows_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # ----------------------------------------------------------------------------- products
 
 
+@dataclass(frozen=True)
+class Fp8Rows:
+    """An activation already in FP8, as the kernel that produced it wrote it: ``values`` an e4m3
+    ``(rows, features)`` matrix, ``scale`` float32 ``(rows, 1)``, standing for the tensor of
+    ``shape`` in ``dtype`` (``≈ values · scale``). :func:`linear` multiplies it as it lies."""
+
+    values: torch.Tensor
+    scale: torch.Tensor
+    shape: torch.Size
+    dtype: torch.dtype
+
+    def dequantize(self) -> torch.Tensor:
+        return (self.values.float() * self.scale).to(self.dtype).view(self.shape)
+
+
+def feeds(owner: nn.Module | None, x: torch.Tensor) -> bool:
+    """Whether the kernel producing ``x`` should write it in FP8: its consumer ``owner`` runs
+    this call as an FP8 product (:func:`use_fp8` chose it and the call is large enough)."""
+    fp8: Fp8Weight | None = getattr(owner, "fp8", None)
+    return fp8 is not None and fp8.serves(x)
+
+
 def scaled_matmul(
     x_q: torch.Tensor,
     x_scale: torch.Tensor,
@@ -199,11 +230,18 @@ class Fp8Weight:
 
 
 def linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, owner: nn.Module
+    x: torch.Tensor | Fp8Rows, weight: torch.Tensor, bias: torch.Tensor | None, owner: nn.Module
 ) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, as an FP8 product where ``owner`` (the layer that holds
-    ``weight``) was chosen by :func:`use_fp8` and the call is large enough."""
+    ``weight``) was chosen by :func:`use_fp8` and the call is large enough. ``x`` may come in
+    FP8 already (:class:`Fp8Rows`, from a kernel asked by :func:`feeds`)."""
     fp8: Fp8Weight | None = getattr(owner, "fp8", None)
+    if isinstance(x, Fp8Rows):
+        if fp8 is None:  # not an FP8 layer (after all): its own product on the dequantised input
+            return F.linear(x.dequantize(), weight, bias)
+        w_q, w_scale = fp8.matrix(weight)
+        out = scaled_matmul(x.values, x.scale, w_q, w_scale, bias, x.dtype)
+        return out.view(*x.shape[:-1], w_q.shape[0])
     if fp8 is None or not fp8.serves(x):
         return F.linear(x, weight, bias)
     w_q, w_scale = fp8.matrix(weight)
@@ -230,21 +268,45 @@ def _gains(in_features: int, out_features: int, min_weight_elements: int) -> boo
     )
 
 
+def feed_forward_products(network: nn.Module) -> set[nn.Linear]:
+    """The two products of every GEGLU feed-forward in ``network`` (diffusers' ``FeedForward``:
+    ``net[0].proj``, then ``net[2]``): the products whose input a kernel can write in FP8."""
+    products: set[nn.Linear] = set()
+    for module in network.modules():
+        net = getattr(module, "net", None)
+        if (
+            isinstance(net, nn.ModuleList)
+            and len(net) >= 3
+            and isinstance(getattr(net[0], "proj", None), nn.Linear)
+            and isinstance(net[2], nn.Linear)
+        ):
+            products.update((net[0].proj, net[2]))
+    return products
+
+
 def use_fp8(
     network: nn.Module,
     *,
     min_weight_elements: int = MIN_WEIGHT_ELEMENTS,
+    min_fed_in_features: int = MIN_FED_IN_FEATURES,
     min_tokens: int = MIN_TOKENS,
 ) -> int:
     """Mark the linear layers and the spatial transformers' 1×1 convolutions (``proj_in``,
     ``proj_out``) of ``network`` whose products gain from FP8
-    (their weights quantised now); ``nn.Linear`` becomes :class:`Fp8Linear`. The token-matrix
+    (their weights quantised now); ``nn.Linear`` becomes :class:`Fp8Linear`. A feed-forward's
+    products (:func:`feed_forward_products`) gain from ``min_fed_in_features`` input channels,
+    the others from ``min_weight_elements`` weight elements. The token-matrix
     paths that call ``F.linear`` on a layer's weight (1×1 convolutions on channels-last tokens,
     the feed-forward's GEGLU projection, the temporal attention's stacked q/k/v) ask
     :func:`linear` with the layer as ``owner``. Returns how many layers were marked."""
+    fed = feed_forward_products(network)
     marked = 0
     for name, module in network.named_modules():
-        if isinstance(module, nn.Linear):
+        if module in fed:
+            if module.in_features < min_fed_in_features:
+                continue
+            shape = (module.in_features, module.out_features)
+        elif isinstance(module, nn.Linear):
             shape = (module.in_features, module.out_features)
         elif (
             isinstance(module, nn.Conv2d)
@@ -260,7 +322,7 @@ def use_fp8(
                 continue
         else:
             continue
-        if not _gains(*shape, min_weight_elements):
+        if not _gains(*shape, 0 if module in fed else min_weight_elements):
             continue
         fp8 = Fp8Weight(min_tokens=min_tokens)
         if isinstance(module, (nn.Linear, nn.Conv2d)):
@@ -271,6 +333,47 @@ def use_fp8(
         marked += 1
     logger.info("FP8 (e4m3) products in %d layers of %s", marked, type(network).__name__)
     return marked
+
+
+def fp8_rows_mismatch(
+    values: torch.Tensor, scale: torch.Tensor, expected: torch.Tensor
+) -> str | None:
+    """What is wrong with ``(values, scale)`` as the per-row e4m3 form of ``expected`` (a
+    ``(rows, features)`` matrix computed in fp32 elsewhere), or ``None``: the scales must be the
+    rows' largest magnitudes over 448, and at most 1 % of the values may differ from rounding
+    ``expected`` (the producing kernel's own arithmetic rounds a few ties differently)."""
+    reference, reference_scale = quantize_rows(expected.float().cpu())
+    scale_error = ((scale.cpu() - reference_scale).abs() / reference_scale).max().item()
+    if not scale_error < 1e-3:
+        return f"row scales differ by up to {scale_error:.2%}"
+    differs = (values.cpu().float() != reference.float()).float().mean().item()
+    if not differs <= 0.01:
+        return f"{differs:.2%} of the e4m3 values differ from rounding the fp32 result"
+    return None
+
+
+def check_fp8_producers(device: torch.device | str, dtype: torch.dtype) -> None:
+    """The LayerNorm and GEGLU kernels writing FP8 (:class:`Fp8Rows`) on ``device`` against the
+    same results rounded by :func:`quantize_rows`: raises with what to do when they differ."""
+    from . import _nhwc_kernels
+
+    generator = torch.Generator().manual_seed(1)
+    x, delta = (torch.randn(2, 200, 640, generator=generator).to(device, dtype) for _ in range(2))
+    weight, bias = (torch.randn(640, generator=generator).to(device, dtype) for _ in range(2))
+    projected = torch.randn(300, 2 * 1280, generator=generator).to(device, dtype)
+    total, (values, scale) = _nhwc_kernels.add_layer_norm(x, delta, weight, bias, 1e-5, fp8=True)
+    normed = F.layer_norm(total.float(), (640,), weight.float(), bias.float(), 1e-5)
+    problems = {"layer norm": fp8_rows_mismatch(values, scale, normed.view(-1, 640))}
+    values, scale = _nhwc_kernels.geglu(projected, fp8=True)
+    value, gate = projected.float().chunk(2, dim=-1)
+    problems["GEGLU"] = fp8_rows_mismatch(values, scale, value * F.gelu(gate))
+    failed = {name: problem for name, problem in problems.items() if problem}
+    if failed:
+        detail = "; ".join(f"{name}: {problem}" for name, problem in failed.items())
+        raise RuntimeError(
+            f"model.fp8: the kernels that write FP8 inputs compute wrong results on {device} "
+            f"in {dtype} ({detail}); use model.fp8=none"
+        )
 
 
 def check_fp8_kernels(device: torch.device | str, dtype: torch.dtype) -> None:

@@ -16,6 +16,9 @@ their step allows, at full width:
   cross-attention's value) and the next LayerNorm in one pass over token rows ``(B, L, C)``.
 * :func:`geglu` — a feed-forward's ``value · GELU(gate)`` from the two halves of its projection
   (one read of each half, one write; PyTorch's GELU and multiply made five passes).
+* With ``fp8=True``, :func:`add_layer_norm` and :func:`geglu` write their result in e4m3 with
+  one scale per row, as the FP8 product that reads it next wants it (``model.fp8``,
+  :mod:`._fp8`): no quantisation pass of its own, and a byte per element instead of two.
 * :func:`upsample_nearest_2x` — nearest-neighbour 2× upsampling of a channels-last activation
   (PyTorch's NHWC kernel ran at a tenth of the copy bandwidth, and diffusers turns batches of 64
   or more back to NCHW first).
@@ -66,6 +69,31 @@ if triton is not None:
         ok = (r < total_rows)[:, None] & col_ok[None, :]
         offsets = r[:, None].to(tl.int64) * channels + cols[None, :]
         return r, cols, col_ok, ok, offsets
+
+    @triton.jit
+    def _to_e4m3(y, amax, ROUND_IN_CODE: tl.constexpr):
+        """``y`` (fp32) scaled so that ``amax`` maps to 448 and converted to e4m3 (round to
+        nearest, ties to even). A GPU's conversion instruction rounds so; Triton's interpreter
+        does not where rounding carries into the next binade (124.3 → 64), so there
+        (``ROUND_IN_CODE``) the value is first rounded to an e4m3 value in fp32 arithmetic, which
+        the conversion then keeps exactly."""
+        scale = tl.maximum(amax, 1e-12) / 448.0
+        q = tl.minimum(tl.maximum(y / scale[:, None], -448.0), 448.0)
+        if ROUND_IN_CODE:
+            a = tl.abs(q)
+            # normal range (≥ 2⁻⁶): keep 3 of fp32's 23 mantissa bits, ties to even
+            bits = a.to(tl.int32, bitcast=True)
+            bits = ((bits + 0x7FFFF + ((bits >> 20) & 1)) >> 20) << 20
+            normal = bits.to(tl.float32, bitcast=True)
+            # subnormal range: multiples of 2⁻⁹, ties to even
+            steps = a * 512.0
+            floor = tl.floor(steps)
+            odd = (floor - 2.0 * tl.floor(floor * 0.5)) == 1.0
+            up = (steps - floor > 0.5) | ((steps - floor == 0.5) & odd)
+            subnormal = (floor + tl.where(up, 1.0, 0.0)) / 512.0
+            a = tl.where(a >= 0.015625, normal, subnormal)
+            q = tl.where(q < 0, -a, a)
+        return q.to(tl.float8e4nv), scale
 
     @triton.jit
     def _chunk_stats_kernel(
@@ -231,6 +259,7 @@ if triton is not None:
         bias_ptr,
         sum_ptr,
         out_ptr,
+        out_scale_ptr,
         total_rows,
         channels,
         rows_per_sample,
@@ -239,11 +268,15 @@ if triton is not None:
         HAS_ROW_ADDEND: tl.constexpr,
         HAS_WEIGHT: tl.constexpr,
         HAS_BIAS: tl.constexpr,
+        FP8_OUT: tl.constexpr,
+        ROUND_IN_CODE: tl.constexpr,
         BLOCK_R: tl.constexpr,
         BLOCK_C: tl.constexpr,
     ):
         """``sum = x + delta (+ row_addend[sample])``; ``out = layer_norm(sum)`` over channels.
-        Without ``HAS_DELTA``: ``out = layer_norm(x)``, no sum stored (a plain LayerNorm)."""
+        Without ``HAS_DELTA``: ``out = layer_norm(x)``, no sum stored (a plain LayerNorm).
+        ``FP8_OUT``: ``out`` in e4m3 with one scale per row in ``out_scale`` (the next FP8
+        product's input, written here instead of read again by a quantisation pass)."""
         r, cols, col_ok, ok, offsets = _row_tile(total_rows, channels, 0, BLOCK_R, BLOCK_C)
         total = tl.load(x_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
         if HAS_DELTA:
@@ -262,7 +295,22 @@ if triton is not None:
             y *= tl.load(weight_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         if HAS_BIAS:
             y += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=ok)
+        if FP8_OUT:
+            amax = tl.max(tl.where(ok, tl.abs(y), 0.0), axis=1)
+            q, scale = _to_e4m3(y, amax, ROUND_IN_CODE)
+            tl.store(out_ptr + offsets, q, mask=ok)
+            tl.store(out_scale_ptr + r, scale, mask=r < total_rows)
+        else:
+            tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _geglu_tile(projected_ptr, r, cols, ok, features):
+        """``value · GELU(gate)`` in fp32 for rows ``r``, columns ``cols`` of the halves."""
+        row_start = r[:, None].to(tl.int64) * (2 * features)
+        value = tl.load(projected_ptr + row_start + cols[None, :], mask=ok, other=0.0)
+        gate = tl.load(projected_ptr + row_start + features + cols[None, :], mask=ok, other=0.0)
+        gate = gate.to(tl.float32)
+        return value.to(tl.float32) * (0.5 * gate * (1.0 + tl.erf(gate * 0.7071067811865476)))
 
     @triton.jit
     def _geglu_kernel(
@@ -277,13 +325,40 @@ if triton is not None:
         r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
         cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         ok = (r < total_rows)[:, None] & (cols < features)[None, :]
-        row_start = r[:, None].to(tl.int64) * (2 * features)
-        value = tl.load(projected_ptr + row_start + cols[None, :], mask=ok, other=0.0)
-        gate = tl.load(projected_ptr + row_start + features + cols[None, :], mask=ok, other=0.0)
-        gate = gate.to(tl.float32)
-        y = value.to(tl.float32) * (0.5 * gate * (1.0 + tl.erf(gate * 0.7071067811865476)))
+        y = _geglu_tile(projected_ptr, r, cols, ok, features)
         out_offsets = r[:, None].to(tl.int64) * features + cols[None, :]
         tl.store(out_ptr + out_offsets, y.to(out_ptr.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _geglu_fp8_kernel(
+        projected_ptr,
+        out_ptr,
+        out_scale_ptr,
+        total_rows,
+        features,
+        ROUND_IN_CODE: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        """:func:`_geglu_kernel` written in e4m3 with one scale per row: whole rows per program,
+        two sweeps over their columns (the row's largest magnitude, then the values; the second
+        reads what the first left in cache)."""
+        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        row_ok = r < total_rows
+        amax = tl.zeros((BLOCK_R,), dtype=tl.float32)
+        for start in range(0, features, BLOCK_C):
+            cols = start + tl.arange(0, BLOCK_C)
+            ok = row_ok[:, None] & (cols < features)[None, :]
+            y = _geglu_tile(projected_ptr, r, cols, ok, features)
+            amax = tl.maximum(amax, tl.max(tl.abs(y), axis=1))
+        for start in range(0, features, BLOCK_C):
+            cols = start + tl.arange(0, BLOCK_C)
+            ok = row_ok[:, None] & (cols < features)[None, :]
+            y = _geglu_tile(projected_ptr, r, cols, ok, features)
+            q, _ = _to_e4m3(y, amax, ROUND_IN_CODE)
+            out_offsets = r[:, None].to(tl.int64) * features + cols[None, :]
+            tl.store(out_ptr + out_offsets, q, mask=ok)
+        tl.store(out_scale_ptr + r, tl.maximum(amax, 1e-12) / 448.0, mask=row_ok)  # as _to_e4m3
 
     @triton.jit
     def _frame_attention_kernel(
@@ -563,10 +638,13 @@ def add_layer_norm(
     eps: float,
     *,
     row_addend: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    fp8: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
     """``total = x + delta (+ row_addend[:, None, :])`` and ``layer_norm(total)`` over the last
     dimension, in one pass: a transformer's residual add and the next norm. ``x``/``delta``
-    contiguous ``(B, L, C)``; ``row_addend`` ``(B, C)``. Returns ``(total, normed)``."""
+    contiguous ``(B, L, C)``; ``row_addend`` ``(B, C)``. Returns ``(total, normed)``; with
+    ``fp8``, ``normed`` is ``(values, scale)``: a ``(B·L, C)`` e4m3 matrix and one float32
+    scale per row ``(B·L, 1)`` (``normed ≈ values · scale``)."""
     if not (
         x.dim() == 3 and x.shape == delta.shape and x.is_contiguous() and delta.is_contiguous()
     ):
@@ -577,7 +655,9 @@ def add_layer_norm(
     if row_addend is not None:  # one vector per sample (or one for all), as broadcasting would
         row_addend = row_addend.reshape(-1, channels).expand(samples, channels).contiguous()
     total = torch.empty_like(x)
-    normed = _layer_norm_rows(x, delta, row_addend, weight, bias, eps, total, rows_per_sample)
+    normed = _layer_norm_rows(
+        x, delta, row_addend, weight, bias, eps, total, rows_per_sample, fp8=fp8
+    )
     return total, normed
 
 
@@ -591,12 +671,19 @@ def layer_norm(
     return _layer_norm_rows(x, None, None, weight, bias, eps, None, 1)
 
 
-def _layer_norm_rows(x, delta, row_addend, weight, bias, eps, total, rows_per_sample):
+def _fp8_rows(rows: int, features: int, device: torch.device):
+    """Room for an e4m3 ``(rows, features)`` matrix and its float32 row scales ``(rows, 1)``."""
+    values = torch.empty((rows, features), dtype=torch.float8_e4m3fn, device=device)
+    return values, torch.empty((rows, 1), dtype=torch.float32, device=device)
+
+
+def _layer_norm_rows(x, delta, row_addend, weight, bias, eps, total, rows_per_sample, fp8=False):
     channels = x.shape[-1]
     total_rows = x.numel() // channels
     block_c = triton.next_power_of_2(channels)
     block_r = max(1, min(64, 4096 // block_c))
-    normed = torch.empty_like(x)
+    normed = _fp8_rows(total_rows, channels, x.device) if fp8 else torch.empty_like(x)
+    out, out_scale = normed if fp8 else (normed, x)
     _add_layer_norm_kernel[(triton.cdiv(total_rows, block_r),)](
         x,
         delta if delta is not None else x,
@@ -604,7 +691,8 @@ def _layer_norm_rows(x, delta, row_addend, weight, bias, eps, total, rows_per_sa
         weight if weight is not None else x,
         bias if bias is not None else x,
         total if total is not None else x,
-        normed,
+        out,
+        out_scale,
         total_rows,
         channels,
         rows_per_sample,
@@ -613,6 +701,8 @@ def _layer_norm_rows(x, delta, row_addend, weight, bias, eps, total, rows_per_sa
         HAS_ROW_ADDEND=row_addend is not None,
         HAS_WEIGHT=weight is not None,
         HAS_BIAS=bias is not None,
+        FP8_OUT=fp8,
+        ROUND_IN_CODE=not x.is_cuda,  # the interpreter's e4m3 conversion mis-rounds
         BLOCK_R=block_r,
         BLOCK_C=block_c,
         num_warps=4 if block_c <= 1024 else 8,
@@ -620,15 +710,34 @@ def _layer_norm_rows(x, delta, row_addend, weight, bias, eps, total, rows_per_sa
     return normed
 
 
-def geglu(projected: torch.Tensor) -> torch.Tensor:
+_FP8_GEGLU_ROWS = 8  # whole rows per program (two sweeps over their columns)
+
+
+def geglu(
+    projected: torch.Tensor, *, fp8: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``value · GELU(gate)`` for ``projected = cat([value, gate], -1)`` contiguous ``(..., 2F)``
-    (diffusers' ``GEGLU`` after its projection); returns ``(..., F)``."""
+    (diffusers' ``GEGLU`` after its projection); returns ``(..., F)``. With ``fp8``: ``(values,
+    scale)``, an e4m3 ``(rows, F)`` matrix and one float32 scale per row ``(rows, 1)``."""
     if not projected.is_contiguous() or projected.shape[-1] % 2:
         raise ValueError(
             f"projected must be contiguous with an even last dimension, got {tuple(projected.shape)}"
         )
     features = projected.shape[-1] // 2
     total_rows = projected.numel() // projected.shape[-1]
+    if fp8:
+        values, scale = _fp8_rows(total_rows, features, projected.device)
+        _geglu_fp8_kernel[(triton.cdiv(total_rows, _FP8_GEGLU_ROWS),)](
+            projected,
+            values,
+            scale,
+            total_rows,
+            features,
+            ROUND_IN_CODE=not projected.is_cuda,  # the interpreter's e4m3 conversion mis-rounds
+            BLOCK_R=_FP8_GEGLU_ROWS,
+            BLOCK_C=min(256, triton.next_power_of_2(features)),
+        )
+        return values, scale
     out = projected.new_empty((*projected.shape[:-1], features))
     block_c = min(128, triton.next_power_of_2(features))
     _geglu_kernel[(triton.cdiv(total_rows, _ROWS // 2), triton.cdiv(features, block_c))](

@@ -29,6 +29,7 @@ from . import _fp8
 from ._attention import AttentionProcessor, BankPadding
 from ._fast_layers import (
     add_layer_norm,
+    feed_forward,
     frame_attention,
     frame_attention_usable,
     is_channels_last,
@@ -104,12 +105,16 @@ class SpatialTransformerBlock(nn.Module):
         attended = self.attn1.processor(
             self.attn1, normed, extra_kv=bank_kv, extra_padding=bank_mask
         )
+        # norm3 writes FP8 where the feed-forward's projection multiplies in FP8 (model.fp8)
+        ff_input = self.ff.net[0].proj
         if clip_context.shape[1] == 1:  # residual, CLIP value and norm3 in one pass (see below)
-            x, normed = add_layer_norm(x, attended, self.norm3, self._clip_value(clip_context))
+            clip_value = self._clip_value(clip_context)
+            x, normed = add_layer_norm(x, attended, self.norm3, clip_value, fp8_for=ff_input)
         else:
             x = attended + x
-            x, normed = add_layer_norm(x, self._cross_attention(x, clip_context), self.norm3)
-        return self.ff(normed) + x
+            cross = self._cross_attention(x, clip_context)
+            x, normed = add_layer_norm(x, cross, self.norm3, fp8_for=ff_input)
+        return feed_forward(self.ff, normed) + x
 
     def _clip_value(self, context: torch.Tensor) -> torch.Tensor:
         """Attention to a single CLIP token: softmax over one key is exactly 1, so every query
@@ -307,8 +312,10 @@ class FrameModule(nn.Module):
             normed = layer_norm(tokens, block.norms[0])
             for attn, next_norm in zip(block.attention_blocks, next_norms):
                 attended = self._attend(attn, normed, frames, motion_tokens)
-                tokens, normed = add_layer_norm(tokens, attended, next_norm)
-            tokens = block.ff(normed) + tokens
+                # the feed-forward's norm writes FP8 where its projection multiplies in FP8
+                reader = block.ff.net[0].proj if next_norm is block.ff_norm else None
+                tokens, normed = add_layer_norm(tokens, attended, next_norm, fp8_for=reader)
+            tokens = feed_forward(block.ff, normed) + tokens
         tokens = module.proj_out(tokens)
         out = tokens.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return out + residual
