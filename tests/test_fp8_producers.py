@@ -60,7 +60,7 @@ def test_the_add_layer_norm_kernel_writes_e4m3_rows(row_addend: bool) -> None:
 
 def test_the_geglu_kernel_writes_e4m3_rows() -> None:
     torch.manual_seed(1)
-    # 300 features: two sweeps of 256 columns, the second ragged; 13 rows: a ragged last program
+    # 300 features in a 512-wide row tile (ragged columns); 13 rows in tiles of 8 (a ragged last)
     projected = torch.randn(13, 600) * torch.logspace(-1, 1, 13)[:, None]
     values, scale = _nhwc_kernels.geglu(projected, fp8=True)
     value, gate = projected.double().chunk(2, dim=-1)
@@ -92,6 +92,22 @@ def test_the_feed_forward_products_from_640_channels_are_chosen() -> None:
     assert type(narrow[0].proj) is nn.Linear and isinstance(narrow[2], Fp8Linear)  # 1280 → 320
     assert isinstance(wide[0].proj, Fp8Linear) and isinstance(wide[2], Fp8Linear)
     assert type(network[1]) is nn.Linear  # not a feed-forward, too small to pay for the pass
+
+
+def test_a_feed_forward_without_fp8_runs_as_the_module_s_own_call() -> None:
+    """model.compile=regional compiles a FeedForward's call: without FP8 it must still be used."""
+    torch.manual_seed(6)
+    ff = FeedForward(32, activation_fn="geglu").eval()
+    _fast_layers.use_fast_layers(ff)
+    seen = []
+    ff.register_forward_hook(lambda *args: seen.append(1))
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        expected = ff(x)
+        assert torch.equal(_fast_layers.feed_forward(ff, x), expected) and len(seen) == 2
+        use_fp8(ff, min_fed_in_features=0, min_tokens=1)
+        _fast_layers.feed_forward(ff, x)  # FP8: the two products on their own path
+    assert len(seen) == 2
 
 
 def _transformer(kind: str, channels: int) -> nn.Module:

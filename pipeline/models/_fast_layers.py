@@ -625,9 +625,11 @@ class SplitGEGLU(GEGLU):
 
 def feed_forward(ff: nn.Module, normed: torch.Tensor | _fp8.Fp8Rows) -> torch.Tensor:
     """diffusers' ``FeedForward`` (GEGLU projection, dropout, output product) at inference, where
-    its input may come in FP8 and its GEGLU writes FP8 for an output product that reads it so."""
+    its input may come in FP8 and its GEGLU writes FP8 for an output product that reads it so.
+    Without FP8 it is the module's own call (``model.compile=regional`` compiles that call)."""
     geglu, out = ff.net[0], ff.net[2]
-    if not isinstance(geglu, SplitGEGLU) or ff.training:  # dropout would act: the module's own way
+    fp8 = isinstance(normed, _fp8.Fp8Rows) or getattr(out, "fp8", None) is not None
+    if not fp8 or not isinstance(geglu, SplitGEGLU) or ff.training:  # training: dropout acts
         return ff(normed.dequantize() if isinstance(normed, _fp8.Fp8Rows) else normed)
     return _fp8.linear(geglu(normed, fp8_for=out), out.weight, out.bias, out)
 

@@ -340,25 +340,16 @@ if triton is not None:
         BLOCK_R: tl.constexpr,
         BLOCK_C: tl.constexpr,
     ):
-        """:func:`_geglu_kernel` written in e4m3 with one scale per row: whole rows per program,
-        two sweeps over their columns (the row's largest magnitude, then the values; the second
-        reads what the first left in cache)."""
+        """:func:`_geglu_kernel` written in e4m3 with one scale per row: whole rows per program
+        (``BLOCK_C`` ≥ ``features``), so each half is read once and the row's largest magnitude
+        is known before it is written."""
         r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-        row_ok = r < total_rows
-        amax = tl.zeros((BLOCK_R,), dtype=tl.float32)
-        for start in range(0, features, BLOCK_C):
-            cols = start + tl.arange(0, BLOCK_C)
-            ok = row_ok[:, None] & (cols < features)[None, :]
-            y = _geglu_tile(projected_ptr, r, cols, ok, features)
-            amax = tl.maximum(amax, tl.max(tl.abs(y), axis=1))
-        for start in range(0, features, BLOCK_C):
-            cols = start + tl.arange(0, BLOCK_C)
-            ok = row_ok[:, None] & (cols < features)[None, :]
-            y = _geglu_tile(projected_ptr, r, cols, ok, features)
-            q, _ = _to_e4m3(y, amax, ROUND_IN_CODE)
-            out_offsets = r[:, None].to(tl.int64) * features + cols[None, :]
-            tl.store(out_ptr + out_offsets, q, mask=ok)
-        tl.store(out_scale_ptr + r, tl.maximum(amax, 1e-12) / 448.0, mask=row_ok)  # as _to_e4m3
+        cols = tl.arange(0, BLOCK_C)
+        ok = (r < total_rows)[:, None] & (cols < features)[None, :]
+        y = _geglu_tile(projected_ptr, r, cols, ok, features)
+        q, scale = _to_e4m3(y, tl.max(tl.where(ok, tl.abs(y), 0.0), axis=1), ROUND_IN_CODE)
+        tl.store(out_ptr + r[:, None].to(tl.int64) * features + cols[None, :], q, mask=ok)
+        tl.store(out_scale_ptr + r, scale, mask=r < total_rows)
 
     @triton.jit
     def _frame_attention_kernel(
@@ -710,9 +701,6 @@ def _layer_norm_rows(x, delta, row_addend, weight, bias, eps, total, rows_per_sa
     return normed
 
 
-_FP8_GEGLU_ROWS = 8  # whole rows per program (two sweeps over their columns)
-
-
 def geglu(
     projected: torch.Tensor, *, fp8: bool = False
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -727,15 +715,18 @@ def geglu(
     total_rows = projected.numel() // projected.shape[-1]
     if fp8:
         values, scale = _fp8_rows(total_rows, features, projected.device)
-        _geglu_fp8_kernel[(triton.cdiv(total_rows, _FP8_GEGLU_ROWS),)](
+        block_c = triton.next_power_of_2(features)  # whole rows: up to 8192 wide (5120 features)
+        block_r = max(1, min(64, 4096 // block_c))
+        _geglu_fp8_kernel[(triton.cdiv(total_rows, block_r),)](
             projected,
             values,
             scale,
             total_rows,
             features,
             ROUND_IN_CODE=not projected.is_cuda,  # the interpreter's e4m3 conversion mis-rounds
-            BLOCK_R=_FP8_GEGLU_ROWS,
-            BLOCK_C=min(256, triton.next_power_of_2(features)),
+            BLOCK_R=block_r,
+            BLOCK_C=block_c,
+            num_warps=4 if block_c <= 1024 else 8,
         )
         return values, scale
     out = projected.new_empty((*projected.shape[:-1], features))
