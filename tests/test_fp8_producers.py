@@ -122,7 +122,7 @@ def _transformer(kind: str, channels: int) -> nn.Module:
     return module.eval()
 
 
-@pytest.mark.parametrize("kind", ["spatial", "temporal"])
+@pytest.mark.parametrize("kind", ["spatial", "temporal", "motion"])
 def test_feed_forwards_read_their_inputs_in_fp8_from_the_kernels(monkeypatch, kind: str) -> None:
     """Through the kernels, every feed-forward product reads an input a kernel wrote in e4m3 (no
     quantisation pass runs) and the block computes what the emulated FP8 path computes: the same
@@ -132,12 +132,13 @@ def test_feed_forwards_read_their_inputs_in_fp8_from_the_kernels(monkeypatch, ki
     module = _transformer(kind, channels)
     x = torch.randn(2 * frames, channels, 5, 6)
     clip = torch.randn(2 * frames, 1, 24)
+    motion = torch.randn(2 * frames, 3, 8)
 
     def run(inputs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             if kind == "spatial":
                 return module(inputs, clip)
-            return module(inputs, frames)
+            return module(inputs, frames, motion if kind == "motion" else None)
 
     exact = run(x)
     _fast_layers.use_fast_layers(module)
