@@ -20,3 +20,10 @@ def stream_tiny(models, frames: int = 16) -> torch.Tensor:
     driving = rng.integers(0, 255, (frames, 64, 64, 3), dtype=np.uint8)
     outputs = [animator.push(stream, driving[i : i + 4]) for i in range(0, frames, 4)]
     return torch.cat([*outputs, animator.finish(stream)])
+
+
+def cuda_fp8() -> bool:
+    """A CUDA GPU with FP8 tensor cores is here (the tests marked ``gpu`` run on it)."""
+    from pipeline.models import _fp8
+
+    return torch.cuda.is_available() and _fp8.fp8_unsupported("cuda") is None

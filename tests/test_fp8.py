@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fp8_helpers import stream_tiny
+from fp8_helpers import cuda_fp8, stream_tiny
 from torch import nn
 
 from pipeline.models import _fp8
@@ -174,12 +174,8 @@ def test_tiny_model_under_fp8_emulation_stays_close_to_fp32(tiny_weights) -> Non
     assert psnr > 25
 
 
-def _cuda_fp8() -> bool:
-    return torch.cuda.is_available() and _fp8.fp8_unsupported("cuda") is None
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(not _cuda_fp8(), reason="needs a CUDA GPU with FP8 tensor cores")
+@pytest.mark.skipif(not cuda_fp8(), reason="needs a CUDA GPU with FP8 tensor cores")
 def test_gpu_kernels_compute_the_emulated_product() -> None:
     torch.manual_seed(5)
     x = (torch.randn(4096, 1280) * torch.logspace(-2, 2, 4096)[:, None]).cuda().half()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fp8_helpers import stream_tiny
+from fp8_helpers import cuda_fp8, stream_tiny
 from torch import nn
 
 from pipeline.models import _fp8_conv
@@ -243,14 +243,8 @@ def test_tiny_model_with_e4m3_convolutions_stays_close_to_fp32(tiny_weights) -> 
         hook.remove()
 
 
-def _cuda_fp8() -> bool:
-    from pipeline.models._fp8 import fp8_unsupported
-
-    return torch.cuda.is_available() and fp8_unsupported("cuda") is None
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(not _cuda_fp8(), reason="needs a CUDA GPU with FP8 tensor cores")
+@pytest.mark.skipif(not cuda_fp8(), reason="needs a CUDA GPU with FP8 tensor cores")
 def test_the_gpu_kernel_matches_the_emulation_and_replays_in_a_cuda_graph() -> None:
     """The load-time check passes; a chosen layer's call (scale, cast in the kernel, product) is
     captured and replayed by a CUDA graph with the result of the eager call."""

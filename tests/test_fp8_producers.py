@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
+from fp8_helpers import cuda_fp8
 from torch import nn
 
 from pipeline.models import _fast_layers, _fp8, _nhwc_kernels
@@ -171,12 +172,8 @@ def test_the_fp8_producer_check_passes_where_the_kernels_are_right(monkeypatch) 
         _fp8.check_fp8_producers("cpu", torch.float32)
 
 
-def _cuda_fp8() -> bool:
-    return torch.cuda.is_available() and _fp8.fp8_unsupported("cuda") is None
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(not _cuda_fp8(), reason="needs a CUDA GPU with FP8 tensor cores")
+@pytest.mark.skipif(not cuda_fp8(), reason="needs a CUDA GPU with FP8 tensor cores")
 def test_gpu_kernels_write_the_e4m3_rows_quantize_rows_writes() -> None:
     """On CUDA the kernels convert with the GPU's own instruction (no rounding in code)."""
     torch.manual_seed(5)
