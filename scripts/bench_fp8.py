@@ -270,12 +270,7 @@ def time_shape(m: int, k: int, n: int) -> dict:
     return entry
 
 
-def shapes_table(unet, call, results: dict, feed_forwards_only: bool = False) -> None:
-    args, kwargs = call
-    shapes = record_shapes(unet, args, kwargs)
-    feed_forward_table(shapes, results)
-    if feed_forwards_only:
-        return
+def shapes_table(shapes: Counter, results: dict) -> None:
     rows = []
     for (m, k, n), count in sorted(shapes.items(), key=lambda kv: -kv[0][0] * kv[0][1] * kv[0][2]):
         if k % 16 or n % 16:
@@ -411,7 +406,11 @@ def main() -> int:
     call = fidelity(models, animator, options.frames, results, convolutions=not options.linear_only)
     Path(options.out).write_text(json.dumps(results, indent=1))
     if not options.skip_shapes:
-        shapes_table(models.denoising_unet, call, results, options.feed_forwards_only)
+        args, kwargs = call
+        shapes = record_shapes(models.denoising_unet, args, kwargs)
+        feed_forward_table(shapes, results)
+        if not options.feed_forwards_only:
+            shapes_table(shapes, results)
         Path(options.out).write_text(json.dumps(results, indent=1))
     return 0
 

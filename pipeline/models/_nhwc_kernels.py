@@ -71,12 +71,15 @@ if triton is not None:
         return r, cols, col_ok, ok, offsets
 
     @triton.jit
-    def _to_e4m3(y, amax, ROUND_IN_CODE: tl.constexpr):
-        """``y`` (fp32) scaled so that ``amax`` maps to 448 and converted to e4m3 (round to
-        nearest, ties to even). A GPU's conversion instruction rounds so; Triton's interpreter
-        does not where rounding carries into the next binade (124.3 → 64), so there
-        (``ROUND_IN_CODE``) the value is first rounded to an e4m3 value in fp32 arithmetic, which
-        the conversion then keeps exactly."""
+    def e4m3_rows(y, ok, ROUND_IN_CODE: tl.constexpr):
+        """The rows of the tile ``y`` (fp32; ``ok`` its in-bounds mask) in e4m3, each scaled so
+        that its largest magnitude maps to 448, and those scales (round to nearest, ties to
+        even): per-token FP8 as the products want it (``_fp8.quantize_rows`` and the kernels here
+        that write FP8). A GPU's conversion instruction rounds so; Triton's interpreter does not
+        where rounding carries into the next binade (124.3 → 64), so there (``ROUND_IN_CODE``)
+        the value is first rounded to an e4m3 value in fp32 arithmetic, which the conversion
+        then keeps exactly."""
+        amax = tl.max(tl.where(ok, tl.abs(y), 0.0), axis=1)
         scale = tl.maximum(amax, 1e-12) / 448.0
         q = tl.minimum(tl.maximum(y / scale[:, None], -448.0), 448.0)
         if ROUND_IN_CODE:
@@ -296,8 +299,7 @@ if triton is not None:
         if HAS_BIAS:
             y += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         if FP8_OUT:
-            amax = tl.max(tl.where(ok, tl.abs(y), 0.0), axis=1)
-            q, scale = _to_e4m3(y, amax, ROUND_IN_CODE)
+            q, scale = e4m3_rows(y, ok, ROUND_IN_CODE)
             tl.store(out_ptr + offsets, q, mask=ok)
             tl.store(out_scale_ptr + r, scale, mask=r < total_rows)
         else:
@@ -347,7 +349,7 @@ if triton is not None:
         cols = tl.arange(0, BLOCK_C)
         ok = (r < total_rows)[:, None] & (cols < features)[None, :]
         y = _geglu_tile(projected_ptr, r, cols, ok, features)
-        q, scale = _to_e4m3(y, tl.max(tl.where(ok, tl.abs(y), 0.0), axis=1), ROUND_IN_CODE)
+        q, scale = e4m3_rows(y, ok, ROUND_IN_CODE)
         tl.store(out_ptr + r[:, None].to(tl.int64) * features + cols[None, :], q, mask=ok)
         tl.store(out_scale_ptr + r, scale, mask=r < total_rows)
 
@@ -668,11 +670,17 @@ def _fp8_rows(rows: int, features: int, device: torch.device):
     return values, torch.empty((rows, 1), dtype=torch.float32, device=device)
 
 
+def _whole_rows(features: int) -> tuple[int, int, int]:
+    """``(BLOCK_R, BLOCK_C, num_warps)`` for kernels whose programs hold whole rows of
+    ``features``: up to 64 rows, ~4k elements a program, 8 warps past 1,024 columns."""
+    block_c = triton.next_power_of_2(features)
+    return max(1, min(64, 4096 // block_c)), block_c, 4 if block_c <= 1024 else 8
+
+
 def _layer_norm_rows(x, delta, row_addend, weight, bias, eps, total, rows_per_sample, fp8=False):
     channels = x.shape[-1]
     total_rows = x.numel() // channels
-    block_c = triton.next_power_of_2(channels)
-    block_r = max(1, min(64, 4096 // block_c))
+    block_r, block_c, num_warps = _whole_rows(channels)
     normed = _fp8_rows(total_rows, channels, x.device) if fp8 else torch.empty_like(x)
     out, out_scale = normed if fp8 else (normed, x)
     _add_layer_norm_kernel[(triton.cdiv(total_rows, block_r),)](
@@ -696,7 +704,7 @@ def _layer_norm_rows(x, delta, row_addend, weight, bias, eps, total, rows_per_sa
         ROUND_IN_CODE=not x.is_cuda,  # the interpreter's e4m3 conversion mis-rounds
         BLOCK_R=block_r,
         BLOCK_C=block_c,
-        num_warps=4 if block_c <= 1024 else 8,
+        num_warps=num_warps,
     )
     return normed
 
@@ -715,8 +723,7 @@ def geglu(
     total_rows = projected.numel() // projected.shape[-1]
     if fp8:
         values, scale = _fp8_rows(total_rows, features, projected.device)
-        block_c = triton.next_power_of_2(features)  # whole rows: up to 8192 wide (5120 features)
-        block_r = max(1, min(64, 4096 // block_c))
+        block_r, block_c, num_warps = _whole_rows(features)  # 5120 features: 8192 wide, 1 row
         _geglu_fp8_kernel[(triton.cdiv(total_rows, block_r),)](
             projected,
             values,
@@ -726,7 +733,7 @@ def geglu(
             ROUND_IN_CODE=not projected.is_cuda,  # the interpreter's e4m3 conversion mis-rounds
             BLOCK_R=block_r,
             BLOCK_C=block_c,
-            num_warps=4 if block_c <= 1024 else 8,
+            num_warps=num_warps,
         )
         return values, scale
     out = projected.new_empty((*projected.shape[:-1], features))
