@@ -15,6 +15,9 @@
 #                                 e4m3 by the LayerNorm and GEGLU kernels: GPU tests, fidelity,
 #                                 each feed-forward shape fp16 / FP8 fed / FP8 with passes, then
 #                                 job=bench fp16 against unet-linear at S=4 (CUDA graphs)
+#   scripts/bench_fp8.sh attn     lever 2 at head dim 40: GPU tests of scripts/flash_head40.py, then
+#                                 its configurations against cuDNN at the 64² level's own-key and
+#                                 bank shapes (scripts/probe_attention.py --triton)
 #
 # Results go to $OUT (or ./bench-out): fp8.json, bench.json, logs.tgz.
 set -uo pipefail
@@ -49,6 +52,10 @@ case "${1:-probe}" in
     timeout 300 python3 scripts/bench_fp8.py --out "$OUT/fp8.json" --frames 200 --linear-only --feed-forwards-only 2>&1 | tee "$OUT/fp8.log"
     bench fp16-S4 120 "${common[@]}" model.streams_per_worker=4 job.bench.frames=96
     bench fp8-S4 120 "${common[@]}" model.fp8=unet-linear model.streams_per_worker=4 job.bench.frames=96
+    ;;
+  attn)
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_flash_head40.py -k gpu 2>&1 | tail -4
+    timeout 400 python3 -m scripts.probe_attention --triton --streams 4 --out "$OUT/attn40.json" 2>&1 | tee "$OUT/attn40.log"
     ;;
 esac
 tar -czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.log 2>/dev/null) && rm -f "$OUT"/*.log

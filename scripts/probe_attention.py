@@ -2,9 +2,11 @@
 each of PyTorch's fused kernels timed on the layouts the model hands them (queries a transposed
 view of the token-major projection), and the bank attention with per-stream bank lengths through
 the variable-length flash kernel (``seqused_k``), checked against attention over the unpadded bank.
-Medians of CUDA-event timed launches.
+With ``--triton``, the 64² level (head dim 40) also through ``scripts/flash_head40.py`` in each of
+its configurations, next to cuDNN with the log-sum-exp the bank merge needs. Medians of
+CUDA-event timed launches.
 
-    python -m scripts.probe_attention [--streams 4] [--out probe.json]
+    python -m scripts.probe_attention [--streams 4] [--triton] [--out probe.json]
 """
 
 from __future__ import annotations
@@ -78,11 +80,73 @@ def varlen_bank(
     return out[0].view(streams, tokens, heads, dim), out[1]
 
 
+def cudnn_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten._scaled_dot_product_cudnn_attention(
+        q, k, v, None, True, 0.0, False, False, scale=q.shape[-1] ** -0.5
+    )[0]
+
+
+def relative_error(out: torch.Tensor, want: torch.Tensor) -> float:
+    """Largest difference of the first two heads of the first sequence, over the largest value."""
+    return ((out[:1, :2].float() - want).abs().max() / want.abs().max()).item()
+
+
+def triton_table(streams: int) -> list[dict]:
+    """The 64² level's own-key, portrait-bank and full-bank attention: cuDNN (with log-sum-exp)
+    against each configuration of the Triton kernel; its error against fp32 attention of the
+    first two heads of one sequence, next to cuDNN's."""
+    from scripts.flash_head40 import CONFIGS, flash_attention
+
+    tokens, dim = 4096, 40
+    shapes = {
+        "own": (streams * FRAMES, tokens, tokens),
+        "bank_portrait": (streams, FRAMES * tokens, tokens),
+        "bank_full": (streams, FRAMES * tokens, 4 * tokens),
+    }
+    rows = []
+    for what, (batch, n_q, n_k) in shapes.items():
+        q = token_major(batch, n_q, dim)
+        k, v = (token_major(batch, n_k, dim) for _ in range(2))
+        want = F.scaled_dot_product_attention(
+            q[:1, :2].float(), k[:1, :2].float(), v[:1, :2].float()
+        )
+
+        row = {"what": what, "batch": batch, "queries": n_q, "keys": n_k}
+        row["cudnn_ms"] = round(median_cuda_ms(partial(cudnn_with_lse, q, k, v), 15, warmup=2), 4)
+        row["cudnn_error"] = relative_error(cudnn_with_lse(q, k, v), want)
+        row["triton"] = []
+        for config in CONFIGS:
+            try:
+                out = flash_attention(q, k, v, **config)[0]
+                ms = median_cuda_ms(partial(flash_attention, q, k, v, **config), 15, warmup=2)
+                row["triton"].append(
+                    {**config, "ms": round(ms, 4), "error": relative_error(out, want)}
+                )
+            except Exception as err:  # noqa: BLE001 - a configuration that does not compile here
+                row["triton"].append({**config, "failed": str(err).splitlines()[0][:200]})
+        best = min((c for c in row["triton"] if "ms" in c), key=lambda c: c["ms"], default=None)
+        print(json.dumps({k: v for k, v in row.items() if k != "triton"} | {"best": best}))
+        rows.append(row)
+        del q, k, v
+        torch.cuda.empty_cache()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--triton", action="store_true", help="only the 64² level's Triton table")
     args = parser.parse_args()
+    if args.triton:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            rows = triton_table(args.streams)
+        if args.out:
+            args.out.write_text(
+                json.dumps({"gpu": torch.cuda.get_device_name(), "triton": rows}, indent=1)
+            )
+        return
     streams, rows = args.streams, []
     torch.manual_seed(0)
     with torch.no_grad():

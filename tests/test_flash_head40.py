@@ -1,0 +1,63 @@
+"""The head-dim-40 flash-attention probe kernel (scripts/flash_head40.py, issue 16 lever 2): on
+CPU through Triton's interpreter (the same indexing, masking and online softmax that run on
+CUDA), against attention in float64; on a GPU also with half-precision exponentials."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scripts.flash_head40 import flash_attention
+
+ON_GPU = torch.cuda.is_available()
+
+
+def token_major(batch: int, tokens: int, heads: int, dim: int, **kw) -> torch.Tensor:
+    """``(batch, heads, tokens, dim)`` as a view of ``(batch, tokens, heads·dim)``, the model's
+    projection layout."""
+    return (
+        torch.randn(batch, tokens, heads * dim, **kw)
+        .view(batch, tokens, heads, dim)
+        .transpose(1, 2)
+    )
+
+
+def exact(q, k, v, scale):
+    scores = (q.double() @ k.double().transpose(-1, -2)) * scale
+    return torch.softmax(scores, -1) @ v.double(), torch.logsumexp(scores, -1)
+
+
+@pytest.mark.parametrize(("n_keys", "block_n"), [(96, 32), (80, 32)])  # whole blocks, ragged last
+def test_the_kernel_computes_attention_and_its_log_sum_exp(n_keys: int, block_n: int) -> None:
+    """Head dim 40 (padded to 64 in registers only), 3 heads, query rows not a multiple of the
+    block, keys a multiple of it or not; strided token-major views as the model passes them."""
+    torch.manual_seed(0)
+    q = token_major(2, 50, 3, 40) * 2  # larger scores: the running maximum must move
+    k, v = token_major(2, n_keys, 3, 40), token_major(2, n_keys, 3, 40)
+    out, lse = flash_attention(q, k, v, 0.3, block_m=32, block_n=block_n)
+    want, want_lse = exact(q, k, v, 0.3)
+    assert out.shape == q.shape and out.transpose(1, 2).is_contiguous()  # token-major result
+    assert (out.double() - want).abs().max() < 1e-4
+    assert (lse.double() - want_lse).abs().max() < 1e-4
+
+
+def test_half_exponentials_are_refused_off_cuda() -> None:
+    q = token_major(1, 8, 1, 40)
+    with pytest.raises(ValueError, match="CUDA only"):
+        flash_attention(q, q, q, half_exp=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("half_exp", [False, True])
+def test_gpu_kernel_matches_attention_in_fp16(half_exp: bool) -> None:
+    """fp16 at a 64²-level shape: within fp16 attention's own error of the float64 result."""
+    torch.manual_seed(0)
+    q, k, v = (token_major(2, 4096, 8, 40, device="cuda", dtype=torch.float16) for _ in range(3))
+    out, lse = flash_attention(q, k, v, half_exp=half_exp)
+    want, want_lse = exact(q, k, v, 40**-0.5)
+    ours = ((out.double() - want).abs().max() / want.abs().max()).item()
+    stock = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    theirs = ((stock.double() - want).abs().max() / want.abs().max()).item()
+    assert ours < max(4 * theirs, 2e-3)
+    assert (lse.double() - want_lse).abs().max() < 2e-2
