@@ -2,8 +2,9 @@
 each of PyTorch's fused kernels timed on the layouts the model hands them (queries a transposed
 view of the token-major projection), and the bank attention with per-stream bank lengths through
 the variable-length flash kernel (``seqused_k``), checked against attention over the unpadded bank.
-With ``--triton``, the 64² level (head dim 40) also through ``scripts/flash_head40.py`` in each of
-its configurations, next to cuDNN with the log-sum-exp the bank merge needs. Medians of
+With ``--triton``, only the 64² level (head dim 40), through ``scripts/flash_head40.py`` in each of
+its configurations: each key set next to cuDNN with the log-sum-exp the bank merge needs, then
+the whole bank attention (own keys + bank in one pass) next to the model's split-and-merge path. Medians of
 CUDA-event timed launches.
 
     python -m scripts.probe_attention [--streams 4] [--triton] [--out probe.json]
@@ -132,6 +133,48 @@ def triton_table(streams: int) -> list[dict]:
     return rows
 
 
+def fused_table(streams: int) -> list[dict]:
+    """The whole bank attention of a 64² layer as the model runs it (cuDNN over own keys, cuDNN
+    over each run of equal bank lengths, the log-sum-exp merge: ``_fast_layers.bank_attention``)
+    against the Triton kernel that does all of it in one pass, for banks of the portrait alone,
+    of the portrait and 3 keyframes, and of mixed lengths (1–4 images); the kernel's difference
+    from the model's result."""
+    from pipeline.models import _fast_layers
+    from scripts.flash_head40 import CONFIGS, bank_attention
+
+    tokens, dim = 4096, 40
+    _fast_layers.check_kernels("cuda", torch.float16)
+    q, k, v = (token_major(streams * FRAMES, tokens, dim) for _ in range(3))
+    banks = {
+        "portrait": [tokens] * streams,
+        "full": [4 * tokens] * streams,
+        "mixed": [tokens * (1 + s % 4) for s in range(streams)],
+    }
+    rows = []
+    for what, lengths in banks.items():
+        bank_k, bank_v = (token_major(streams, max(lengths), dim) for _ in range(2))
+        model = partial(_fast_layers.bank_attention, q, k, v, bank_k, bank_v, dim**-0.5, lengths)
+        want = model().float()
+        lengths_t = torch.tensor(lengths, device="cuda", dtype=torch.int32)
+        row = {"bank": what, "lengths": lengths}
+        row["model_ms"] = round(median_cuda_ms(model, 15, warmup=2), 4)
+        row["triton"] = []
+        for config in CONFIGS:
+            run = partial(bank_attention, q, k, v, bank_k, bank_v, lengths_t, **config)
+            try:
+                error = ((run().float() - want).abs().max() / want.abs().max()).item()
+                ms = median_cuda_ms(run, 15, warmup=2)
+                row["triton"].append({**config, "ms": round(ms, 4), "vs_model": error})
+            except Exception as err:  # noqa: BLE001 - a configuration that does not compile here
+                row["triton"].append({**config, "failed": str(err).splitlines()[0][:200]})
+        best = min((c for c in row["triton"] if "ms" in c), key=lambda c: c["ms"], default=None)
+        print(json.dumps({k: v for k, v in row.items() if k != "triton"} | {"best": best}))
+        rows.append(row)
+        del bank_k, bank_v
+        torch.cuda.empty_cache()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=4)
@@ -142,9 +185,12 @@ def main() -> None:
         torch.manual_seed(0)
         with torch.no_grad():
             rows = triton_table(args.streams)
+            fused = fused_table(args.streams)
         if args.out:
             args.out.write_text(
-                json.dumps({"gpu": torch.cuda.get_device_name(), "triton": rows}, indent=1)
+                json.dumps(
+                    {"gpu": torch.cuda.get_device_name(), "triton": rows, "fused": fused}, indent=1
+                )
             )
         return
     streams, rows = args.streams, []

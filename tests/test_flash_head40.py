@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scripts.flash_head40 import flash_attention
+from scripts.flash_head40 import bank_attention, flash_attention
 
 ON_GPU = torch.cuda.is_available()
 
@@ -41,6 +41,33 @@ def test_the_kernel_computes_attention_and_its_log_sum_exp(n_keys: int, block_n:
     assert (lse.double() - want_lse).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("lengths", [None, [64, 32], [64, 24]])  # full, whole tiles, ragged
+def test_bank_attention_is_attention_over_own_keys_and_the_stream_s_real_bank(lengths) -> None:
+    """2 streams × 3 frames: each frame's queries over its own 40 keys and its stream's bank
+    (capacity 64), only the first ``lengths[s]`` bank keys; padding beyond them is poison (a
+    kernel that read it would be far off). One pass, heads concatenated token-major."""
+    torch.manual_seed(1)
+    streams, frames, tokens, heads, dim = 2, 3, 40, 2, 40
+    q = token_major(streams * frames, tokens, heads, dim) * 2
+    k, v = (
+        token_major(streams * frames, tokens, heads, dim),
+        token_major(streams * frames, tokens, heads, dim),
+    )
+    bank_k, bank_v = torch.randn(streams, heads, 64, dim), torch.randn(streams, heads, 64, dim)
+    real = lengths or [64, 64]
+    for s, n in enumerate(real):
+        bank_k[s, :, n:], bank_v[s, :, n:] = 1e4, 1e4
+    lengths_t = None if lengths is None else torch.tensor(lengths, dtype=torch.int32)
+    got = bank_attention(q, k, v, bank_k, bank_v, lengths_t, 0.2, block_m=32, block_n=16)
+    assert got.shape == (streams * frames, tokens, heads * dim)
+    for b in range(streams * frames):
+        s = b // frames
+        keys = torch.cat([k[b], bank_k[s, :, : real[s]]], 1)
+        values = torch.cat([v[b], bank_v[s, :, : real[s]]], 1)
+        want, _ = exact(q[b], keys, values, 0.2)
+        assert (got[b].double() - want.transpose(0, 1).flatten(1)).abs().max() < 1e-4, b
+
+
 def test_half_exponentials_are_refused_off_cuda() -> None:
     q = token_major(1, 8, 1, 40)
     with pytest.raises(ValueError, match="CUDA only"):
@@ -61,3 +88,24 @@ def test_gpu_kernel_matches_attention_in_fp16(half_exp: bool) -> None:
     theirs = ((stock.double() - want).abs().max() / want.abs().max()).item()
     assert ours < max(4 * theirs, 2e-3)
     assert (lse.double() - want_lse).abs().max() < 2e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("half_exp", [False, True])
+def test_gpu_bank_attention_matches_the_model_s_cudnn_path(half_exp: bool) -> None:
+    """A 64²-level shape at S=2 with banks of 2 and 1 images: the same result as the model's
+    split-and-merge bank attention (cuDNN with log-sum-exp, merged), to fp16 rounding."""
+    from pipeline.models import _fast_layers
+
+    torch.manual_seed(0)
+    kw = dict(device="cuda", dtype=torch.float16)
+    q, k, v = (token_major(2 * 16, 4096, 8, 40, **kw) for _ in range(3))
+    bank_k, bank_v = (torch.randn(2, 8, 2 * 4096, 40, **kw) for _ in range(2))
+    lengths = [2 * 4096, 4096]
+    _fast_layers.check_kernels("cuda", torch.float16)
+    want = _fast_layers.bank_attention(q, k, v, bank_k, bank_v, 40**-0.5, lengths)
+    got = bank_attention(
+        q, k, v, bank_k, bank_v, torch.tensor(lengths, device="cuda"), half_exp=half_exp
+    )
+    assert ((got.float() - want.float()).abs().max() / want.float().abs().max()).item() < 5e-3
