@@ -127,6 +127,7 @@ def split_task(task: RowTask, frames: int, cfg: ClusterConfig, parts: int = 1) -
                 frames=frames,
                 row_key=task.row_key,
                 keys=keys,
+                row_id=task.row_id,
             ),
         )  # fmt: skip
         for i, (start, end) in enumerate(spans)

@@ -104,6 +104,52 @@ def test_keyframes_before_a_part_are_the_whole_streams(tiny_models, clip) -> Non
     assert 0 < error < 0.01
 
 
+def test_the_keyframe_scan_reads_the_device_once_per_block_and_decides_call_by_call(
+    monkeypatch,
+) -> None:
+    """400 chunks of driving motion near the portrait's, with outliers: chunk 100 and 101 the
+    same far motion (101 is then near the bank: measured again after 100 joined, it must not
+    join), chunk 250 another. The scan takes the keyframes a call-by-call replay takes, and
+    waits for the device once per block of calls and once more per keyframe, not per call (each
+    wait is a whole batched call of the other rows on a busy GPU)."""
+    from types import SimpleNamespace
+
+    from pipeline.animate import _parts
+
+    torch.manual_seed(0)
+    reference = torch.randn(1, 2, 8)
+    motions = reference + 0.1 * torch.randn(400, 2, 8)
+    far = torch.randn(2, 8) * 10
+    motions[100] = motions[101] = far
+    motions[250] = -far
+    config = AnimatorConfig(keyframe_threshold=5.0)
+    before_call = 380
+    # the specification: the stream's own rule, call by call
+    bank, expected = [reference], []
+    for call in range(config.keyframe_min_chunks, before_call):
+        candidate = motions[call - 3]
+        distance = (torch.cat(bank).flatten(1) - candidate.flatten()).pow(2).sum(1).sqrt().min()
+        if float(distance) > config.keyframe_threshold and len(expected) < config.max_keyframes:
+            expected.append(call)
+            bank.append(candidate[None])
+    assert expected == [103, 253]
+
+    reads = []
+    to_host = _parts._to_host
+    monkeypatch.setattr(_parts, "_to_host", lambda values: reads.append(1) or to_host(values))
+    scan = _parts._KeyframeScan(config, SimpleNamespace(reference_motion=reference), before_call)
+    frames = _parts._Frames(keep=_parts.SCAN_BLOCK + 16, step=4)
+    for index in range(400):
+        frames.frames.append((4 * index, None, motions[index : index + 1]))
+        frames.next += 4
+        if (index + 1) % _parts.SCAN_BLOCK == 0:
+            scan.decide(frames)
+    scan.decide(frames)
+    assert scan.calls == expected
+    assert all(torch.equal(m[0], motions[c - 3]) for m, c in zip(scan.motions, expected))
+    assert len(reads) <= 12  # 7 blocks of 64 calls, 2 keyframes: not 370 reads
+
+
 @pytest.mark.parametrize("read", ["face", "off", "cached"])
 def test_a_workers_part_start_reads_the_frames_the_rows_stream_is_fed(
     tiny_models, tmp_path: Path, read: str
@@ -383,6 +429,11 @@ def test_a_split_row_renders_every_frame_once_joined_with_audio(
     # the parts' folders were tidied by the row's commit
     parts = list((out_split / "rows" / "_rows").glob("*/part-*"))
     assert len(parts) == 3 and not [p for part in parts for p in part.rglob("*") if p.is_file()]
+    # the row's commit names the manifest row (not its last part): the benchmarks' exactly-once
+    # audit finds one commit, its bytes and its 150 frames
+    from scripts.scaling_report import check_job
+
+    assert check_job(out_split / "rows", {row["row_id"]: 150})["problems"] == []
 
 
 @pytest.mark.slow

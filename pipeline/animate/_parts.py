@@ -11,7 +11,10 @@ keyframes in the stream's bank. A part that starts at frame ``F`` rebuilds each:
   bank), so the decisions are replayed from the video's start, without denoising, until the bank
   is full or the part begins (the motion of each chunk's first frame, many per call of the
   networks: it differs from the stream's by float rounding, so only a distance within ~1e-6 of
-  the threshold could be decided otherwise). A keyframe's latent is the clean latent of its frame, which depends
+  the threshold could be decided otherwise). The distances of a block of calls are computed on
+  the device and read back at once (:data:`SCAN_BLOCK`): the worker's GPU runs one queue, and
+  each read waits for the batched call queued before it, so one read per call made a part
+  deep into a video wait minutes (110 s for 375 calls on an H200). A keyframe's latent is the clean latent of its frame, which depends
   on everything rendered before it: it is rendered from a short window of ``overlap`` frames
   before its frame, with the keyframes before it in the bank;
 * **the window, approximately**: the stream starts ``overlap`` frames before ``F``; its three
@@ -50,6 +53,9 @@ frame past ``stop``: a part's start pays only for the frames it uses."""
 logger = logging.getLogger(__name__)
 
 _NOISE_BLOCK = 256  # chunks' noise replayed per draw (bounded memory, few calls)
+#: keyframe decisions whose distances are read from the device at once (one wait per block and
+#: per keyframe taken, instead of one per call)
+SCAN_BLOCK = 64
 
 
 @dataclass(frozen=True)
@@ -192,15 +198,17 @@ class PartStarter:
         chunk = self.animator.schedule.chunk_frames
         started = time.perf_counter()
         scan = _KeyframeScan(self.animator.config, base, before_call)
-        firsts = _Frames(keep=16, step=chunk)
+        firsts = _Frames(keep=SCAN_BLOCK + 16, step=chunk)  # a block and the window behind it
         # the last call decided is before_call - 1; its candidate is its window's oldest frame
         stop = chunk * (before_call - 3)
         with closing(observations(0, stop, True)) as source:
             for observation in source:
                 firsts.add(observation)
-                scan.decide(firsts)
-                if scan.over:
-                    break
+                if (firsts.next // chunk) % SCAN_BLOCK == 0:
+                    scan.decide(firsts)
+                    if scan.over:
+                        break
+            scan.decide(firsts)  # the calls of the last, partial block
         if scan.first is None:
             raise ValueError("the driving video has no frames")
         self.timings = {
@@ -312,22 +320,33 @@ class _KeyframeScan:
         return full or self.next_call >= self.before_call
 
     def decide(self, frames: _Frames) -> None:
-        """Decide every call whose candidate frame has arrived."""
+        """Decide every call whose candidate frame has arrived: their distances to the bank
+        computed on the device and read back together; after a keyframe the bank has changed,
+        so the calls after it are measured again against it."""
         if self.first is None and frames.frames:
             _, pose, motion = frames.frames[0]
             self.first, self._first_motion = pose, motion
         while not self.over:
-            frame = 4 * (self.next_call - 3)  # the oldest frame of the call's window
-            if frame >= frames.next:
+            calls = []  # the oldest frame of a call's window is its candidate
+            for call in range(self.next_call, self.before_call):
+                if 4 * (call - 3) >= frames.next:
+                    break
+                calls.append(call)
+            if not calls:
                 return
-            candidate = self._candidate(frames, frame)
+            candidates = [self._candidate(frames, 4 * (call - 3)) for call in calls]
             bank = torch.cat(self.bank).float().flatten(1)
-            distance = (bank - candidate.float().flatten()).pow(2).sum(dim=1).sqrt().min()
-            if float(distance) > self.config.keyframe_threshold:
-                self.calls.append(self.next_call)
-                self.motions.append(candidate[None])
-                self.bank.append(candidate[None])
-            self.next_call += 1
+            distances = torch.stack(  # each as the stream computes its own (same shapes)
+                [(bank - c.float().flatten()).pow(2).sum(dim=1).sqrt().min() for c in candidates]
+            )
+            distances = _to_host(distances)  # the one wait for the device
+            for call, candidate, distance in zip(calls, candidates, distances):
+                self.next_call = call + 1
+                if distance > self.config.keyframe_threshold:
+                    self.calls.append(call)
+                    self.motions.append(candidate[None])
+                    self.bank.append(candidate[None])
+                    break
 
     def _candidate(self, frames: _Frames, frame: int) -> torch.Tensor:
         """The motion of ``frame`` (a warm-up frame's is the portrait's blended into frame 0's,
@@ -338,6 +357,11 @@ class _KeyframeScan:
         weights = torch.linspace(0, 1, 13, dtype=motion.dtype, device=motion.device)[:-1]
         weight = weights[12 + frame]
         return ((1 - weight) * self.reference_motion + weight * motion)[0]
+
+
+def _to_host(values: torch.Tensor) -> list[float]:
+    """Device values as host floats: waits for everything queued before them."""
+    return values.tolist()
 
 
 def _take(source: Iterable[Observation], frames: int) -> Observation:

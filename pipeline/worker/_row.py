@@ -29,7 +29,7 @@ import torch
 from torch.profiler import record_function
 
 from ..animate import Observation, StepBatcher, StreamingAnimator, StreamState, deserialize_state
-from ..animate._parts import ObservationSource, PartStarter
+from ..animate._parts import SCAN_BLOCK, ObservationSource, PartStarter
 from ..conditioning_cache import ConditioningReader, ConditioningWriter
 from ..config import FramingConfig, VideoConfig, parse_canvas
 from ..framing import (
@@ -385,9 +385,10 @@ class RowRenderer:
                     if firsts
                     else (chunk.frames for chunk in reader.chunks(4))
                 )
-            # the scan's first frames many per call of the small networks; whole chunks one per
-            # call, as a stream alone on its worker observes them (the same numbers)
-            per_call = 32 if firsts else 1
+            # the scan's first frames a block per call of the small networks (their face boxes
+            # are read back once per call); whole chunks one per call, as a stream alone on its
+            # worker observes them (the same numbers)
+            per_call = SCAN_BLOCK if firsts else 1
             batch: list[Any] = []
             for chunk in chunks:
                 batch.append(chunk)
@@ -659,7 +660,7 @@ class RowRenderer:
         frames = row.stream.frames_out - part.start
         if frames != part.end - part.start:
             raise RowError(
-                f"{task.driving_video}: {part.label} of row {task.row_id} rendered {frames} frames "
+                f"{task.driving_video}: {part.label} of row {part.row_id} rendered {frames} frames "
                 f"where {part.end - part.start} were expected (the video has fewer frames than "
                 "its probe said); set cluster.split_frames=0 to render this row unsplit"
             )
@@ -718,14 +719,14 @@ class RowRenderer:
         final, has_audio = self._mux(task, silent, scratch)
         started = [c["render_started_at"] for c in commits if c.get("render_started_at")]
         meta = {
-            **task.meta, "row_id": task.row_id, "frames": part.frames, "has_audio": has_audio,
+            **task.meta, "row_id": part.row_id, "frames": part.frames, "has_audio": has_audio,
             "worker": self.worker_name, "attempt": task.attempt, "resumed_from_frame": 0,
             "parts": [_part_entry(commit) for commit in commits],
             "render_started_at": min(started) if started else None,
             "render_seconds": round(time.time() - min(started), 3) if started else None,
         }  # fmt: skip
         _, marker = ledger.commit_row(part.row_key, str(final), meta)
-        logger.info("row %s: %d parts joined and committed", task.row_id, part.count)
+        logger.info("row %s: %d parts joined and committed", part.row_id, part.count)
         return marker
 
     def _segment_files(self, row: _PreparedRow) -> list[str]:

@@ -26,6 +26,8 @@ class RowPart:
         frames: the row's frame count (the last part ends there).
         row_key: the whole row's key: the part that commits last joins the parts under it.
         keys: every part's key, in order.
+        row_id: the manifest row's id (the part's task goes by its own: `split_rows.part_id`);
+            the joined row's commit names it.
     """
 
     index: int
@@ -36,6 +38,7 @@ class RowPart:
     frames: int
     row_key: str
     keys: tuple[str, ...]
+    row_id: str
 
     @property
     def last(self) -> bool:
