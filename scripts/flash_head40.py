@@ -1,9 +1,8 @@
 """A Triton flash-attention forward for the UNet's 64² level (head dim 40), written to find out by
 measurement whether anything beats cuDNN there (issue 16, lever 2): the head dimension padded to
-64 in registers only (the loads are masked, memory holds 40), the softmax in the exp2 domain,
-and optionally its exponentials in half precision (``ex2.approx.f16x2``: two per instruction,
-where the 40-wide products leave the exponent unit the bottleneck; the probabilities are
-rounded to fp16 for the second product anyway).
+64 in registers only (the loads are masked, memory holds 40), the softmax in the exp2 domain.
+Measured on an H200 (docs/benchmarks.md, "Attention at head dim 40"): 2.2× slower than cuDNN,
+fused or not, so the model keeps cuDNN.
 
 Two entry points: :func:`flash_attention` (one key set; returns the log-sum-exp too) and
 :func:`bank_attention` — every frame's queries over its own keys *and* its stream's bank of
@@ -27,23 +26,9 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _exp2(x, HALF_EXP: tl.constexpr):
-    if HALF_EXP:
-        return tl.inline_asm_elementwise(
-            "ex2.approx.f16x2 $0, $1;",
-            "=r,r",
-            [x.to(tl.float16)],
-            dtype=tl.float16,
-            is_pure=True,
-            pack=2,
-        )
-    return tl.exp2(x)
-
-
-@triton.jit
 def _attend(
     q, acc, l_i, m_i, k_base, v_base, skn, svn, n_keys, qk_scale,
-    in_dim, offs_n, BLOCK_N: tl.constexpr, EVEN_N: tl.constexpr, HALF_EXP: tl.constexpr,
+    in_dim, offs_n, BLOCK_N: tl.constexpr, EVEN_N: tl.constexpr,
 ):  # fmt: skip
     """The online softmax over one key set: ``k_base`` points at a ``(D, BLOCK_N)`` tile of its
     first keys, ``v_base`` at a ``(BLOCK_N, D)`` tile of its first values."""
@@ -59,7 +44,7 @@ def _attend(
         if not EVEN_N:
             s = tl.where(n_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = _exp2(s - m_new[:, None], HALF_EXP)
+        p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p.to(tl.float32), 1)
         acc = acc * alpha[:, None]
@@ -77,7 +62,7 @@ def _flash_fwd_kernel(
     HEAD_DIM: tl.constexpr, D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     EVEN_N: tl.constexpr, EVEN_BANK: tl.constexpr, HAS_BANK: tl.constexpr,
-    WRITE_LSE: tl.constexpr, HALF_EXP: tl.constexpr,
+    WRITE_LSE: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -100,7 +85,7 @@ def _flash_fwd_kernel(
         q, acc, l_i, m_i,
         K + b * skb + h * skh + offs_d[:, None] + offs_n[None, :] * skn,
         V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :],
-        skn, svn, n_keys, qk_scale, in_dim, offs_n, BLOCK_N, EVEN_N, HALF_EXP,
+        skn, svn, n_keys, qk_scale, in_dim, offs_n, BLOCK_N, EVEN_N,
     )  # fmt: skip
     if HAS_BANK:  # the stream's bank, only as long as that stream's is
         s = b // frames_per_stream
@@ -109,7 +94,7 @@ def _flash_fwd_kernel(
             BK + s * sbkb + h * sbkh + offs_d[:, None] + offs_n[None, :] * sbkn,
             BV + s * sbvb + h * sbvh + offs_n[:, None] * sbvn + offs_d[None, :],
             sbkn, sbvn, tl.load(BANK_LEN + s), qk_scale, in_dim, offs_n,
-            BLOCK_N, EVEN_BANK, HALF_EXP,
+            BLOCK_N, EVEN_BANK,
         )  # fmt: skip
     out = acc / l_i[:, None]
     tl.store(
@@ -133,15 +118,12 @@ def _launch(
     block_n: int,
     num_warps: int,
     num_stages: int,
-    half_exp: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     batch, heads, n_queries, dim = q.shape
     n_keys = k.shape[2]
     tensors = (q, k, v) if bank is None else (q, k, v, bank[0], bank[1])
     if any(t.stride(-1) != 1 for t in tensors):
         raise ValueError("the head dimension must be contiguous")
-    if half_exp and q.device.type != "cuda":
-        raise ValueError("half_exp uses a PTX instruction: CUDA only")
     out = torch.empty(batch, n_queries, heads, dim, device=q.device, dtype=q.dtype)
     lse = torch.empty(batch, heads, n_queries, device=q.device, dtype=torch.float32)
     bank_key, bank_value, lengths, even_bank = bank if bank is not None else (k, v, lse, False)
@@ -156,7 +138,7 @@ def _launch(
         HEAD_DIM=dim, D=max(16, 1 << math.ceil(math.log2(dim))),
         BLOCK_M=block_m, BLOCK_N=block_n,
         EVEN_N=n_keys % block_n == 0, EVEN_BANK=even_bank, HAS_BANK=bank is not None,
-        WRITE_LSE=write_lse, HALF_EXP=half_exp,
+        WRITE_LSE=write_lse,
         num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     return out, (lse if write_lse else None)
@@ -172,15 +154,12 @@ def flash_attention(
     block_n: int = 64,
     num_warps: int = 4,
     num_stages: int = 2,
-    half_exp: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``q`` ``(B, H, M, d)``, ``k``/``v`` ``(B, H, N, d)``, any strides with a unit last one
     (the model's transposed views of token-major projections). Returns ``out`` ``(B, H, M, d)``
     laid out token-major, as the model's ``to_out`` reads it, and the log-sum-exp ``(B, H, M)``
     in float32."""
-    out, lse = _launch(
-        q, k, v, None, scale, True, block_m, block_n, num_warps, num_stages, half_exp
-    )
+    out, lse = _launch(q, k, v, None, scale, True, block_m, block_n, num_warps, num_stages)
     return out.transpose(1, 2), lse
 
 
@@ -197,7 +176,6 @@ def bank_attention(
     block_n: int = 64,
     num_warps: int = 4,
     num_stages: int = 2,
-    half_exp: bool = False,
 ) -> torch.Tensor:
     """Every frame's queries ``(S·F, H, N, d)`` over its own keys/values ``(S·F, H, N, d)`` and
     its stream's bank ``(S, H, L, d)``, of which stream ``s`` has ``bank_lengths[s]`` real keys
@@ -222,15 +200,13 @@ def bank_attention(
         block_n,
         num_warps,
         num_stages,
-        half_exp,
     )
     return out.flatten(2)
 
 
 CONFIGS = [
-    dict(block_m=bm, block_n=bn, num_warps=w, num_stages=st, half_exp=he)
+    dict(block_m=bm, block_n=bn, num_warps=w, num_stages=st)
     for bm, w in ((128, 4), (128, 8), (64, 4))
     for bn in (64, 128)
     for st in (2, 3)
-    for he in (False, True)
 ]
