@@ -14,9 +14,10 @@ keyframes in the stream's bank. A part that starts at frame ``F`` rebuilds each:
   the threshold could be decided otherwise). The distances of a block of calls are computed on
   the device and read back at once (:data:`SCAN_BLOCK`): the worker's GPU runs one queue, and
   each read waits for the batched call queued before it, so one read per call made a part
-  deep into a video wait minutes (110 s for 375 calls on an H200). A keyframe's latent is the clean latent of its frame, which depends
-  on everything rendered before it: it is rendered from a short window of ``overlap`` frames
-  before its frame, with the keyframes before it in the bank;
+  deep into a video wait minutes (110 s for 375 calls on an H200). A keyframe's latent is the
+  clean latent of its frame, which depends on everything rendered before it: it is rendered
+  from a short window of ``overlap`` frames before its frame, with the keyframes before it in
+  the bank;
 * **the window, approximately**: the stream starts ``overlap`` frames before ``F``; its three
   pending chunks hold the real driving frames before that, with the portrait's latent noised to
   their levels by their own noise (as the warm-up does with the portrait's pose). The overlap's
