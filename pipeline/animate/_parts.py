@@ -175,10 +175,11 @@ class PartStarter:
         stream.emit_from = first_frame
         self.timings["window_seconds"] = time.perf_counter() - started
         logger.info(
-            "part at frame %d started in %.1f s: keyframe scan of %d chunks %.1f s, %d keyframe "
-            "window(s) %.1f s, its own window %.1f s",
+            "part at frame %d started in %.1f s: keyframe scan of %d chunks %.1f s (%d reads of "
+            "its distances from the device), %d keyframe window(s) %.1f s, its own window %.1f s",
             first_frame, sum(v for k, v in self.timings.items() if k.endswith("_seconds")),
-            self.timings["scanned_chunks"], self.timings["scan_seconds"], len(keyframes),
+            self.timings["scanned_chunks"], self.timings["scan_seconds"],
+            self.timings["scan_reads"], len(keyframes),
             self.timings["keyframes_seconds"], self.timings["window_seconds"],
         )  # fmt: skip
         return stream
@@ -214,6 +215,7 @@ class PartStarter:
             raise ValueError("the driving video has no frames")
         self.timings = {
             "scanned_chunks": firsts.next // chunk,
+            "scan_reads": scan.reads,
             "scan_seconds": time.perf_counter() - started,
         }
         started = time.perf_counter()
@@ -314,6 +316,7 @@ class _KeyframeScan:
         self.motions: list[torch.Tensor] = []  # their motions
         self.first: HeadPose | None = None
         self._first_motion: torch.Tensor | None = None
+        self.reads = 0  # times the scan waited for the device (each behind a batched call)
 
     @property
     def over(self) -> bool:
@@ -341,6 +344,7 @@ class _KeyframeScan:
                 [(bank - c.float().flatten()).pow(2).sum(dim=1).sqrt().min() for c in candidates]
             )
             distances = _to_host(distances)  # the one wait for the device
+            self.reads += 1
             for call, candidate, distance in zip(calls, candidates, distances):
                 self.next_call = call + 1
                 if distance > self.config.keyframe_threshold:
