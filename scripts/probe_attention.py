@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pipeline.bench import median_cuda_ms
+from pipeline.models._fast_layers import attention_with_lse
 
 HEADS, FRAMES = 8, 16
 LEVELS = [(4096, 40), (1024, 80), (256, 160), (64, 160)]  # (tokens per frame, head dim)
@@ -82,22 +84,50 @@ def varlen_bank(
 
 
 def cudnn_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return torch.ops.aten._scaled_dot_product_cudnn_attention(
-        q, k, v, None, True, 0.0, False, False, scale=q.shape[-1] ** -0.5
-    )[0]
+    """The model's own-key attention: cuDNN, with the log-sum-exp the bank merge needs."""
+    return attention_with_lse(q, k, v, q.shape[-1] ** -0.5, "cudnn")[0]
+
+
+def time_configs(row: dict, run: Callable[..., torch.Tensor], error: Callable, key: str) -> None:
+    """``row["triton"]``: each configuration of the Triton kernel ``run`` (its keyword
+    arguments), its median ms and ``error`` of its result under ``key`` (or why it failed);
+    prints the row with its best configuration."""
+    from scripts.flash_head40 import CONFIGS
+
+    row["triton"] = []
+    for config in CONFIGS:
+        call = partial(run, **config)
+        try:
+            got = error(call())
+            ms = median_cuda_ms(call, 15, warmup=2)
+            row["triton"].append({**config, "ms": round(ms, 4), key: got})
+        except Exception as err:  # noqa: BLE001 - a configuration that does not compile here
+            row["triton"].append({**config, "failed": str(err).splitlines()[0][:200]})
+    best = min((c for c in row["triton"] if "ms" in c), key=lambda c: c["ms"], default=None)
+    print(json.dumps({k: v for k, v in row.items() if k != "triton"} | {"best": best}))
+
+
+def difference(out: torch.Tensor, want: torch.Tensor) -> float:
+    """Largest difference from ``want``, over its largest value."""
+    return ((out.float() - want).abs().max() / want.abs().max()).item()
 
 
 def relative_error(out: torch.Tensor, want: torch.Tensor) -> float:
-    """Largest difference of the first two heads of the first sequence, over the largest value."""
-    return ((out[:1, :2].float() - want).abs().max() / want.abs().max()).item()
+    """:func:`difference` of the first two heads of the first sequence (``want``'s shape)."""
+    return difference(out[:1, :2], want)
+
+
+def flash_output(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **config) -> torch.Tensor:
+    """The Triton kernel's attention (its log-sum-exp left out)."""
+    from scripts.flash_head40 import flash_attention
+
+    return flash_attention(q, k, v, **config)[0]
 
 
 def triton_table(streams: int) -> list[dict]:
     """The 64² level's own-key, portrait-bank and full-bank attention: cuDNN (with log-sum-exp)
     against each configuration of the Triton kernel; its error against fp32 attention of the
     first two heads of one sequence, next to cuDNN's."""
-    from scripts.flash_head40 import CONFIGS, flash_attention
-
     tokens, dim = 4096, 40
     shapes = {
         "own": (streams * FRAMES, tokens, tokens),
@@ -115,18 +145,12 @@ def triton_table(streams: int) -> list[dict]:
         row = {"what": what, "batch": batch, "queries": n_q, "keys": n_k}
         row["cudnn_ms"] = round(median_cuda_ms(partial(cudnn_with_lse, q, k, v), 15, warmup=2), 4)
         row["cudnn_error"] = relative_error(cudnn_with_lse(q, k, v), want)
-        row["triton"] = []
-        for config in CONFIGS:
-            try:
-                out = flash_attention(q, k, v, **config)[0]
-                ms = median_cuda_ms(partial(flash_attention, q, k, v, **config), 15, warmup=2)
-                row["triton"].append(
-                    {**config, "ms": round(ms, 4), "error": relative_error(out, want)}
-                )
-            except Exception as err:  # noqa: BLE001 - a configuration that does not compile here
-                row["triton"].append({**config, "failed": str(err).splitlines()[0][:200]})
-        best = min((c for c in row["triton"] if "ms" in c), key=lambda c: c["ms"], default=None)
-        print(json.dumps({k: v for k, v in row.items() if k != "triton"} | {"best": best}))
+        time_configs(
+            row,
+            partial(flash_output, q, k, v),
+            partial(relative_error, want=want),
+            "error",
+        )
         rows.append(row)
         del q, k, v
         torch.cuda.empty_cache()
@@ -140,7 +164,7 @@ def fused_table(streams: int) -> list[dict]:
     of the portrait and 3 keyframes, and of mixed lengths (1–4 images); the kernel's difference
     from the model's result."""
     from pipeline.models import _fast_layers
-    from scripts.flash_head40 import CONFIGS, bank_attention
+    from scripts.flash_head40 import bank_attention
 
     tokens, dim = 4096, 40
     _fast_layers.check_kernels("cuda", torch.float16)
@@ -158,17 +182,12 @@ def fused_table(streams: int) -> list[dict]:
         lengths_t = torch.tensor(lengths, device="cuda", dtype=torch.int32)
         row = {"bank": what, "lengths": lengths}
         row["model_ms"] = round(median_cuda_ms(model, 15, warmup=2), 4)
-        row["triton"] = []
-        for config in CONFIGS:
-            run = partial(bank_attention, q, k, v, bank_k, bank_v, lengths_t, **config)
-            try:
-                error = ((run().float() - want).abs().max() / want.abs().max()).item()
-                ms = median_cuda_ms(run, 15, warmup=2)
-                row["triton"].append({**config, "ms": round(ms, 4), "vs_model": error})
-            except Exception as err:  # noqa: BLE001 - a configuration that does not compile here
-                row["triton"].append({**config, "failed": str(err).splitlines()[0][:200]})
-        best = min((c for c in row["triton"] if "ms" in c), key=lambda c: c["ms"], default=None)
-        print(json.dumps({k: v for k, v in row.items() if k != "triton"} | {"best": best}))
+        time_configs(
+            row,
+            partial(bank_attention, q, k, v, bank_k, bank_v, lengths_t),
+            partial(difference, want=want),
+            "vs_model",
+        )
         rows.append(row)
         del bank_k, bank_v
         torch.cuda.empty_cache()
@@ -225,9 +244,7 @@ def main() -> None:
                         vb[s : s + 1, :, :n].float(),
                         scale=scale,
                     ).transpose(1, 2)[0]
-                    worst = max(
-                        worst, ((got[s].float() - ref).abs().max() / ref.abs().max()).item()
-                    )
+                    worst = max(worst, difference(got[s], ref))
                 row["varlen_error"] = worst
                 row["varlen_ms"] = round(
                     median_cuda_ms(partial(varlen_bank, q4, k4, v4, lengths, scale), 15, warmup=2),
