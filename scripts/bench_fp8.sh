@@ -18,6 +18,10 @@
 #   scripts/bench_fp8.sh attn     lever 2 at head dim 40: GPU tests of scripts/flash_head40.py, then
 #                                 its configurations against cuDNN at the 64² level's own-key and
 #                                 bank shapes (scripts/probe_attention.py --triton)
+#   scripts/bench_fp8.sh attn8    lever 2, FP8 attention: cuDNN's FP8 attention (nvidia-cudnn-frontend,
+#                                 from .gpu/cudnn-frontend.tar.xz: WITH_CUDNN_FRONTEND=1
+#                                 scripts/pack_gpu_site.sh) against the model's fp16 cuDNN path at
+#                                 the 64² and 32² levels' shapes (scripts/probe_fp8_attention.py)
 #
 # Results go to $OUT (or ./bench-out): fp8.json, bench.json, logs.tgz.
 set -uo pipefail
@@ -56,6 +60,14 @@ case "${1:-probe}" in
   attn)
     timeout 150 python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_flash_head40.py -k gpu 2>&1 | tail -4
     timeout 400 python3 -m scripts.probe_attention --triton --streams 4 --out "$OUT/attn40.json" 2>&1 | tee "$OUT/attn40.log"
+    ;;
+  attn8)
+    if ! python3 -c "import cudnn" 2>/dev/null && [ -f .gpu/cudnn-frontend.tar.xz ]; then
+      [ -d /tmp/cudnn-frontend ] || { mkdir -p /tmp/cudnn-frontend && tar -xJf .gpu/cudnn-frontend.tar.xz -C /tmp/cudnn-frontend; }
+      export PYTHONPATH=$PYTHONPATH:/tmp/cudnn-frontend
+    fi
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_probe_fp8_attention.py 2>&1 | tail -4
+    timeout 400 python3 -m scripts.probe_fp8_attention --streams 4 --out "$OUT/attn8.json" 2>&1 | tee "$OUT/attn8.log"
     ;;
 esac
 tar -czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.log 2>/dev/null) && rm -f "$OUT"/*.log

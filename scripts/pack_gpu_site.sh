@@ -8,6 +8,10 @@
 # Ray's wheel is slimmed (the Java jars, the dashboard's web client and the libraries the render
 # job does not use: rllib, serve, tune, train, data, llm) and its binaries stripped, and the whole
 # is xz-compressed: about 53 MB instead of the wheels' 130 MB.
+#
+# WITH_CUDNN_FRONTEND=1 also packs nvidia-cudnn-frontend (cuDNN's FP8 attention, for
+# scripts/probe_fp8_attention.py only) into .gpu/cudnn-frontend.tar.xz, about 6 MB, apart from the
+# site: the two together stay under the device's 64-MiB carry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-3.12}
@@ -32,3 +36,10 @@ mkdir -p .gpu
 tar -cJf .gpu/site.tar.xz -C "$WORK/site" .
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
 ls -la .gpu/site.tar.xz
+if [ -n "${WITH_CUDNN_FRONTEND:-}" ]; then
+  pip_download nvidia-cudnn-frontend
+  mkdir -p "$WORK/cudnn-frontend"
+  unzip -qo "$WORK"/wheels/nvidia_cudnn_frontend-*.whl -d "$WORK/cudnn-frontend"
+  tar -cJf .gpu/cudnn-frontend.tar.xz -C "$WORK/cudnn-frontend" .
+  ls -la .gpu/cudnn-frontend.tar.xz
+fi
