@@ -22,7 +22,9 @@ pip_download() {
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$WORK/wheels" "$@"
 }
-pip_download av diffusers hydra-core omegaconf importlib_metadata ffmpeg-python future ray \
+# each package without its dependencies (--no-deps): omegaconf held to what hydra-core 1.3 takes,
+# as pip resolves it on a fresh install (an omegaconf 2.4 here warned on every run)
+pip_download av diffusers hydra-core "omegaconf>=2.3,<2.4" importlib_metadata ffmpeg-python future ray \
   jsonschema referencing rpds-py jsonschema-specifications
 # Hydra's parser runtime is published as a source archive only: build its (pure-Python) wheel
 python3 -m pip wheel -q --no-deps antlr4-python3-runtime==4.9.3 -w "$WORK/wheels"
