@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from scripts.probe_attention import FRAMES, HEADS, difference
+
 E4M3_MAX = 448.0  # the largest finite float8_e4m3fn value
-HEADS, FRAMES = 8, 16
 REFERENCE_QUERIES = 1024  # queries of the float32 reference (the bank's full width is too large)
 
 
@@ -54,11 +55,6 @@ def reference_attention(
     scores = (q.float() @ k.float().transpose(-1, -2)) * scale
     lse = torch.logsumexp(scores, dim=-1)
     return torch.softmax(scores, dim=-1) @ v.float(), lse
-
-
-def difference(out: torch.Tensor, want: torch.Tensor) -> float:
-    """Largest difference from ``want``, over its largest value."""
-    return ((out.float() - want).abs().max() / want.abs().max()).item()
 
 
 class CudnnFp8Attention:
